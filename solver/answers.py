@@ -1,0 +1,901 @@
+"""Model output → reasoning, visible answer and final answer; and whether two final answers agree.
+
+Owns three things:
+- splitting a reasoning model's output at `</think>` (with or without the opening tag: the R1 distill's
+  output may begin after a `<think>` the prompt already opened), and deciding when a run was truncated
+  inside its reasoning — such a run has no answer, ever;
+- extracting the final answer: the last `\\boxed{}` (nested braces), else a phrase such as 答案是 / "the
+  answer is" / "####";
+- deciding whether two final answers mean the same (23 = 23只 = twenty-three = 二十三, 1/2 = 0.5 = 50%,
+  x=23, y=12 = (23, 12), 星期五 = Friday), and the majority answer of several samples.
+
+Does not own: models, prompts, the engine, or what is stored. Strings in; strings, bools and one frozen
+dataclass out.
+
+Comparison is conservative: when it is unsure it says "different", because a wrong "same" would mark a
+wrong answer verified. Plain numbers, tuples, units, weekdays and yes/no are decided here exactly (with
+Fractions, never floats). Only latex expressions this module cannot read (\\sqrt, \\pi, polynomials, sets)
+go to math-verify, imported lazily; its SIGALRM timeouts are switched off so it works in worker threads,
+and inputs that could make sympy run away (long text, towers of powers, big factorials) never reach it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+from typing import NamedTuple
+
+__all__ = [
+    "ParsedAnswer",
+    "answers_equivalent",
+    "extract_final_answer",
+    "majority_answer",
+    "normalize_answer",
+    "parse_output",
+    "split_reasoning",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    reasoning: str  # the chain of thought ("" if none)
+    answer: str  # the text after the reasoning (the visible answer; "" if none)
+    final: str | None  # the extracted final answer, or None when there is none
+    # True when the run hit the token limit inside its reasoning (then final is None).
+    truncated: bool
+
+
+# ---------------------------------------------------------------------------------------------------
+# Splitting reasoning from answer
+
+_THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
+_THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
+_THINK_ANY = re.compile(r"</?think>", re.IGNORECASE)
+
+
+def split_reasoning(text: str) -> tuple[str, str, bool]:
+    """(reasoning, answer, closed). Handles '<think>...</think>answer', a bare '...</think>answer' (the R1
+    distill's output may begin after an implicit <think>), or no tags at all (then reasoning='' and
+    answer=text, closed=True). '<think>...' with no closing tag -> reasoning=rest, answer='', closed=False."""
+    text = text or ""
+    close = _THINK_CLOSE.search(text)
+    opening = _THINK_OPEN.search(text)
+    if close is None:
+        if opening is None:
+            return "", text.strip(), True
+        return _THINK_ANY.sub("", text[opening.end() :]).strip(), "", False
+    # Split at the first </think>: the answer is everything after it, so a model that "closes" twice
+    # still has its last \boxed in the answer part. Stray tags are removed from both halves.
+    start = opening.end() if opening is not None and opening.start() < close.start() else 0
+    reasoning = _THINK_ANY.sub("", text[start : close.start()])
+    answer = _THINK_ANY.sub("", text[close.end() :])
+    return reasoning.strip(), answer.strip(), True
+
+
+def parse_output(
+    text: str, *, finish_reason: str = "stop", implicit_think: bool = False
+) -> ParsedAnswer:
+    """finish_reason is 'stop' | 'length' | 'cancelled'. implicit_think=True means the prompt already
+    opened <think>, so text without any </think> is all reasoning.
+
+    A run whose reasoning never closed has no final answer: truncated when it did not stop by itself.
+    After a closed reasoning (or with no tags at all) the answer part's last \\boxed wins; phrase
+    fallbacks (答案是, "the answer is") count only when the run stopped by itself, since a cut-off phrase
+    may be a cut-off number; the reasoning's last \\boxed is the last resort."""
+    text = text or ""
+    if implicit_think and not _THINK_CLOSE.search(text):
+        reasoning, answer, closed = _THINK_ANY.sub("", text).strip(), "", False
+    else:
+        reasoning, answer, closed = split_reasoning(text)
+    stopped = finish_reason == "stop"
+    if not closed:
+        # Boxes inside unfinished reasoning are drafts the model may still revise: never an answer.
+        return ParsedAnswer(reasoning, answer, None, truncated=not stopped)
+    final = extract_final_answer(answer) if stopped else _last_boxed(answer)
+    if final is None and reasoning:
+        final = _last_boxed(reasoning)
+    return ParsedAnswer(reasoning, answer, final, truncated=False)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Extracting the final answer
+
+_BOXED = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*")
+_ANSWER_PHRASE = re.compile(
+    r"最终答案\s*(?:是|为|应该是|应为)?\s*[:：]?"
+    r"|答案\s*(?:是(?!否)|为|应该是|应为|[:：])"
+    r"|(?<![\u4e00-\u9fff])答\s*[:：]"
+    r"|\b(?:final\s+)?answer\s*(?:\*\*\s*)?(?:is|would\s+be|should\s+be|=|[:：])(?:\s*\*\*)?"
+    r"|####",
+    re.IGNORECASE,
+)
+_SENTENCE_END = re.compile(r"。|！|？|\n|(?<!\\)\.(?=\s|$)")
+_MAX_PHRASE_ANSWER = 100
+
+
+def extract_final_answer(text: str) -> str | None:
+    """The last \\boxed{...} (nested braces, also \\fbox{}, '\\boxed {'), else fallbacks: '答案是…',
+    '答案：…', '最终答案…', 'the answer is …', 'Final answer: …', '#### …'. Strip $, trailing punctuation,
+    surrounding whitespace. None when there is none."""
+    if not text:
+        return None
+    boxed = _last_boxed(text)
+    if boxed is not None:
+        return boxed
+    for match in reversed(list(_ANSWER_PHRASE.finditer(text))):
+        rest = text[match.end() :].lstrip(" \t:：")
+        end = _SENTENCE_END.search(rest)
+        value = _clean_final(rest[: end.start()] if end else rest)
+        if value and len(value) <= _MAX_PHRASE_ANSWER:
+            return value
+    return None
+
+
+def _last_boxed(text: str) -> str | None:
+    """The content of the last complete, non-empty \\boxed{} / \\fbox{} in text."""
+    found = None
+    for match in _BOXED.finditer(text):
+        i = match.end()
+        if i < len(text) and text[i] == "{":
+            content = _braced(text, i)
+        else:
+            # "\boxed 23": latex takes one token without braces.
+            token = re.match(r"[^\s${}\\]+", text[i:]) if match.group(0)[-1].isspace() else None
+            content = token.group(0) if token else None
+        if content is not None:
+            content = _clean_final(content)
+            if content:  # "\boxed{}" is the instruction echoed, not an answer
+                found = content
+    return found
+
+
+def _braced(text: str, i: int) -> str | None:
+    """The text inside the brace group opening at text[i], or None when it never closes."""
+    depth = 0
+    j = i
+    while j < len(text):
+        ch = text[j]
+        if ch == "\\":
+            j += 2  # "\{" and "\}" are literal braces (a set), not grouping
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j]
+        j += 1
+    return None
+
+
+def _clean_final(value: str) -> str:
+    value = re.sub(r"(?<!\\)\$", "", value)
+    value = value.replace("**", "")
+    value = re.sub(r"^\\\(|\\\)$|^\\\[|\\\]$", "", value.strip())
+    return value.strip().strip(":：").rstrip(" \t\n.,;:?。，；：！？、").strip()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading an answer: cleaning latex and full-width forms, numbers, units, tuples
+
+_PRE_NFKC = str.maketrans({"²": "^2", "³": "^3", "−": "-", "–": "-", "—": "-", "﹣": "-"})
+_WRAPPERS = re.compile(
+    r"\\(?:text|textrm|textbf|textit|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}"
+)
+
+
+def _prepare(s: str) -> str:
+    """Full-width → ASCII, latex decoration removed; the meaning is unchanged."""
+    s = unicodedata.normalize("NFKC", s.translate(_PRE_NFKC)).replace("⁄", "/")
+    if "\\boxed" in s or "\\fbox" in s:
+        s = _last_boxed(s) or s
+    for _ in range(3):
+        s, n = _WRAPPERS.subn(r" \1 ", s)
+        if not n:
+            break
+    s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
+    s = re.sub(r"\\(?:left|right|bigl|bigr|big|Big|bigg|Bigg|displaystyle)(?![A-Za-z])", "", s)
+    s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?", "°", s)
+    s = re.sub(r"\\[,;:! ]|\\q?quad(?![A-Za-z])|~", " ", s)
+    s = s.replace("\\%", "%").replace("\\$", "").replace("$", "")
+    s = re.sub(r"\\[()\[\]]", "", s)
+    s = re.sub(r"\s+", " ", s).replace("**", "")
+    return s.strip().rstrip(" .,;:?。、").strip()
+
+
+class _Quantity(NamedTuple):
+    value: Fraction
+    # A canonical physical unit ("cm", "day", "yuan"); None for counts and bare numbers.
+    unit: str | None
+    display: str  # the number as normalize_answer shows it
+
+
+class _Item(NamedTuple):
+    name: str | None  # "x" in "x=23", "鸡" in "鸡23只"
+    quantity: _Quantity
+
+
+class _Numbers(NamedTuple):
+    kind: str  # "bare", "()", "[]", "[)", "(]" or "{}" (a set)
+    items: tuple[_Item, ...]
+
+
+class _Token(NamedTuple):
+    kind: str  # "bool", "day" or "choice"
+    value: object
+
+
+_UNITS: dict[str, tuple[str, ...]] = {
+    "mm": ("mm", "毫米", "millimeter", "millimeters", "millimetre", "millimetres"),
+    "cm": ("cm", "厘米", "centimeter", "centimeters", "centimetre", "centimetres"),
+    "dm": ("dm", "分米", "decimeter", "decimeters"),
+    "m": ("m", "米", "meter", "meters", "metre", "metres"),
+    "km": ("km", "千米", "公里", "kilometer", "kilometers", "kilometre", "kilometres"),
+    "mm^2": ("mm^2", "mm2", "平方毫米"),
+    "cm^2": ("cm^2", "cm2", "平方厘米", "square centimeters", "sq cm"),
+    "dm^2": ("dm^2", "dm2", "平方分米"),
+    "m^2": ("m^2", "m2", "平方米", "square meters", "square metres"),
+    "km^2": ("km^2", "km2", "平方千米", "平方公里", "square kilometers"),
+    "ha": ("ha", "公顷", "hectare", "hectares"),
+    "cm^3": ("cm^3", "cm3", "立方厘米", "cubic centimeters"),
+    "dm^3": ("dm^3", "dm3", "立方分米"),
+    "m^3": ("m^3", "m3", "立方米", "cubic meters"),
+    "ml": ("ml", "毫升", "milliliter", "milliliters", "millilitre", "millilitres"),
+    "l": ("l", "升", "liter", "liters", "litre", "litres"),
+    "mg": ("mg", "毫克", "milligram", "milligrams"),
+    "g": ("g", "克", "gram", "grams"),
+    "kg": ("kg", "千克", "公斤", "kilogram", "kilograms", "kilo", "kilos"),
+    "jin": ("斤",),
+    "t": ("t", "吨", "ton", "tons", "tonne", "tonnes"),
+    "s": ("s", "sec", "secs", "秒", "秒钟", "second", "seconds"),
+    "min": ("min", "mins", "分钟", "minute", "minutes"),
+    "h": ("h", "hr", "hrs", "小时", "个小时", "钟头", "hour", "hours"),
+    "day": ("天", "日", "day", "days"),
+    "week": ("周", "星期", "个星期", "week", "weeks"),
+    "month": ("月", "个月", "month", "months"),
+    "year": ("年", "year", "years"),
+    "age": ("岁", "周岁", "years old", "year old"),
+    "yuan": ("元", "块", "块钱", "yuan", "rmb"),
+    "jiao": ("角", "毛"),
+    "fen": ("分",),  # minutes, cents or points: only equal to itself
+    "usd": ("dollar", "dollars", "usd"),
+    "cent": ("cent", "cents"),
+    "km/h": ("km/h", "kmh", "千米/时", "千米/小时", "千米每小时", "公里/小时", "公里每小时"),
+    "m/s": ("m/s", "米/秒", "米每秒"),
+    "m/min": ("m/min", "米/分", "米/分钟", "米每分", "米每分钟"),
+    "deg": ("°", "度", "degree", "degrees"),
+}
+
+
+def _unit_key(s: str) -> str:
+    s = re.sub(r"[{}]", "", s.casefold())
+    s = re.sub(r"\s*([/^])\s*", r"\1", s)
+    return re.sub(r"\s+", " ", s).strip()
+
+
+_UNIT_OF = {_unit_key(surface): unit for unit, forms in _UNITS.items() for surface in forms}
+
+# Words after a number that are only a noun ("23 rabbits", "23只兔子") are ignored; these words change
+# the number's meaning or hedge it, so an answer containing them is not read as a plain number.
+_HEDGE_CJK = re.compile(
+    r"万|亿|千|百|十|分之|平方|立方|次方|多|余|几|左右|以上|以下|以内|不|没|约|近|少|半|点|负|加|减|乘|除"
+)
+_HEDGE_WORDS = frozenset(
+    "thousand thousands million millions billion billions hundred hundreds dozen dozens half halves "
+    "quarter quarters percent squared cubed square cubic power root more less than over under about "
+    "approximately around nearly almost least most plus minus divided by per not no or and pi times "
+    "point third thirds fourth fourths fifth fifths sixth sixths seventh sevenths eighth eighths ninth "
+    "ninths tenth tenths hundredth hundredths thousandth thousandths".split()
+)
+_CJK_NOUN = re.compile(r"[\u4e00-\u9fff]{1,6}")
+_EN_NOUN = re.compile(r"[A-Za-z]{2,}\.?(?:[\s-]+[A-Za-z]{2,}\.?)*")
+
+_EN_SMALL = {
+    w: i
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen".split()
+    )
+}
+_EN_TENS = {
+    w: 10 * i
+    for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), start=2)
+}
+_EN_SCALES = {"thousand": 10**3, "million": 10**6, "billion": 10**9}
+_EN_WORD = "|".join([*_EN_SMALL, *_EN_TENS, *_EN_SCALES, "hundred", "and", "a"])
+_EN_NUMBER = re.compile(rf"(?:(?:{_EN_WORD})\b[\s-]*)+", re.IGNORECASE)
+
+_CN_DIGIT = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4}
+_CN_DIGIT |= {"五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
+_CN_UNIT = {"十": 10, "百": 100, "千": 1000}
+_CN_NUMBER = re.compile(r"[零〇一二两三四五六七八九十百千万亿]+")
+
+_NUMBER_CORE = re.compile(
+    r"(?P<frac>(?P<whole>\d+)?\s*\\frac\s*(?:\{\s*(?P<fn>\d+(?:\.\d+)?)\s*\}|(?P<fn1>\d))"
+    r"\s*(?:\{\s*(?P<fd>\d+(?:\.\d+)?)\s*\}|(?P<fd1>\d)))"
+    r"|(?P<slash>(?P<sn>\d+(?:\.\d+)?)\s*/\s*(?P<sd>\d+(?:\.\d+)?))(?![\d.])"
+    r"|(?P<dec>(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?![\d,])"
+)
+_MULTIPLIER = re.compile(r"\s*(万|亿|thousand\b|million\b|billion\b)", re.IGNORECASE)
+_MULTIPLIERS = {"万": 10**4, "亿": 10**8, "thousand": 10**3, "million": 10**6, "billion": 10**9}
+_PERCENT = re.compile(r"\s*(?:%|percent\b|per\s*cent\b)", re.IGNORECASE)
+
+
+def _cn_section(s: str) -> int | None:
+    """A Chinese numeral below 10000, read strictly: '三五' and the colloquial '一百五' are refused."""
+    total, digit, last_unit, zero = 0, None, 10000, False
+    for i, ch in enumerate(s):
+        if ch in "零〇":
+            if digit is not None or i == 0:
+                return None
+            zero = True
+        elif ch in _CN_DIGIT:
+            if digit is not None:
+                return None
+            digit = _CN_DIGIT[ch]
+        else:
+            unit = _CN_UNIT.get(ch)
+            if unit is None or unit >= last_unit:
+                return None
+            if digit is None:
+                if unit != 10 or i != 0:
+                    return None
+                digit = 1  # 十二 = 12
+            if last_unit != 10000 and unit * 10 != last_unit and not zero:
+                return None  # a skipped place needs 零: 一千零五十
+            total += digit * unit
+            last_unit, digit, zero = unit, None, False
+    if digit is not None:
+        if last_unit not in (10000, 10) and not zero:
+            return None
+        total += digit
+    elif zero:
+        return None
+    return total if s else None
+
+
+def _cn_number(s: str) -> int | None:
+    if s in ("零", "〇"):
+        return 0
+    for big, scale in (("亿", 10**8), ("万", 10**4)):
+        if big in s:
+            high_text, low_text = s.split(big, 1)
+            high = _cn_number(high_text) if high_text else None
+            if not high or big in low_text:
+                return None
+            if not low_text:
+                return high * scale
+            if low_text[0] in "零〇":
+                low = _cn_number(low_text[1:])
+                return None if low is None or low >= scale // 10 else high * scale + low
+            low = _cn_number(low_text)
+            # 一万五 is colloquial 15000; only 一万五千 is read.
+            return None if low is None or low < scale // 10 else high * scale + low
+    return _cn_section(s)
+
+
+def _en_number(text: str) -> int | None:
+    words = [w for w in re.split(r"[\s-]+", text.casefold()) if w]
+    if words and words[0] == "a":
+        if len(words) < 2 or words[1] not in ("hundred", *_EN_SCALES):
+            return None
+        words[0] = "one"
+    if words == ["zero"]:
+        return 0
+    total, current, last, last_scale = 0, 0, None, 10**12
+    for w in words:
+        if w in _EN_SMALL and w != "zero":
+            value = _EN_SMALL[w]
+            if last == "tens" and value >= 10:
+                return None
+            if last not in (None, "hundred", "scale", "and", "tens"):
+                return None
+            current, last = current + value, "unit"
+        elif w in _EN_TENS:
+            if last not in (None, "hundred", "scale", "and"):
+                return None
+            current, last = current + _EN_TENS[w], "tens"
+        elif w == "hundred":
+            if last != "unit" or not 1 <= current % 100 <= 9 or current >= 100:
+                return None
+            current, last = current * 100, "hundred"
+        elif w in _EN_SCALES:
+            scale = _EN_SCALES[w]
+            if last not in ("unit", "tens", "hundred") or scale >= last_scale:
+                return None
+            total, current, last, last_scale = total + current * scale, 0, "scale", scale
+        elif w == "and" and last in ("hundred", "scale"):
+            last = "and"
+        else:
+            return None
+    return None if last in (None, "and") else total + current
+
+
+def _digits_number(s: str, m: re.Match[str]) -> tuple[Fraction, str, int]:
+    if m.group("frac"):
+        num = Fraction(m.group("fn") or m.group("fn1"))
+        den = Fraction(m.group("fd") or m.group("fd1"))
+        value = num / den + int(m.group("whole") or 0)  # 2\frac{1}{3} is a mixed number, 7/3
+    elif m.group("slash"):
+        value = Fraction(m.group("sn")) / Fraction(m.group("sd"))
+    else:
+        value = Fraction(m.group("dec").replace(",", ""))
+    display = re.sub(r"[\s,]", "", m.group(0))
+    end = m.end()
+    mult = _MULTIPLIER.match(s, end)
+    if mult and m.group("dec"):
+        value *= _MULTIPLIERS[mult.group(1).casefold()]
+        display = str(value) if value.denominator == 1 else display + mult.group(1)
+        end = mult.end()
+    return value, display, end
+
+
+def _number_at(s: str) -> tuple[Fraction, str, int] | None:
+    """(value, display, end) of the number at the start of s: digits, fractions, words, numerals."""
+    m = _NUMBER_CORE.match(s)
+    if m:
+        try:
+            return _digits_number(s, m)
+        except ZeroDivisionError:
+            return None
+    m = _CN_NUMBER.match(s)
+    if m:
+        n = _cn_number(m.group(0))
+        return None if n is None else (Fraction(n), str(n), m.end())
+    m = _EN_NUMBER.match(s)
+    if m:
+        text = re.sub(r"(?:[\s-]+(?:and|a))+[\s-]*$", "", m.group(0).rstrip(" -"), flags=re.I)
+        n = _en_number(text)
+        return None if n is None else (Fraction(n), str(n), len(text))
+    return None
+
+
+def _parse_quantity(s: str) -> _Quantity | None:
+    """A number with an optional unit or counted noun: '23', '-1/2', '50%', '23只', '5 km', '二十三只'."""
+    s = s.strip()
+    unit = None
+    if s[:1] in ("¥", "￥"):
+        unit, s = "yuan", s[1:].lstrip()
+    sign = 1
+    if s[:1] in "+-":
+        sign, s = (-1 if s[0] == "-" else 1), s[1:].lstrip()
+    elif s[:1] == "负":
+        sign, s = -1, s[1:]
+    percent = False
+    if s.startswith("百分之"):
+        percent, s = True, s[3:]
+    number = _number_at(s)
+    if number is None:
+        return None
+    value, display, end = number
+    pct = _PERCENT.match(s, end)
+    if pct and not percent:
+        percent, end = True, pct.end()
+    rest = s[end:].strip()
+    if rest:
+        found = _UNIT_OF.get(_unit_key(rest))
+        if found is not None:
+            if unit is not None and unit != found:
+                return None
+            unit = found
+        elif _CJK_NOUN.fullmatch(rest):
+            if _HEDGE_CJK.search(rest):
+                return None
+        elif _EN_NOUN.fullmatch(rest):
+            if any(w.strip(".") in _HEDGE_WORDS for w in re.split(r"[\s-]+", rest.casefold())):
+                return None
+        else:
+            return None
+    if percent:
+        value, display = value / 100, display + "%"
+    if sign < 0:
+        value, display = -value, "-" + display
+    return _Quantity(value, unit, display)
+
+
+_NAME = re.compile(
+    r"([A-Za-z][A-Za-z]*(?:_\{?[A-Za-z0-9]+\}?)?|\\[A-Za-z]+(?:_\{?[A-Za-z0-9]+\}?)?)\s*[=:]\s*"
+)
+_CJK_NAME_HEDGE = re.compile(
+    r"不|没|无|非|超过|多于|少于|大于|小于|至少|至多|以上|以下|不到|将近|接近|差|余|多|少|加|减|乘|除|倍|分之|平方|立方"
+)
+_CJK_LINK = re.compile(r"\s*(?:共有|一共|共|有|是|为|=|:)?\s*")
+
+
+def _parse_item(s: str) -> _Item | None:
+    """One element of an answer: '23', 'x=23', '鸡23只', '鸡有23只', 'chickens: 23'."""
+    s = s.strip()
+    if not s:
+        return None
+    quantity = _parse_quantity(s)
+    if quantity is not None:
+        return _Item(None, quantity)
+    m = _NAME.match(s)
+    if m:
+        quantity = _parse_quantity(s[m.end() :])
+        return None if quantity is None else _Item(m.group(1), quantity)
+    cjk = re.match(r"[\u4e00-\u9fff]{1,8}", s)
+    if cjk:
+        for k in range(1, len(cjk.group(0)) + 1):
+            name = s[:k]
+            link = _CJK_LINK.match(s, k)
+            quantity = _parse_quantity(s[link.end() :])
+            if quantity is not None:
+                return None if _CJK_NAME_HEDGE.search(name) else _Item(name, quantity)
+    return None
+
+
+_OPEN = "([{"
+_CLOSE = ")]}"
+_SEPARATORS = re.compile(r",|;")
+_WORD_SEPARATORS = re.compile(r",|;|、|和|与|及|或|\s+and\s+|\s+or\s+", re.IGNORECASE)
+
+
+def _split_top(s: str, *, words: bool) -> tuple[str, list[str]]:
+    """(kind, elements) of a list-like answer, split at top-level separators only."""
+    kind, inner = "bare", s
+    if s.startswith("\\{") and s.endswith("\\}"):
+        kind, inner = "{}", s[2:-2]
+    elif s[:1] + s[-1:] in ("()", "[]", "[)", "(]", "{}") and _closes_at_end(s):
+        kind, inner = s[0] + s[-1], s[1:-1]
+    pattern = _WORD_SEPARATORS if words else _SEPARATORS
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(inner):
+        ch = inner[i]
+        if ch == "\\" and i + 1 < len(inner) and inner[i + 1] in "{}":
+            depth += 1 if inner[i + 1] == "{" else -1
+            i += 2
+            continue
+        if ch in _OPEN:
+            depth += 1
+        elif ch in _CLOSE:
+            depth -= 1
+        elif depth == 0:
+            m = pattern.match(inner, i)
+            if m and m.end() > i:
+                parts.append(inner[start:i])
+                start = i = m.end()
+                continue
+        i += 1
+    parts.append(inner[start:])
+    return kind, [p.strip() for p in parts]
+
+
+def _closes_at_end(s: str) -> bool:
+    """Whether the bracket opening s closes at its last character (so s is one bracketed group)."""
+    depth = 0
+    for i, ch in enumerate(s):
+        if ch in _OPEN:
+            depth += 1
+        elif ch in _CLOSE:
+            depth -= 1
+            if depth == 0:
+                return i == len(s) - 1
+    return False
+
+
+_DAYS = {
+    **dict.fromkeys(("monday", "mon"), 1),
+    **dict.fromkeys(("tuesday", "tue", "tues"), 2),
+    **dict.fromkeys(("wednesday", "wed"), 3),
+    **dict.fromkeys(("thursday", "thu", "thur", "thurs"), 4),
+    **dict.fromkeys(("friday", "fri"), 5),
+    **dict.fromkeys(("saturday", "sat"), 6),
+    **dict.fromkeys(("sunday", "sun"), 7),
+}
+for _prefix in ("星期", "周", "礼拜"):
+    for _i, _ch in enumerate("一二三四五六", start=1):
+        _DAYS[_prefix + _ch] = _DAYS[_prefix + str(_i)] = _i
+    _DAYS[_prefix + "日"] = _DAYS[_prefix + "天"] = 7
+
+_BOOLS = {
+    **dict.fromkeys(
+        ("true", "yes", "correct", "成立", "正确", "对", "是", "能", "可以", "√", "✓"), True
+    ),
+    **dict.fromkeys(
+        (
+            "false",
+            "no",
+            "incorrect",
+            "wrong",
+            "不成立",
+            "不正确",
+            "错误",
+            "错",
+            "否",
+            "不是",
+            "不能",
+            "不可以",
+            "×",
+            "✗",
+        ),
+        False,
+    ),
+}
+_TUPLE_NAMES = re.compile(r"\(\s*[A-Za-z](?:\s*,\s*[A-Za-z])+\s*\)\s*=\s*")
+_CHOICE = re.compile(r"(?:(?i:选项?|option|choice)\s*)?\(?([A-E])\)?")
+
+
+def _structure(text: str) -> _Numbers | _Token | None:
+    """What this module can read exactly; None when the answer needs math-verify (or is plain text)."""
+    key = text.casefold().strip(" .!。")
+    if key in _DAYS:
+        return _Token("day", _DAYS[key])
+    if key in _BOOLS:
+        return _Token("bool", _BOOLS[key])
+    choice = _CHOICE.fullmatch(text)
+    if choice:
+        return _Token("choice", choice.group(1))
+    if len(text) > 1000:
+        return None
+    names = _TUPLE_NAMES.match(text)
+    if names:
+        text = text[names.end() :]  # "(x, y) = (23, 12)" is the tuple (23, 12)
+    item = _parse_item(text)
+    if item is not None:
+        return _Numbers("bare", (item,))
+    kind, parts = _split_top(text, words=True)
+    if len(parts) == 1 and kind == "()":
+        kind = "bare"  # "(23)" is just 23
+    items = [_parse_item(p) for p in parts]
+    if any(i is None for i in items):
+        return None
+    return _Numbers(kind, tuple(items))
+
+
+def _same_item(a: _Item, b: _Item) -> bool:
+    qa, qb = a.quantity, b.quantity
+    return qa.value == qb.value and (qa.unit is None or qb.unit is None or qa.unit == qb.unit)
+
+
+def _same_multiset(a: tuple[_Item, ...], b: tuple[_Item, ...]) -> bool:
+    left = list(b)
+    for item in a:
+        match = next((j for j, other in enumerate(left) if _same_item(item, other)), None)
+        if match is None:
+            return False
+        left.pop(match)
+    return not left
+
+
+def _same_structure(a: _Numbers | _Token, b: _Numbers | _Token) -> bool:
+    if isinstance(a, _Token) or isinstance(b, _Token):
+        return a == b
+    if len(a.items) != len(b.items):
+        return False
+    if "{}" in (a.kind, b.kind):
+        return {a.kind, b.kind} <= {"{}", "bare"} and _same_multiset(a.items, b.items)
+    if not (a.kind == b.kind or {a.kind, b.kind} == {"bare", "()"}):
+        return False  # (1, 2) is not [1, 2]: tuples and intervals keep their brackets
+    names_a = [i.name for i in a.items]
+    names_b = [i.name for i in b.items]
+    if None not in names_a and None not in names_b:
+        if len(set(names_a)) == len(names_a) and set(names_a) == set(names_b):
+            # x=23, y=12 is y=12, x=23: match by name.
+            by_name = {i.name: i for i in b.items}
+            return all(_same_item(i, by_name[i.name]) for i in a.items)
+        if len(set(names_a) | set(names_b)) == 1 and len(a.items) > 1:
+            return _same_multiset(a.items, b.items)  # x=2 或 x=3: the roots, in any order
+    return all(_same_item(x, y) for x, y in zip(a.items, b.items, strict=True))
+
+
+# ---------------------------------------------------------------------------------------------------
+# math-verify, for latex this module cannot read itself
+
+_SYMPY_MAX_CHARS = 200
+_math_verify_lock = threading.Lock()
+_math_verify_module = None
+
+
+class _DropTimeoutWarning(logging.Filter):
+    """math-verify warns once that its timeout is off; here that is deliberate (see _safe_for_sympy)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Timeout is disabled" not in record.getMessage()
+
+
+def _load_math_verify():
+    global _math_verify_module
+    with _math_verify_lock:
+        if _math_verify_module is None:
+            import math_verify
+
+            for name in ("math_verify.parser", "math_verify.grader"):
+                logging.getLogger(name).addFilter(_DropTimeoutWarning())
+            _math_verify_module = math_verify
+    return _math_verify_module
+
+
+def _exponents(s: str) -> list[str]:
+    out = []
+    for m in re.finditer(r"\^|\*\*", s):
+        rest = s[m.end() :].lstrip()
+        if rest.startswith("{"):
+            out.append(_braced(rest, 0) or rest)
+        else:
+            token = re.match(r"\\[A-Za-z]+|\d+|.", rest)
+            out.append(token.group(0) if token else "")
+    return out
+
+
+def _safe_for_sympy(s: str) -> bool:
+    """Whether s is short, plain latex math that sympy will finish with quickly.
+
+    math-verify runs here without its SIGALRM timeout (which only works in the main thread), so this
+    guard is the timeout: no text words (sympy would read 'ab' as a*b), no towers of powers or big
+    exponents (9^{9^9} never finishes), no big factorials or binomials, no sums, integrals or limits."""
+    if not s or len(s) > _SYMPY_MAX_CHARS or not s.isascii() or ":" in s:
+        return False
+    if re.search(r"[A-Za-z]{2,}", re.sub(r"\\[A-Za-z]+", " ", s)):
+        return False
+    if re.search(r"\\(?:sum|prod|int|iint|iiint|oint|lim|begin|over|choose|mathbb)(?![A-Za-z])", s):
+        return False
+    if re.search(r"\d{31,}", s):
+        return False
+    depth = 0
+    for ch in s:
+        if ch in "({[":
+            depth += 1
+            if depth > 8:
+                return False
+        elif ch in ")}]":
+            depth -= 1
+    exponents = _exponents(s)
+    if len(exponents) > 3:
+        return False
+    for exponent in exponents:
+        if "^" in exponent or "!" in exponent or re.search(r"\d{4,}", exponent):
+            return False
+    if ("!" in s or "binom" in s) and (exponents or s.count("!") > 1 or re.search(r"\d{4,}", s)):
+        return False
+    return True
+
+
+def _math_verify_equal(a: str, b: str) -> bool:
+    if not (_safe_for_sympy(a) and _safe_for_sympy(b)):
+        return False
+    mv = _load_math_verify()
+    config = [mv.LatexExtractionConfig()]
+    try:
+        gold = mv.parse(f"${a}$", config, fallback_mode="no_fallback", parsing_timeout=None)
+        pred = mv.parse(f"${b}$", config, fallback_mode="no_fallback", parsing_timeout=None)
+        if not gold or not pred:
+            return False
+        # verify() is not symmetric (assignments, intervals): both directions must agree.
+        return bool(
+            mv.verify(gold, pred, timeout_seconds=None)
+            and mv.verify(pred, gold, timeout_seconds=None)
+        )
+    except Exception:
+        logger.debug("math-verify failed on %r vs %r", a[:80], b[:80], exc_info=True)
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------
+# The public comparison functions
+
+
+def _text_key(s: str) -> str:
+    # Spaces go, except between two digits or letters ("1 1/2" is not "11/2").
+    key = re.sub(r"(?<![A-Za-z0-9])\s+|\s+(?![A-Za-z0-9])", "", s)
+    # Words compare without case ("Alice" = "alice"); single letters are math and keep it ("A" ≠ "a").
+    if re.fullmatch(r"[A-Za-z][A-Za-z '-]*[A-Za-z]", s):
+        key = key.casefold()
+    return key
+
+
+def _latex_form(structure: _Numbers | _Token | None, text: str) -> str | None:
+    """The text math-verify should see for one side: a plain number's exact value, else the text."""
+    if structure is None:
+        return text
+    if isinstance(structure, _Numbers) and len(structure.items) == 1 and structure.kind == "bare":
+        value = structure.items[0].quantity.value
+        return (
+            str(value.numerator)
+            if value.denominator == 1
+            else f"{value.numerator}/{value.denominator}"
+        )
+    if isinstance(structure, _Numbers):
+        return text
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _equivalent(a: str, b: str) -> bool:
+    ta, tb = _prepare(a), _prepare(b)
+    if not ta or not tb:
+        return False
+    if _text_key(ta) == _text_key(tb):
+        return True
+    sa, sb = _structure(ta), _structure(tb)
+    if sa is not None and sb is not None:
+        return _same_structure(sa, sb)
+    la, lb = _latex_form(sa, ta), _latex_form(sb, tb)
+    if la is None or lb is None:
+        return False
+    kind_a, parts_a = _split_top(la, words=False)
+    kind_b, parts_b = _split_top(lb, words=False)
+    if len(parts_a) > 1 or len(parts_b) > 1:
+        if "{}" in (kind_a, kind_b):
+            return kind_a == kind_b and _math_verify_equal(la, lb)
+        if len(parts_a) != len(parts_b):
+            return False
+        if not (kind_a == kind_b or {kind_a, kind_b} == {"bare", "()"}):
+            return False
+        # Element by element, so tuples stay ordered (math-verify may compare them as sets).
+        return all(_equivalent(*sorted((x, y))) for x, y in zip(parts_a, parts_b, strict=True))
+    return _math_verify_equal(la, lb)
+
+
+def answers_equivalent(a: str | None, b: str | None) -> bool:
+    """True when two final answers mean the same: 23 = 23只 = '23 rabbits' = twenty-three = 二十三,
+    0.5 = 1/2 = \\frac{1}{2} = \\dfrac12 = 50%, 1,000 = 1000, 'x=23, y=12' = '(23, 12)' = '鸡23只，兔12只'
+    (tuples keep their order), 星期五 = 周五 = Friday, True = 成立; latex through math-verify.
+    Conservative: unsure means False; None and "" never equal anything. Never raises."""
+    if a is None or b is None:
+        return False
+    try:
+        a, b = str(a), str(b)
+        return _equivalent(*sorted((a, b)))
+    except Exception:
+        logger.warning("answer comparison failed", exc_info=True)
+        return False
+
+
+_UNIT_SUFFIX = re.compile(
+    r"(?<=[\d}%])\s*(?:"
+    + "|".join(
+        re.escape(u)
+        for u in sorted(
+            {f for forms in _UNITS.values() for f in forms if f not in ("°", "度")}
+            | set("只个人名位辆本支条张头匹件次棵朵颗瓶杯盒箱台道题套双对"),
+            key=len,
+            reverse=True,
+        )
+    )
+    + r")(?![A-Za-z])",
+    re.IGNORECASE,
+)
+
+
+def normalize_answer(ans: str) -> str:
+    """Canonical short form for display/grouping: strip \\text{}, units/量词 (只, 个, 元, cm, km, days,
+    ...), spaces, $; full-width -> ASCII. A plain number shows as digits ('二十三只' -> '23')."""
+    try:
+        text = _prepare(ans or "")
+        item = _parse_item(text) if len(text) <= 1000 else None
+        if item is not None and item.name is None:
+            return item.quantity.display
+        return re.sub(r"\s+", "", _UNIT_SUFFIX.sub("", text))
+    except Exception:
+        logger.warning("answer normalization failed", exc_info=True)
+        return (ans or "").strip()
+
+
+def majority_answer(finals: list[str | None]) -> tuple[str | None, float]:
+    """Group equivalent answers (answers_equivalent), return (representative of the largest group,
+    agreement = size/len(finals)). None entries count in the denominator but never win. (None, 0.0)
+    for no answers. Ties go to the group seen first; the representative is its most common spelling."""
+    groups: list[list[str]] = []
+    for final in finals:
+        if final is None or not final.strip():
+            continue
+        for group in groups:
+            if answers_equivalent(group[0], final):
+                group.append(final)
+                break
+        else:
+            groups.append([final])
+    if not groups:
+        return None, 0.0
+    best = max(groups, key=len)  # max keeps the first of equal sizes
+    representative = Counter(best).most_common(1)[0][0]
+    return representative, len(best) / len(finals)

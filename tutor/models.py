@@ -1,0 +1,235 @@
+"""The tutor's data: the problem bank, solutions with their provenance, students' questions, API tokens.
+
+Fat models: status rules (which solution a student is served) live here as QuerySet methods, so views,
+services and the API agree. Writes go through `tutor.services`; nothing here calls `solver`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class ProblemQuerySet(models.QuerySet):
+    def search(self, q: str) -> ProblemQuerySet:
+        """Full-text-ish search: every whitespace-separated term must appear in the text, topic or tags.
+
+        A substring match (not a tokenizing full-text index) because Chinese has no spaces between words;
+        it works the same on SQLite and PostgreSQL and is fast enough for banks of tens of thousands."""
+        qs = self
+        for term in q.split()[:8]:
+            qs = qs.filter(Q(text__icontains=term) | Q(topic__icontains=term) | Q(reference_answer=term))
+        return qs
+
+    def with_status(self, status: str) -> ProblemQuerySet:
+        """Problems that have at least one solution in `status`; "none" means no servable solution."""
+        if status == "none":
+            return self.exclude(pk__in=Solution.objects.servable().values("problem_id"))
+        return self.filter(solutions__status=status).distinct()
+
+
+class Problem(models.Model):
+    class Lang(models.TextChoices):
+        ZH = "zh", "中文"
+        EN = "en", "English"
+
+    class Origin(models.TextChoices):
+        FIXTURE = "fixture", "bundled bank"
+        TEACHER = "teacher", "added by a teacher"
+        LIVE = "live", "a student's question"
+        IMPORT = "import", "answer pack"
+
+    text = models.TextField()
+    lang = models.CharField(max_length=8, choices=Lang.choices, default=Lang.ZH)
+    topic = models.CharField(max_length=64, blank=True, db_index=True)
+    tags = models.JSONField(default=list, blank=True)
+    difficulty = models.PositiveSmallIntegerField(null=True, blank=True)  # 1 (easy) .. 5 (hard)
+    reference_answer = models.CharField(max_length=500, blank=True)
+    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.TEACHER)
+    fixture_id = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    added_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    objects = ProblemQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.text[:40]}"
+
+    def best_solution(self) -> Solution | None:
+        """The answer a student is served: approved, then verified, then unverified (newest first)."""
+        return Solution.objects.filter(problem=self).servable().best_first().first()
+
+    @property
+    def best_status(self) -> str | None:
+        best = self.best_solution()
+        return best.status if best else None
+
+
+class SolutionQuerySet(models.QuerySet):
+    def servable(self) -> SolutionQuerySet:
+        """Never rejected, failed or flagged; unverified only while SUANJING_SERVE_UNVERIFIED is on."""
+        statuses = [Solution.Status.APPROVED, Solution.Status.VERIFIED]
+        if settings.SUANJING_SERVE_UNVERIFIED:
+            statuses.append(Solution.Status.UNVERIFIED)
+        return self.filter(status__in=statuses)
+
+    def best_first(self) -> SolutionQuerySet:
+        rank = models.Case(
+            models.When(status=Solution.Status.APPROVED, then=0),
+            models.When(status=Solution.Status.VERIFIED, then=1),
+            default=2,
+            output_field=models.IntegerField(),
+        )
+        return self.annotate(rank=rank).order_by("rank", "-created", "-id")
+
+
+class Solution(models.Model):
+    class Status(models.TextChoices):
+        UNVERIFIED = "unverified", "not yet checked"
+        VERIFIED = "verified", "matches the reference answer"
+        APPROVED = "approved", "approved by a teacher"
+        REJECTED = "rejected", "rejected by a teacher"
+        FAILED = "failed", "no final answer"
+        FLAGGED = "flagged", "needs a teacher's look"
+
+    class Source(models.TextChoices):
+        TEACHER = "teacher", "teacher"
+        BATCH = "batch", "batch precompute"
+        LIVE = "live", "live generation"
+        IMPORT = "import", "answer pack"
+
+    problem = models.ForeignKey(Problem, on_delete=models.CASCADE, related_name="solutions")
+    reasoning = models.TextField(blank=True)
+    answer = models.TextField(blank=True)
+    final = models.CharField(max_length=500, null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, db_index=True)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    model_name = models.CharField(max_length=100, blank=True)
+    manifest_id = models.CharField(max_length=64, blank=True)
+    prompt_version = models.CharField(max_length=64, blank=True)
+    new_tokens = models.PositiveIntegerField(null=True, blank=True)
+    generation_s = models.FloatField(null=True, blank=True)
+    finish_reason = models.CharField(max_length=16, blank=True)
+    # Why the status is what it is: {"reference": ..., "agreement": ..., "samples": [...]}.
+    evidence = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    objects = SolutionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return f"solution {self.pk} of problem {self.problem_id} ({self.status})"
+
+    @property
+    def is_servable(self) -> bool:
+        return Solution.objects.servable().filter(pk=self.pk).exists()
+
+
+class QuestionQuerySet(models.QuerySet):
+    def visible_to(self, user) -> QuestionQuerySet:
+        from tutor.permissions import is_teacher
+
+        if is_teacher(user):
+            return self
+        return self.filter(user=user)
+
+    def missed(self) -> QuestionQuerySet:
+        """Questions the bank did not hold when asked, or whose match a student said was wrong."""
+        return self.filter(Q(bank_hit=False) | Q(feedback=Question.Feedback.NOT_MY_QUESTION)).exclude(
+            outcome=Question.Outcome.REFUSED, refusal="invalid"
+        )
+
+
+class Question(models.Model):
+    class Outcome(models.TextChoices):
+        HIT = "hit", "answered from the bank"
+        GENERATING = "generating", "generating"
+        GENERATED = "generated", "answered by live generation"
+        FAILED = "failed", "no answer"
+        REFUSED = "refused", "refused"
+
+    class Feedback(models.TextChoices):
+        NONE = "", "none"
+        NOT_MY_QUESTION = "not_my_question", "does not answer my question"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="questions")
+    text = models.TextField()
+    key = models.CharField(max_length=64, db_index=True)  # sha256 of the normalized text: near-duplicates
+    created = models.DateTimeField(auto_now_add=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, db_index=True)
+    refusal = models.CharField(max_length=32, blank=True)  # "busy", "no_model", ...
+    error = models.CharField(max_length=300, blank=True)
+    bank_hit = models.BooleanField(default=False)  # the cache matched a banked problem when asked
+    problem = models.ForeignKey(Problem, null=True, blank=True, on_delete=models.SET_NULL, related_name="questions")
+    solution = models.ForeignKey(
+        Solution, null=True, blank=True, on_delete=models.SET_NULL, related_name="questions"
+    )
+    match_score = models.FloatField(null=True, blank=True)
+    match_reasons = models.JSONField(default=list, blank=True)
+    latency_ms = models.FloatField(null=True, blank=True)
+    feedback = models.CharField(max_length=32, choices=Feedback.choices, blank=True, default="")
+    feedback_at = models.DateTimeField(null=True, blank=True)
+
+    objects = QuestionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return f"question {self.pk} ({self.outcome})"
+
+    @property
+    def api_status(self) -> str:
+        """The API's word for the outcome: hit | generating | answered | failed | refused."""
+        return {self.Outcome.GENERATED: "answered"}.get(self.outcome, self.outcome)
+
+    def served_solution(self) -> Solution | None:
+        """What this question shows now: its solution unless a teacher has since taken it out of
+        service, in which case the problem's best remaining one (or nothing)."""
+        if self.solution_id and self.solution.status in self._servable_statuses():
+            return self.solution
+        if self.outcome in (self.Outcome.HIT, self.Outcome.GENERATED) and self.problem_id:
+            return self.problem.best_solution()
+        return None
+
+    @staticmethod
+    def _servable_statuses() -> set[str]:
+        statuses = {Solution.Status.APPROVED, Solution.Status.VERIFIED}
+        if settings.SUANJING_SERVE_UNVERIFIED:
+            statuses.add(Solution.Status.UNVERIFIED)
+        return statuses
+
+
+class ApiToken(models.Model):
+    """A bearer token for the JSON API; only its SHA-256 is stored."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    digest = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=8)  # shown in the admin to tell tokens apart
+    created = models.DateTimeField(auto_now_add=True)
+    last_used = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"token {self.prefix}… of {self.user}"
+
+    @staticmethod
+    def digest_of(token: str) -> str:
+        return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
