@@ -634,7 +634,7 @@ def _structure(text: str) -> _Numbers | _Token | None:
     choice = _CHOICE.fullmatch(text)
     if choice:
         return _Token("choice", choice.group(1))
-    if len(text) > 1000:
+    if len(text) > _MAX_ANSWER_CHARS:
         return None
     names = _TUPLE_NAMES.match(text)
     if names:
@@ -691,6 +691,7 @@ def _same_structure(a: _Numbers | _Token, b: _Numbers | _Token) -> bool:
 # math-verify, for latex this module cannot read itself
 
 _SYMPY_MAX_CHARS = 200
+_MAX_ANSWER_CHARS = 1000
 _math_verify_lock = threading.Lock()
 _math_verify_module = None
 
@@ -844,6 +845,11 @@ def answers_equivalent(a: str | None, b: str | None) -> bool:
         return False
     try:
         a, b = str(a), str(b)
+        if max(len(a), len(b)) > _MAX_ANSWER_CHARS:
+            # Nothing this long is read as a number or sent to sympy; only identical text matches,
+            # and it is not cached (the cache would hold the long strings).
+            ta, tb = _prepare(a), _prepare(b)
+            return bool(ta) and _text_key(ta) == _text_key(tb)
         return _equivalent(*sorted((a, b)))
     except Exception:
         logger.warning("answer comparison failed", exc_info=True)
@@ -871,7 +877,7 @@ def normalize_answer(ans: str) -> str:
     ...), spaces, $; full-width -> ASCII. A plain number shows as digits ('二十三只' -> '23')."""
     try:
         text = _prepare(ans or "")
-        item = _parse_item(text) if len(text) <= 1000 else None
+        item = _parse_item(text) if len(text) <= _MAX_ANSWER_CHARS else None
         if item is not None and item.name is None:
             return item.quantity.display
         return re.sub(r"\s+", "", _UNIT_SUFFIX.sub("", text))

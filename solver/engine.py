@@ -69,8 +69,10 @@ class Generation:
     """One request in flight: iterate it for text pieces as they are generated; `cancel()` stops it;
     `result()` waits for the end."""
 
-    def __init__(self, engine: Engine, request_id: int, prompt_ids, params: GenerationParams):
+    def __init__(self, engine: Engine, request_id: int, prompt_ids, params: GenerationParams, *, streaming: bool):
         self._engine = engine
+        # Only streamed generations decode text token by token; batch work decodes once at the end.
+        self.streaming = streaming
         self.request_id = request_id
         self.prompt_ids = prompt_ids
         self.params = params
@@ -117,6 +119,8 @@ class Generation:
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
         self.token_ids.extend(ids)
+        if not self.streaming:
+            return
         self._pending.extend(ids)
         text = decode(self._pending)
         # Byte-level BPE splits multi-byte characters across tokens: hold back a trailing partial
@@ -128,7 +132,9 @@ class Generation:
     def _finish(self, finish_reason: str, decode: Callable[[list[int]], str], error: str | None = None) -> None:
         self.finished_at = time.perf_counter()
         text = decode(self.token_ids) if self.token_ids else ""
-        if self._pending:
+        if not self.streaming and text:
+            self._pieces.put(text)
+        elif self._pending:
             tail = decode(self._pending).rstrip("\ufffd")
             if tail:
                 self._pieces.put(tail)
@@ -205,15 +211,16 @@ class Engine:
     def count_tokens(self, text: str) -> int:
         return int(self.tokenizer.encode(text, add_special_tokens=False).input_ids.get_shape()[-1])
 
-    def submit(self, prompt: str, params: GenerationParams | None = None) -> Generation:
-        """Queue one generation of raw model input `prompt` (already rendered by `solver.prompts`)."""
+    def submit(self, prompt: str, params: GenerationParams | None = None, *, streaming: bool = False) -> Generation:
+        """Queue one generation of raw model input `prompt` (already rendered by `solver.prompts`).
+        With streaming=False the text arrives in one piece at the end (cheaper for batch work)."""
         params = params or GenerationParams()
         if not prompt:
             raise ValueError("empty prompt")
         # Tokenize here, not in the pipeline: a string prompt would get the chat template applied a
         # second time by openvino-genai.
         ids = self.tokenizer.encode(prompt, add_special_tokens=False).input_ids
-        generation = Generation(self, next(self._ids), ids, params)
+        generation = Generation(self, next(self._ids), ids, params, streaming=streaming)
         with self._lock:
             if self._closed:
                 raise EngineClosed("the engine is shut down")
@@ -222,8 +229,8 @@ class Engine:
         return generation
 
     def stream(self, prompt: str, params: GenerationParams | None = None) -> Generation:
-        """Same as submit: iterate the returned Generation for text as it arrives."""
-        return self.submit(prompt, params)
+        """Submit and iterate the returned Generation for text as it is generated."""
+        return self.submit(prompt, params, streaming=True)
 
     def generate(self, prompt: str, params: GenerationParams | None = None) -> GenerationResult:
         return self.submit(prompt, params).result()

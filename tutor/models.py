@@ -21,7 +21,9 @@ class ProblemQuerySet(models.QuerySet):
         it works the same on SQLite and PostgreSQL and is fast enough for banks of tens of thousands."""
         qs = self
         for term in q.split()[:8]:
-            qs = qs.filter(Q(text__icontains=term) | Q(topic__icontains=term) | Q(reference_answer=term))
+            qs = qs.filter(
+                Q(text__icontains=term) | Q(topic__icontains=term) | Q(reference_answer=term)
+            )
         return qs
 
     def with_status(self, status: str) -> ProblemQuerySet:
@@ -91,6 +93,18 @@ class SolutionQuerySet(models.QuerySet):
         )
         return self.annotate(rank=rank).order_by("rank", "-created", "-id")
 
+    def best_status_by_problem(self, problem_ids: list[int]) -> dict[int, str]:
+        """problem id -> status of its best servable solution, in one query."""
+        best: dict[int, str] = {}
+        for pid, status in (
+            self.filter(problem_id__in=problem_ids)
+            .servable()
+            .best_first()
+            .values_list("problem_id", "status")
+        ):
+            best.setdefault(pid, status)
+        return best
+
 
 class Solution(models.Model):
     class Status(models.TextChoices):
@@ -110,7 +124,7 @@ class Solution(models.Model):
     problem = models.ForeignKey(Problem, on_delete=models.CASCADE, related_name="solutions")
     reasoning = models.TextField(blank=True)
     answer = models.TextField(blank=True)
-    final = models.CharField(max_length=500, null=True, blank=True)
+    final = models.CharField(max_length=500, null=True, blank=True)  # noqa: DJ001 - None: no final answer
     status = models.CharField(max_length=16, choices=Status.choices, db_index=True)
     source = models.CharField(max_length=16, choices=Source.choices)
     model_name = models.CharField(max_length=100, blank=True)
@@ -153,9 +167,7 @@ class QuestionQuerySet(models.QuerySet):
 
     def missed(self) -> QuestionQuerySet:
         """Questions the bank did not hold when asked, or whose match a student said was wrong."""
-        return self.filter(Q(bank_hit=False) | Q(feedback=Question.Feedback.NOT_MY_QUESTION)).exclude(
-            outcome=Question.Outcome.REFUSED, refusal="invalid"
-        )
+        return self.filter(Q(bank_hit=False) | Q(feedback=Question.Feedback.NOT_MY_QUESTION))
 
 
 class Question(models.Model):
@@ -170,15 +182,21 @@ class Question(models.Model):
         NONE = "", "none"
         NOT_MY_QUESTION = "not_my_question", "does not answer my question"
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="questions")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="questions"
+    )
     text = models.TextField()
-    key = models.CharField(max_length=64, db_index=True)  # sha256 of the normalized text: near-duplicates
+    key = models.CharField(
+        max_length=64, db_index=True
+    )  # sha256 of the normalized text: near-duplicates
     created = models.DateTimeField(auto_now_add=True)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, db_index=True)
     refusal = models.CharField(max_length=32, blank=True)  # "busy", "no_model", ...
     error = models.CharField(max_length=300, blank=True)
     bank_hit = models.BooleanField(default=False)  # the cache matched a banked problem when asked
-    problem = models.ForeignKey(Problem, null=True, blank=True, on_delete=models.SET_NULL, related_name="questions")
+    problem = models.ForeignKey(
+        Problem, null=True, blank=True, on_delete=models.SET_NULL, related_name="questions"
+    )
     solution = models.ForeignKey(
         Solution, null=True, blank=True, on_delete=models.SET_NULL, related_name="questions"
     )
@@ -210,6 +228,41 @@ class Question(models.Model):
             return self.problem.best_solution()
         return None
 
+    def to_dict(self) -> dict:
+        """The API's view of a question (POST /api/ask, GET /api/questions/<id>, the stream's "done")."""
+        data: dict = {
+            "id": self.pk,
+            "status": self.api_status,
+            "question": self.text,
+            "created": self.created.isoformat(),
+        }
+        served = self.served_solution()
+        if served is not None:
+            data["answer"] = {
+                "text": served.answer,
+                "final": served.final,
+                "reasoning": served.reasoning,
+                "solution_id": served.pk,
+                "status": served.status,
+            }
+        if self.outcome == self.Outcome.HIT and self.problem_id:
+            data["match"] = {
+                "problem_id": self.problem_id,
+                "score": self.match_score,
+                "reasons": self.match_reasons,
+            }
+        elif self.problem_id:
+            data["problem_id"] = self.problem_id
+        if self.outcome == self.Outcome.GENERATING:
+            data["stream"] = f"/api/questions/{self.pk}/stream"
+        if self.outcome in (self.Outcome.FAILED, self.Outcome.REFUSED):
+            data["error"] = self.error
+            if self.refusal:
+                data["refusal"] = self.refusal
+        if self.feedback:
+            data["feedback"] = self.feedback
+        return data
+
     @staticmethod
     def _servable_statuses() -> set[str]:
         statuses = {Solution.Status.APPROVED, Solution.Status.VERIFIED}
@@ -221,7 +274,9 @@ class Question(models.Model):
 class ApiToken(models.Model):
     """A bearer token for the JSON API; only its SHA-256 is stored."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
     digest = models.CharField(max_length=64, unique=True)
     prefix = models.CharField(max_length=8)  # shown in the admin to tell tokens apart
     created = models.DateTimeField(auto_now_add=True)

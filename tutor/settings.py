@@ -42,7 +42,9 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY is not set (or set DEBUG=True for development)")
     SECRET_KEY = "dev-only-insecure-key"
-ALLOWED_HOSTS = [h for h in os.getenv("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",") if h]
+ALLOWED_HOSTS = [
+    h for h in os.getenv("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",") if h
+]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -79,6 +81,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "tutor.context_processors.role",
             ],
         },
     },
@@ -100,8 +103,12 @@ else:
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;",
                 "transaction_mode": "IMMEDIATE",
             },
+            # Tests use a file too, not Django's shared in-memory database: live generation writes from
+            # its own thread, and shared-cache SQLite reports "table is locked" instead of waiting.
+            "TEST": {"NAME": str(VAR_DIR / "test-suanjing.sqlite3")},
         }
     }
+
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LANGUAGE_CODE = "zh-hans"
@@ -111,6 +118,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(
+    parents=True, exist_ok=True
+)  # var/ holds the SQLite file too; whitenoise wants it
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "home"
@@ -128,3 +138,20 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
 }
+# Students may be served answers nobody has checked yet (clearly labelled); False: approved + verified only.
+SUANJING_SERVE_UNVERIFIED = envbool("SUANJING_SERVE_UNVERIFIED", "True")
+# Live generations running at once; one more gets "busy, try again" (HTTP 429 with Retry-After).
+SUANJING_MAX_LIVE_JOBS = envint("SUANJING_MAX_LIVE_JOBS", "4")
+# A live generation nobody is watching (no stream open, no poll) is cancelled after this many seconds.
+SUANJING_LIVE_ORPHAN_S = envint("SUANJING_LIVE_ORPHAN_S", "30")
+# Students may create their own accounts on /signup.
+SUANJING_SIGNUP = envbool("SUANJING_SIGNUP", "True")
+# The sentence embedder of the answer cache: "minilm", "use-multilingual" or "st:PATH".
+SUANJING_EMBEDDER = os.getenv("SUANJING_EMBEDDER", "minilm")
+# The cache's similarity threshold; empty: the cache's own calibrated default.
+SUANJING_CACHE_THRESHOLD = os.getenv("SUANJING_CACHE_THRESHOLD", "")
+if SUANJING_CACHE_THRESHOLD:
+    SUANJING_CACHE_THRESHOLD = envfloat("SUANJING_CACHE_THRESHOLD", "0")
+
+# A question longer than this is refused (the page says so); bodies are capped a little above it.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024

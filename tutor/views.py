@@ -1,7 +1,299 @@
-"""Thin views: permission -> form -> service -> response."""
+"""Thin views: permission -> form -> service -> response. The JSON API is in `tutor.api`."""
 
-from django.shortcuts import render
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from tutor import permissions, services
+from tutor.forms import AskForm, BankFilterForm, ProblemForm, SignupForm, SolutionEditForm
+from tutor.models import Problem, Question, Solution
+
+PAGE_SIZE = 50
+
+EXAMPLES = [
+    "请证明：任意奇数的平方减1都能被8整除",
+    "写一个Python函数判断回文字符串",
+    "如果今天是星期三，100天后是星期几？",
+    "鸡兔同笼，共有35个头，94只脚，问鸡和兔各有多少只？",
+]
 
 
-def home(request):
-    return render(request, "tutor/home.html")
+def require_teacher(request: HttpRequest) -> None:
+    if not request.user.is_authenticated:
+        raise PermissionDenied  # login_required runs first on every teacher page; this is a backstop
+    if not permissions.can_manage_bank(request.user):
+        raise PermissionDenied
+
+
+def visible_question(request: HttpRequest, question_id: int) -> Question:
+    question = get_object_or_404(
+        Question.objects.select_related("problem", "solution"), pk=question_id
+    )
+    if not permissions.can_view_question(request.user, question):
+        raise Http404("No such question")
+    return question
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "tutor/home.html",
+        {"role": permissions.role_of(request.user) if request.user.is_authenticated else None},
+    )
+
+
+@require_GET
+@login_required
+def ask(request: HttpRequest) -> HttpResponse:
+    history = Question.objects.filter(user=request.user).select_related("problem")[:20]
+    return render(
+        request,
+        "tutor/ask.html",
+        {
+            "form": AskForm(),
+            "examples": EXAMPLES,
+            "history": history,
+            "model": services.model_info(),
+        },
+    )
+
+
+@require_POST
+@login_required
+def ask_submit(request: HttpRequest) -> HttpResponse:
+    """The ask form without JavaScript: ask, then show the question's page (which streams if generating)."""
+    form = AskForm(request.POST)
+    if not form.is_valid():
+        history = Question.objects.filter(user=request.user)[:20]
+        return render(
+            request,
+            "tutor/ask.html",
+            {"form": form, "examples": EXAMPLES, "history": history},
+            status=400,
+        )
+    try:
+        question = services.answer_question(user=request.user, text=form.cleaned_data["question"])
+    except services.BadQuestion as exc:
+        form.add_error("question", str(exc))
+        return render(
+            request,
+            "tutor/ask.html",
+            {"form": form, "examples": EXAMPLES, "history": []},
+            status=400,
+        )
+    return redirect("question", question_id=question.pk)
+
+
+@login_required
+def question_page(request: HttpRequest, question_id: int) -> HttpResponse:
+    question = visible_question(request, question_id)
+    return render(request, "tutor/question.html", _question_context(request, question))
+
+
+@login_required
+def question_answer(request: HttpRequest, question_id: int) -> HttpResponse:
+    """The server-rendered answer of a question (the ask page fetches it when a stream ends)."""
+    question = visible_question(request, question_id)
+    return render(request, "tutor/_answer.html", _question_context(request, question))
+
+
+def _question_context(request: HttpRequest, question: Question) -> dict:
+    return {
+        "question": question,
+        "served": question.served_solution(),
+        "can_feedback": permissions.can_give_feedback(request.user, question),
+        "is_teacher": permissions.is_teacher(request.user),
+    }
+
+
+@require_POST
+@login_required
+def question_feedback(request: HttpRequest, question_id: int) -> HttpResponse:
+    question = visible_question(request, question_id)
+    if not permissions.can_give_feedback(request.user, question):
+        raise PermissionDenied
+    services.record_feedback(question=question)
+    messages.info(
+        request, "Thank you: a teacher will see that this answer did not fit your question."
+    )
+    return redirect("question", question_id=question.pk)
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    if not settings.SUANJING_SIGNUP:
+        raise Http404("Sign-up is turned off; ask your teacher for an account.")
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        with transaction.atomic():
+            user = form.save()
+            group, _ = Group.objects.get_or_create(name=permissions.STUDENT)
+            user.groups.add(group)
+        login(request, user)
+        return redirect("ask")
+    return render(request, "tutor/signup.html", {"form": form})
+
+
+# -- teachers ------------------------------------------------------------------------------------
+
+
+@require_GET
+@login_required
+def bank(request: HttpRequest) -> HttpResponse:
+    require_teacher(request)
+    form = BankFilterForm(request.GET)
+    problems = Problem.objects.all()
+    if form.is_valid():
+        problems = form.filter(problems)
+    page = Paginator(problems.order_by("id"), PAGE_SIZE).get_page(request.GET.get("page"))
+    best = Solution.objects.best_status_by_problem([p.pk for p in page.object_list])
+    rows = [(p, best.get(p.pk)) for p in page.object_list]
+    topics = (
+        Problem.objects.exclude(topic="")
+        .values_list("topic", flat=True)
+        .distinct()
+        .order_by("topic")
+    )
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "tutor/bank.html",
+        {
+            "form": form,
+            "page": page,
+            "rows": rows,
+            "topics": list(topics),
+            "query": query.urlencode(),
+        },
+    )
+
+
+@login_required
+def problem_page(request: HttpRequest, problem_id: int) -> HttpResponse:
+    require_teacher(request)
+    problem = get_object_or_404(Problem, pk=problem_id)
+    solutions = problem.solutions.select_related("reviewed_by", "created_by").order_by(
+        "-created", "-id"
+    )
+    best = problem.best_solution()
+    return render(
+        request, "tutor/problem.html", {"problem": problem, "solutions": solutions, "best": best}
+    )
+
+
+@login_required
+def problem_add(request: HttpRequest) -> HttpResponse:
+    require_teacher(request)
+    initial = {}
+    from_question = request.GET.get("from_question")
+    if from_question and from_question.isdigit():
+        source = Question.objects.filter(pk=int(from_question)).first()
+        if source is not None:
+            initial = {"text": source.text, "lang": services.guess_lang(source.text)}
+    form = ProblemForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            with transaction.atomic():
+                problem = services.create_problem(
+                    text=data["text"],
+                    lang=data["lang"],
+                    topic=data["topic"],
+                    tags=data["tags"],
+                    difficulty=data["difficulty"],
+                    reference_answer=data["reference_answer"],
+                    added_by=request.user,
+                )
+                if data.get("solution"):
+                    services.add_teacher_solution(
+                        problem=problem, author=request.user, text=data["solution"]
+                    )
+        except services.BadQuestion as exc:
+            form.add_error("text", str(exc))
+        else:
+            messages.success(
+                request, f"Problem #{problem.pk} added; students asking it get a hit now."
+            )
+            return redirect("problem", problem_id=problem.pk)
+    return render(
+        request,
+        "tutor/problem_form.html",
+        {"form": form, "problem": None},
+        status=400 if form.errors else 200,
+    )
+
+
+@login_required
+def problem_edit(request: HttpRequest, problem_id: int) -> HttpResponse:
+    require_teacher(request)
+    problem = get_object_or_404(Problem, pk=problem_id)
+    form = ProblemForm(request.POST or None, instance=Problem.objects.get(pk=problem.pk))
+    if request.method == "POST" and form.is_valid():
+        changes = {name: form.cleaned_data[name] for name in services.PROBLEM_FIELDS}
+        try:
+            services.update_problem(problem=problem, **changes)
+        except services.BadQuestion as exc:
+            form.add_error("text", str(exc))
+        else:
+            messages.success(request, "Saved.")
+            return redirect("problem", problem_id=problem.pk)
+    return render(
+        request,
+        "tutor/problem_form.html",
+        {"form": form, "problem": problem},
+        status=400 if form.errors else 200,
+    )
+
+
+@require_POST
+@login_required
+def solution_review(request: HttpRequest, solution_id: int) -> HttpResponse:
+    require_teacher(request)
+    solution = get_object_or_404(Solution, pk=solution_id)
+    status = request.POST.get("status", "")
+    if status not in (Solution.Status.APPROVED, Solution.Status.REJECTED, Solution.Status.FLAGGED):
+        return HttpResponse("status must be approved, rejected or flagged", status=400)
+    services.review_solution(solution=solution, reviewer=request.user, status=status)
+    messages.success(request, f"Answer {solution.pk} {status}.")
+    return redirect("problem", problem_id=solution.problem_id)
+
+
+@login_required
+def solution_edit(request: HttpRequest, solution_id: int) -> HttpResponse:
+    require_teacher(request)
+    solution = get_object_or_404(Solution, pk=solution_id)
+    form = SolutionEditForm(request.POST or None, instance=Solution.objects.get(pk=solution.pk))
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        services.edit_solution(
+            solution=solution,
+            editor=request.user,
+            reasoning=data["reasoning"],
+            answer=data["answer"],
+            final=data["final"] or "",
+        )
+        messages.success(request, f"Answer {solution.pk} corrected and approved.")
+        return redirect("problem", problem_id=solution.problem_id)
+    return render(
+        request,
+        "tutor/solution_form.html",
+        {"form": form, "solution": solution},
+        status=400 if form.errors else 200,
+    )
+
+
+@require_GET
+@login_required
+def missed(request: HttpRequest) -> HttpResponse:
+    require_teacher(request)
+    return render(request, "tutor/missed.html", {"groups": services.missed_groups()})

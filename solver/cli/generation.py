@@ -227,10 +227,15 @@ def read_problems(path: Path) -> list[dict]:
 
 
 def finished_ids(out: Path) -> set[str]:
-    """Ids already answered in an earlier (interrupted) run of the same command."""
+    """Ids already answered in an earlier (interrupted) run of the same command. A last line cut short
+    by a crash is dropped from the file, so that item is simply redone."""
     done: set[str] = set()
     if not out.exists():
         return done
+    data = out.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(out, "r+b") as fh:
+            fh.truncate(data.rfind(b"\n") + 1)
     with open(out, encoding="utf-8") as fh:
         for line in fh:
             try:

@@ -1,0 +1,252 @@
+"""Engine benchmark: solver's engine vs raw openvino-genai vs the deployment guide's optimum-intel path.
+
+Each measurement runs in its own child process so its peak memory (max RSS) is its own. Measured in one
+run, on the same model files:
+  - single stream: time to first token and decode tokens/s of
+      raw   openvino_genai.LLMPipeline (the reference)
+      solver  solver.engine.Engine (continuous batching pipeline, driver thread, streaming detokenizer)
+      optimum optimum-intel OVModelForCausalLM + transformers generate (the deployment guide's path)
+  - batch: solver generate_many on N prompts vs the same prompts one by one (aggregate tokens/s)
+
+Models: "embedded" (SmolLM2-135M INT8, prepared if missing) and "r1-shape" (a randomly initialised model
+with DeepSeek-R1-Distill-Qwen-1.5B's exact config, exported through the same INT8 path; built once under
+bench/out/). Generation ignores EOS so every run has the same length.
+
+    python bench/engine.py --quick            # embedded model only, < 1 minute
+    python bench/engine.py                    # both models, full sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+PROMPT_TEXT = "一个笼子里有鸡和兔子共35只，脚共94只，问鸡和兔各有多少只？"
+
+# DeepSeek-R1-Distill-Qwen-1.5B's config.json (architecture only; no weights are downloaded).
+R1_SHAPE = dict(
+    vocab_size=151936,
+    hidden_size=1536,
+    intermediate_size=8960,
+    num_hidden_layers=28,
+    num_attention_heads=12,
+    num_key_value_heads=2,
+    max_position_embeddings=131072,
+    rope_theta=10000.0,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=False,
+    sliding_window=4096,
+    max_window_layers=21,
+    use_sliding_window=False,
+)
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# -- children ---------------------------------------------------------------------------------
+
+
+def child_raw(model_dir: str, tokens: int, threads: int) -> dict:
+    import openvino_genai as ov_genai
+
+    from solver.prompts import get_family
+
+    family = get_family(json.loads((Path(model_dir) / "manifest.json").read_text())["family"])
+    prompt = family.render(PROMPT_TEXT)
+    pipe = ov_genai.LLMPipeline(model_dir, "CPU", INFERENCE_NUM_THREADS=threads)
+    config = ov_genai.GenerationConfig(max_new_tokens=tokens, ignore_eos=True, do_sample=False)
+    config.apply_chat_template = False  # the prompt is already rendered; no second template
+    pipe.generate(prompt, config)  # warm-up
+    result = pipe.generate([prompt], config)
+    metrics = result.perf_metrics
+    return {
+        "ttft_ms": metrics.get_ttft().mean,
+        "decode_tps": 1000.0 / metrics.get_tpot().mean,
+        "peak_mb": peak_mb(),
+    }
+
+
+def child_solver(model_dir: str, tokens: int, threads: int) -> dict:
+    from solver.engine import Engine, EngineSettings, GenerationParams
+    from solver.prompts import get_family
+
+    family = get_family(json.loads((Path(model_dir) / "manifest.json").read_text())["family"])
+    prompt = family.render(PROMPT_TEXT)
+    params = GenerationParams(max_new_tokens=tokens, ignore_eos=True, greedy=True)
+    with Engine(model_dir, EngineSettings(threads=threads)) as engine:
+        engine.generate(prompt, params)  # warm-up
+        generation = engine.stream(prompt, params)
+        for _ in generation:  # consume the stream, as the site does
+            pass
+        result = generation.result()
+    return {"ttft_ms": result.ttft_ms, "decode_tps": result.tokens_per_s, "peak_mb": peak_mb()}
+
+
+def child_optimum(model_dir: str, tokens: int, threads: int) -> dict:
+    from optimum.intel import OVModelForCausalLM
+    from transformers import AutoTokenizer
+
+    from solver.prompts import get_family
+
+    family = get_family(json.loads((Path(model_dir) / "manifest.json").read_text())["family"])
+    prompt = family.render(PROMPT_TEXT)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = OVModelForCausalLM.from_pretrained(model_dir, ov_config={"INFERENCE_NUM_THREADS": threads})
+    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+
+    def timed(n: int) -> float:
+        started = time.perf_counter()
+        model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+        return time.perf_counter() - started
+
+    timed(4)  # warm-up
+    first = timed(1)
+    full = timed(tokens)
+    return {"ttft_ms": first * 1000.0, "decode_tps": (tokens - 1) / (full - first), "peak_mb": peak_mb()}
+
+
+def child_batch(model_dir: str, tokens: int, threads: int, prompts: int, sequential: int) -> dict:
+    from solver.engine import Engine, EngineSettings, GenerationParams
+    from solver.prompts import get_family
+
+    family = get_family(json.loads((Path(model_dir) / "manifest.json").read_text())["family"])
+    texts = [family.render(f"{PROMPT_TEXT} (第{i + 1}题) 35+{i}=?") for i in range(prompts)]
+    params = GenerationParams(max_new_tokens=tokens, ignore_eos=True, greedy=True)
+    with Engine(model_dir, EngineSettings(threads=threads, max_num_seqs=max(64, prompts))) as engine:
+        engine.generate(texts[0], GenerationParams(max_new_tokens=4, greedy=True))  # warm-up
+        started = time.perf_counter()
+        one_by_one = sum(engine.generate(t, params).new_tokens for t in texts[:sequential])
+        seq_s = time.perf_counter() - started
+        started = time.perf_counter()
+        batched = sum(r.new_tokens for r in engine.generate_many(texts, params))
+        batch_s = time.perf_counter() - started
+    return {
+        "one_by_one_tps": one_by_one / seq_s,
+        "batch_tps": batched / batch_s,
+        "prompts": prompts,
+        "sequential_prompts": sequential,
+        "peak_mb": peak_mb(),
+    }
+
+
+CHILDREN = {"raw": child_raw, "solver": child_solver, "optimum": child_optimum, "batch": child_batch}
+
+
+def run_child(kind: str, model_dir: Path, **kwargs) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, "--model-dir", str(model_dir), "--child-args", json.dumps(kwargs)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{kind} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -- models -----------------------------------------------------------------------------------
+
+
+def embedded_model_dir(store: Path) -> Path:
+    from solver.modelstore import ModelStore
+
+    return ModelStore(store).prepare_embedded(progress=lambda m: print(m, file=sys.stderr)).path
+
+
+def r1_shape_model_dir(store: Path) -> Path:
+    """A random model of the 1.5B distill's shape, exported to INT8 like the real one (~5 minutes once)."""
+    from solver.modelstore import ModelStore
+
+    models = ModelStore(store)
+    if (store / "r1-shape-random" / "manifest.json").is_file():
+        return store / "r1-shape-random"
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from solver.modelstore import embedded_gguf_path, tokenizer_from_gguf
+
+    hf = store / ".r1-shape-hf"
+    tokenizer = tokenizer_from_gguf(embedded_gguf_path())
+    # The real tokenizer cannot be downloaded here; SmolLM2's stands in. The model keeps the real
+    # 151936-row embedding and output layer, so the weight bytes read per token are the real model's.
+    config = Qwen2Config(**R1_SHAPE, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    print("building a random 1.5B-shaped Qwen2 ...", file=sys.stderr)
+    model = Qwen2ForCausalLM(config)
+    model.save_pretrained(hf)
+    tokenizer.save_pretrained(hf)
+    del model
+    prepared = models.prepare("r1-shape-random", from_dir=hf, family="r1-distill", progress=lambda m: print(m, file=sys.stderr))
+    import shutil
+
+    shutil.rmtree(hf, ignore_errors=True)
+    return prepared.path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="embedded model, short runs (< 1 minute)")
+    parser.add_argument("--models", default=None, help="comma list: embedded,r1-shape (default: both; quick: embedded)")
+    parser.add_argument("--store", type=Path, default=REPO / "bench" / "out" / "models")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--child")
+    parser.add_argument("--model-dir")
+    parser.add_argument("--child-args")
+    args = parser.parse_args()
+
+    if args.child:
+        result = CHILDREN[args.child](args.model_dir, **json.loads(args.child_args))
+        print(json.dumps(result))
+        return
+
+    names = (args.models or ("embedded" if args.quick else "embedded,r1-shape")).split(",")
+    rows = []
+    for name in names:
+        model_dir = embedded_model_dir(args.store) if name == "embedded" else r1_shape_model_dir(args.store)
+        small = name == "embedded"
+        tokens = (64 if args.quick else 128) if small else (32 if args.quick else 64)
+        batch_tokens = 32 if args.quick else 64
+        prompts = 64 if small else 16
+        sequential = 8 if args.quick else (16 if small else 4)
+        print(f"[{name}] single stream, {tokens} new tokens ...", file=sys.stderr)
+        raw = run_child("raw", model_dir, tokens=tokens, threads=args.threads)
+        mine = run_child("solver", model_dir, tokens=tokens, threads=args.threads)
+        optimum = run_child("optimum", model_dir, tokens=tokens, threads=args.threads) if not args.quick else None
+        print(f"[{name}] batch of {prompts} x {batch_tokens} tokens ...", file=sys.stderr)
+        batch = run_child(
+            "batch", model_dir, tokens=batch_tokens, threads=args.threads, prompts=prompts, sequential=sequential
+        )
+        rows.append((name, raw, mine, optimum, batch))
+
+    print()
+    print("| model | path | TTFT ms | decode tok/s | decode vs raw | peak MB |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name, raw, mine, optimum, _ in rows:
+        for label, r in (("raw openvino-genai (baseline)", raw), ("solver engine", mine), ("optimum-intel + transformers", optimum)):
+            if r is None:
+                continue
+            print(
+                f"| {name} | {label} | {r['ttft_ms']:.0f} | {r['decode_tps']:.1f} | "
+                f"{r['decode_tps'] / raw['decode_tps']:.2f} | {r['peak_mb']:.0f} |"
+            )
+    print()
+    print("| model | prompts | one-by-one tok/s (baseline) | generate_many tok/s | ratio | peak MB |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, _, _, _, b in rows:
+        print(
+            f"| {name} | {b['prompts']} | {b['one_by_one_tps']:.1f} | {b['batch_tps']:.1f} | "
+            f"{b['batch_tps'] / b['one_by_one_tps']:.2f} | {b['peak_mb']:.0f} |"
+        )
+    print()
+    name, raw, mine, _, _ = rows[0]
+    print(f"decode ratio solver/raw = {mine['decode_tps'] / raw['decode_tps']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

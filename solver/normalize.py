@@ -1,0 +1,1406 @@
+"""Canonical text and exact signatures for Chinese and English math and logic questions.
+
+This module owns what "the same question" means before any embedding is involved:
+- `normalize(text)`: one canonical string per wording: Unicode NFKC (full-width ３５ → 35), control
+  characters and emoji dropped, whitespace and punctuation tidied, lower case (single capital letters
+  and 甲乙丙丁 stay as the names A B C D), greetings and filler removed ("请帮忙：", "pls help!!"),
+  abbreviations spelled out ("w/o", "hrs", "avg"), and every number written in digits: Chinese
+  numerals (三十五, 两, 二〇二四, 一百零五, 三点五, 一个半, 三分之二, 百分之二十, 七五折), English
+  number words (thirty-five, a dozen, two thirds, one and a half, twentieth), thousands separators,
+  mixed numbers (2 1/2), polygon names (hexagon → 6-sided polygon, 六边形 → 6边形).
+- `signature(text)`: the facts that must be equal for two questions to share an answer: the multiset of
+  numbers, the units, the asked quantity (target), the polarity cues, and the terms (objects and
+  operations the problem is about). Chinese and English map to the same ids so that a translation
+  can match its original.
+- `content_tokens(text)`: the wording as comparable tokens, for the cache's small-edit check.
+
+Decisions worth knowing (each one was checked against tests/data/cache_cases.jsonl):
+- Numbers are exact `Fraction`s: 0.5 == 1/2 == 半 == half. A percentage keeps its own value and the
+  unit "%": 20% and 0.2 are *different* signatures (a miss, never a wrong hit). N折 is the share paid
+  (七五折 → 75%), so "按原价的75%出售" matches 七五折 and "降价75%" does not (polarity "decrease").
+- The value 1 is left out of the numbers: "一个笼子", "a cage", "one cage" and "1 cage" must agree, and
+  一/a/one are articles far more often than counts. A change from 1 to any other value still shows,
+  because the other value appears.
+- Month names are terms (march), not numbers, so "March 1" and "3月1日" agree; weekday names are terms.
+- Units are compared as sets of canonical ids; compound units split (km/h → km, h).
+
+It does not embed, search or decide hits (that is `solver.cache`).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+
+# --------------------------------------------------------------------------------------------------
+# Cleaning: Unicode, control characters, emoji, punctuation
+# --------------------------------------------------------------------------------------------------
+
+_PRE_NFKC = {
+    "²": "^2",
+    "³": "^3",
+    "√": " sqrt ",
+    "π": " pi ",
+    "×": " × ",
+    "÷": " ÷ ",
+    "−": "-",
+    "–": "-",
+    "—": "-",
+    "…": "...",
+    "⋯": "...",
+    "⁄": "/",
+    "℃": "°c",
+    "℉": "°f",
+    "。": ". ",
+    "“": '"',
+    "”": '"',
+    "‘": "'",
+    "’": "'",
+    "「": '"',
+    "」": '"',
+    "《": '"',
+    "》": '"',
+    "【": "(",
+    "】": ")",
+    "≥": " >= ",
+    "≤": " <= ",
+    "≠": " != ",
+}
+_PRE_NFKC_RE = re.compile("|".join(re.escape(k) for k in _PRE_NFKC))
+_KEEP_SYMBOLS = {"°", "□", "$", "¥", "%", "‰", "^", "+", "=", "<", ">", "×", "÷"}
+_CJK = r"\u3400-\u4dbf\u4e00-\u9fff"
+_CJK_RE = re.compile(f"[{_CJK}]")
+
+
+def _clean(text: str) -> str:
+    """NFKC, symbols spelled out, control characters and emoji dropped, CJK punctuation made ASCII."""
+    text = _PRE_NFKC_RE.sub(lambda m: _PRE_NFKC[m.group()], text)
+    text = unicodedata.normalize("NFKC", text)
+    text = text.replace("\u2044", "/").replace("\u2215", "/")  # ⅔ -> 2⁄3 -> 2/3
+    out = []
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if ch in _KEEP_SYMBOLS:
+            out.append(ch)
+        elif cat == "Cc" or cat == "Zl" or cat == "Zp":
+            out.append(" ")
+        elif cat in ("Cf", "Cs", "Co", "Cn", "Mn", "Me"):
+            continue  # zero-width joiners, variation selectors, unassigned code points
+        elif cat in ("So", "Sk"):
+            out.append(" ")  # emoji and pictographs carry no math
+        else:
+            out.append(ch)
+    text = "".join(out)
+    text = text.replace("...", " … ")  # an ellipsis is not a sentence end
+    return text
+
+
+# --------------------------------------------------------------------------------------------------
+# Names: single capital letters (A says ...) and 甲乙丙丁 keep their identity through lower-casing
+# --------------------------------------------------------------------------------------------------
+
+_NAME_FOLLOWERS = (
+    "and|or|says|said|say|claims|claimed|states|stated|answers|replies|is|was|can|could|alone|needs|"
+    "need|takes|took|fills|empties|works|walks|runs|has|had|will|would|gets|got|finishes|paints|does|did|"
+    "tells|lies|must|should|thinks|knows|asks|and|then|by|to"
+)
+_LETTER_NAME_RE = re.compile(r"(?<![A-Za-z0-9])(?<![A-Za-z]')([A-Z])(?![A-Za-z0-9])")
+_SENTENCE_START_RE = re.compile(r"(?:^|[.?!:;\"'(]\s*|\n\s*)$")
+_NAME_AFTER_A_RE = re.compile(rf"\s*(?:[,.:;?!)'\"、]|$|(?:{_NAME_FOLLOWERS})\b|'s\b)")
+_ZH_LETTER_NAMES = {"甲": "A", "乙": "B", "丙": "C", "丁": "D"}
+
+
+def _lower_keeping_names(text: str) -> str:
+    """Lower-case everything except capital letters used as names (A, B, X, Y; not the article "A")."""
+    words = re.findall(r"[A-Za-z]{2,}", text)
+    letters = sum(len(w) for w in words)
+    uppers = sum(ch.isupper() for w in words for ch in w)
+    if letters >= 8 and uppers / letters > 0.6:  # SHOUTED TEXT: no way to tell names from words
+        return text.lower()
+    pieces = []
+    last = 0
+    for m in _LETTER_NAME_RE.finditer(text):
+        letter = m.group(1)
+        is_name = letter != "I"
+        if letter == "A":
+            at_start = bool(_SENTENCE_START_RE.search(text[: m.start()]))
+            before_cjk = bool(_CJK_RE.match(text[m.end() : m.end() + 1]))
+            if at_start and not before_cjk and not _NAME_AFTER_A_RE.match(text, m.end()):
+                is_name = False  # "A train travels ..."
+        if is_name:
+            pieces.append(text[last : m.start()].lower())
+            pieces.append(letter)
+            last = m.end()
+    pieces.append(text[last:].lower())
+    text = "".join(pieces)
+    for zh, letter in _ZH_LETTER_NAMES.items():
+        text = text.replace(zh, letter)
+    return text
+
+
+# --------------------------------------------------------------------------------------------------
+# Filler, abbreviations and synonyms
+# --------------------------------------------------------------------------------------------------
+
+_FILLER_PATTERNS = [
+    # English greetings, pleas and thanks
+    r"^\s*(?:hi|hello|hey|dear (?:teacher|sir|madam)|good (?:morning|afternoon|evening))\b[\s,!.:~-]*",
+    r"\b(?:can|could|would) (?:you|someone|anyone) (?:please |pls |plz )?help(?: me)?(?: with this| out)?\b[\s?!.,:]*",
+    r"\b(?:pls|plz|please)(?: help(?: me)?)?\b[\s!.,:]*",
+    r"\bhelp(?: me)?(?: please| pls| plz)?\s*!+",
+    r"\bquick question\b[\s:,.!-]*",
+    r"\bi need help(?: with this)?\b[\s:,.!-]*",
+    r"\b(?:thanks|thank you|thx|ty|many thanks|thanks a lot|cheers)\b[\s!.]*(?:in advance)?[\s!.]*",
+    # Chinese greetings, pleas and thanks
+    r"(?:老师|同学们?|大家)?(?:您好|你好)[\s,!.:~]*",
+    r"老师好[\s,!.:~]*",
+    r"(?:请帮忙|请帮我|帮帮我|帮我看看|帮我|请教一下|请教|请问|麻烦(?:你|您)?|求助|求解答|求答案|求解)[\s,!.:~]*",
+    r"(?:谢谢(?:老师|您|你|了|啦)?|多谢|感谢)[\s,!.:~]*",
+    r"急+[\s,!.:~]*$",
+    r"[啊呀呢吧哦嘛啦]+(?=\s*(?:[?.!,]|$))",
+]
+_FILLER_RES = [re.compile(p) for p in _FILLER_PATTERNS]
+
+_EN_SYNONYMS = [
+    (r"\bw/o\b", "without"),
+    (r"\bw/", "with "),
+    (r"&", " and "),
+    (r"\bwhat's\b|\bwhats\b", "what is"),
+    (r"\bthat's\b", "that is"),
+    (r"\bthere's\b", "there is"),
+    (r"\bhow's\b", "how is"),
+    (r"\bit's\b", "it is"),
+    (r"\bcan't\b|\bcannot\b", "can not"),
+    (r"\bwon't\b", "will not"),
+    (r"n't\b", " not"),
+    (r"\bavg\b", "average"),
+    (r"\bhrs?\b", "hours"),
+    (r"\bmins\b", "minutes"),
+    (r"\bsecs?\b", "seconds"),
+    (r"\byrs?\b", "years"),
+    (r"\bppl\b", "people"),
+    (r"\bprob\b", "probability"),
+    (r"\bno\.\s*(?=\d)", "number "),
+    (r"\b(centi|milli|kilo|deci)?metres?\b", lambda m: (m.group(1) or "") + "meter" + ("s" if m.group().endswith("s") else "")),
+    (r"\b(milli)?litres?\b", lambda m: (m.group(1) or "") + "liter" + ("s" if m.group().endswith("s") else "")),
+    (r"\bday of (?:the )?week\b|\bweek ?day\b", "weekday"),
+    (r"\bsquare root of\b", "sqrt"),
+    (r"\bsqrt\s*\(\s*([^()]{1,20}?)\s*\)", r"sqrt \1"),
+    (r"\bto the power of\b|\braised to(?: the power of)?\b", "^"),
+    (r"\b(km|dm|cm|mm|m)\^2(?![\d])", r"square \1"),
+    (r"\b(km|dm|cm|mm|m)\^3(?![\d])", r"cubic \1"),
+    (r"\b(?:the )?square of\b", "^2 of"),
+    (r"\b(?:the )?cube of\b", "^3 of"),
+    (r"\bsquared\b", "^2"),
+    (r"\bcubed\b", "^3"),
+    (r"\bper cent\b", "percent"),
+    (r"\bpercentage\b", "percent"),
+    (r"\bshow that\b|\bshow\b(?= (?:adding|whenever|any|every|the))", "prove that"),
+    (r"\bhow (?:do|can|would) (?:you|i|we|one) prove\b", "prove"),
+    (r"\bjan\.?(?=\s*\d)", "january"),
+    (r"\bfeb\.?(?=\s*\d)", "february"),
+    (r"\bmar\.?(?=\s*\d)", "march"),
+    (r"\bapr\.?(?=\s*\d)", "april"),
+    (r"\bjun\.?(?=\s*\d)", "june"),
+    (r"\bjul\.?(?=\s*\d)", "july"),
+    (r"\baug\.?(?=\s*\d)", "august"),
+    (r"\bsept?\.?(?=\s*\d)", "september"),
+    (r"\boct\.?(?=\s*\d)", "october"),
+    (r"\bnov\.?(?=\s*\d)", "november"),
+    (r"\bdec\.?(?=\s*\d)", "december"),
+]
+_EN_SYNONYM_RES = [(re.compile(p), r) for p, r in _EN_SYNONYMS]
+
+_ZH_SYNONYMS = [
+    (r"礼拜", "星期"),
+    (r"星期天", "星期日"),
+    (r"周([一二三四五六日天])(?![一二三四五六七八九十])", r"星期\1"),
+    (r"星期日", "sunday "),
+    (r"星期一", "monday "),
+    (r"星期二", "tuesday "),
+    (r"星期三", "wednesday "),
+    (r"星期四", "thursday "),
+    (r"星期五", "friday "),
+    (r"星期六", "saturday "),
+    (r"元旦", "1月1日"),
+    (r"公约数", "公因数"),
+    (r"素数", "质数"),
+    (r"兔子", "兔"),
+    (r"根号\s*", "sqrt "),
+    (r"(?:请|试|试着|如何|怎么|怎样)证明", "证明"),
+    (r"的平方(?![米分厘千])", "^2"),
+    (r"的立方(?![米分厘千])", "^3"),
+]
+_ZH_SYNONYM_RES = [(re.compile(p), r) for p, r in _ZH_SYNONYMS]
+
+# --------------------------------------------------------------------------------------------------
+# Numbers: Chinese numerals
+# --------------------------------------------------------------------------------------------------
+
+_CN_DIGITS = {
+    "零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "俩": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7,
+    "八": 8, "九": 9, "壹": 1, "贰": 2, "叁": 3, "肆": 4, "伍": 5, "陆": 6, "柒": 7, "捌": 8, "玖": 9,
+}  # fmt: skip
+_CN_UNITS = {"十": 10, "拾": 10, "百": 100, "佰": 100, "千": 1000, "仟": 1000}
+_CN_BIG = {"万": 10**4, "亿": 10**8}
+_CN_CHARS = "".join(_CN_DIGITS) + "".join(_CN_UNITS) + "".join(_CN_BIG)
+_CN_RUN = f"[{_CN_CHARS}]+"
+_NUM = rf"(?:\d+(?:\.\d+)?|{_CN_RUN})"
+
+# Words whose characters look like numerals but are not numbers here. They are hidden during the
+# numeral pass and restored afterwards; some become a math term instead (三角形 → triangle).
+_ZH_NOT_NUMBERS = [
+    "一些", "一起", "一样", "一边", "一直", "一定", "一般", "一共", "一旦", "一下", "一切", "一致",
+    "一同", "统一", "唯一", "万一", "一会", "一点儿", "一面", "一生", "一向", "一再", "一律", "一心",
+    "一流", "一时", "一一", "一模一样", "十分", "千万", "一元二次方程", "一元一次方程", "二元一次方程",
+    "二次函数", "一次函数", "二次方程", "三角形", "平行四边形", "四边形", "三角函数", "乱七八糟",
+    "七上八下", "三番五次", "五颜六色", "一五一十", "九九", "一口气", "一旁", "一律", "一带",
+    "千克", "千米", "千瓦", "千卡", "万物", "百分之几", "几分之几", "十位", "百位", "千位", "万位",
+    "一元一次", "二元", "不一", "第一时间", "一举", "之一", "一番", "统一", "两两", "一一对应",
+    # "the two of them": the 2 only repeats that two people are named (甲乙两人 = A and B)
+    "两人", "俩人", "二人", "两个人", "我俩", "他俩", "她俩", "两队", "母女俩", "父子俩", "母子俩",
+    "我们两个", "我们俩", "他们两个", "她们两个", "你们两个", "是不是", "是否", "能不能", "会不会", "有没有", "可不可以",
+]  # fmt: skip
+_ZH_NOT_NUMBERS.sort(key=len, reverse=True)
+_ZH_NOT_NUMBERS_RE = re.compile("|".join(map(re.escape, _ZH_NOT_NUMBERS)))
+
+
+def _cn_to_int(run: str) -> int | None:
+    """三十五 → 35, 一百零五 → 105, 两千 → 2000, 二〇二四 → 2024, 三万五 → 35000; None if malformed."""
+    if all(ch in _CN_DIGITS for ch in run):
+        if len(run) == 1:
+            return _CN_DIGITS[run]
+        return int("".join(str(_CN_DIGITS[ch]) for ch in run))
+    total = 0
+    section = 0
+    number = 0
+    last_unit = 0
+    zero_seen = False
+    pending = False
+    for ch in run:
+        if ch in _CN_DIGITS:
+            value = _CN_DIGITS[ch]
+            if value == 0:
+                zero_seen = True
+                continue
+            if pending:  # two digits in a row inside a united numeral: not a number we understand
+                return None
+            number = value
+            pending = True
+        elif ch in _CN_UNITS:
+            unit = _CN_UNITS[ch]
+            if not pending:
+                if unit != 10:
+                    if section == 0 and total == 0:
+                        return None
+                    number = 1
+                else:
+                    number = 1
+            section += number * unit
+            number = 0
+            pending = False
+            last_unit = unit
+            zero_seen = False
+        else:  # 万 / 亿
+            big = _CN_BIG[ch]
+            section += number
+            if section == 0:
+                section = 1 if total == 0 else 0
+            total = (total + section) * big if big > 10**4 else total + section * big
+            section = 0
+            number = 0
+            pending = False
+            last_unit = big
+            zero_seen = False
+    if pending:
+        if last_unit >= 100 and not zero_seen:
+            section += number * (last_unit // 10)  # 一百五 = 150, 三万五 = 35000
+        else:
+            section += number
+    return total + section
+
+
+def _cn_number(text: str) -> str | None:
+    """A Chinese numeral or digits (possibly with 万/亿) as a decimal string."""
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        return text
+    value = _cn_to_int(text)
+    return None if value is None else str(value)
+
+
+def _fraction_text(numerator: str, denominator: str) -> str:
+    return f"{numerator}/{denominator}"
+
+
+def _zh_numbers(text: str) -> str:
+    """Every Chinese numeral form in `text` written in digits."""
+    hidden: list[str] = []
+
+    def hide(m: re.Match[str]) -> str:
+        hidden.append(m.group())
+        return f"\ue000{len(hidden) - 1}\ue001"
+
+    text = _ZH_NOT_NUMBERS_RE.sub(hide, text)
+
+    def sub_num(pattern: str, build) -> None:
+        nonlocal text
+
+        def repl(m: re.Match[str]) -> str:
+            result = build(m)
+            return m.group() if result is None else result
+
+        text = re.sub(pattern, repl, text)
+
+    def pct(m: re.Match[str]) -> str | None:
+        value = _cn_decimal(m.group(1))
+        return None if value is None else f"{value}%"
+
+    sub_num(rf"百分之({_NUM}(?:点[{_CN_CHARS}]+)?)", pct)
+
+    def frac(m: re.Match[str]) -> str | None:
+        den, num = _cn_number(m.group(1)), _cn_number(m.group(2))
+        return None if den is None or num is None else _fraction_text(num, den)
+
+    sub_num(rf"({_NUM})分之({_NUM})", frac)
+
+    def half_after(m: re.Match[str]) -> str | None:
+        whole = _cn_number(m.group(1))
+        return None if whole is None else f"{whole}.5"
+
+    sub_num(rf"({_NUM})个半", half_after)
+    text = re.sub(r"一半", "1/2", text)
+    text = re.sub(r"(?<![\d.])半(?=个|小时|天|年|月|斤|价|圈|周|分钟|米|公里|千米|杯|瓶|箱)", "0.5", text)
+    text = re.sub(r"个0\.5", "0.5个", text)
+
+    def decimal(m: re.Match[str]) -> str | None:
+        return _cn_decimal(m.group())
+
+    sub_num(rf"{_CN_RUN}点[零〇一二三四五六七八九]+", decimal)
+
+    def plain(m: re.Match[str]) -> str | None:
+        value = _cn_number(m.group())
+        if value is None:
+            return None
+        if m.group() == "零" and m.string[m.end() : m.end() + 1].isdigit():
+            return ""  # 2小时零15分 = 2小时15分
+        # keep converted numbers apart from neighbouring digits: 用1、2、3、4四个数字 -> "4 4个"
+        before = " " if m.start() > 0 and m.string[m.start() - 1].isdigit() else ""
+        after = " " if m.end() < len(m.string) and m.string[m.end()].isdigit() else ""
+        return f"{before}{value}{after}"
+
+    sub_num(_CN_RUN, plain)
+
+    # 3万 → 30000, 1.5万 → 15000, 2千 → 2000 (千米/千克 are hidden above)
+    def scaled(m: re.Match[str]) -> str:
+        value = Fraction(m.group(1)) * {"万": 10**4, "亿": 10**8, "千": 1000, "百": 100}[m.group(2)]
+        return _format_fraction(value)
+
+    text = re.sub(r"(\d+(?:\.\d+)?)(万|亿|千|百)", scaled, text)
+    # 七五折 / 75折 / 8折 / 8.5折: the share of the price that is paid, in percent
+    def discount(m: re.Match[str]) -> str:
+        raw = m.group(1)
+        value = Fraction(raw)
+        if "." in raw or value < 10:
+            value *= 10
+        return f"{_format_fraction(value)}%"
+
+    text = re.sub(r"(\d+(?:\.\d+)?)折", discount, text)
+    text = re.sub(r"(\d+)边形", r"\1边形", text)
+    text = re.sub(r"零(?=\d)", "", text)  # 2小时零15分 = 2小时15分
+    # "the two (of them)" repeats a count already given: 两个都是红球 = both are red, 两地相距 = A and B are
+    text = re.sub(r"(?<![\d.])2\s*(?=(?:个|张|人|管|辆|只|条|位|队|列|地|车|次)?(?:都|同时|一起|合作|相向|相背|相距))", "两", text)
+    text = re.sub(r"(我们|他们|你们|她们)\s*2\s*个", r"\1两个", text)
+    text = re.sub(r"\ue000(\d+)\ue001", lambda m: hidden[int(m.group(1))], text)
+    return text
+
+
+def _cn_decimal(run: str) -> str | None:
+    if "点" not in run:
+        return _cn_number(run)
+    whole, _, frac = run.partition("点")
+    whole_value = _cn_number(whole)
+    if whole_value is None or not frac or any(ch not in _CN_DIGITS for ch in frac):
+        return None
+    return f"{whole_value}." + "".join(str(_CN_DIGITS[ch]) for ch in frac)
+
+
+# --------------------------------------------------------------------------------------------------
+# Numbers: English words
+# --------------------------------------------------------------------------------------------------
+
+_EN_SMALL = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
+    "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19,
+}  # fmt: skip
+_EN_TENS = {
+    "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
+    "ninety": 90,
+}  # fmt: skip
+_EN_SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9}
+_EN_ORDINALS = {
+    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7,
+    "eighth": 8, "ninth": 9, "tenth": 10, "eleventh": 11, "twelfth": 12, "thirteenth": 13,
+    "fourteenth": 14, "fifteenth": 15, "sixteenth": 16, "seventeenth": 17, "eighteenth": 18,
+    "nineteenth": 19, "twentieth": 20, "thirtieth": 30, "fortieth": 40, "fiftieth": 50,
+    "sixtieth": 60, "seventieth": 70, "eightieth": 80, "ninetieth": 90, "hundredth": 100,
+    "thousandth": 1000,
+}  # fmt: skip
+_EN_DENOMINATORS = {
+    "half": 2, "halves": 2, "third": 3, "thirds": 3, "quarter": 4, "quarters": 4, "fourth": 4,
+    "fourths": 4, "fifth": 5, "fifths": 5, "sixth": 6, "sixths": 6, "seventh": 7, "sevenths": 7,
+    "eighth": 8, "eighths": 8, "ninth": 9, "ninths": 9, "tenth": 10, "tenths": 10,
+}  # fmt: skip
+_EN_CARDINAL_WORDS = set(_EN_SMALL) | set(_EN_TENS) | set(_EN_SCALES)
+_EN_POLYGONS = {
+    "pentagon": 5, "hexagon": 6, "heptagon": 7, "octagon": 8, "nonagon": 9, "decagon": 10,
+    "hendecagon": 11, "dodecagon": 12,
+}  # fmt: skip
+
+
+def _en_cardinal(words: list[str]) -> int:
+    total = 0
+    current = 0
+    for word in words:
+        if word in _EN_SMALL:
+            current += _EN_SMALL[word]
+        elif word in _EN_TENS:
+            current += _EN_TENS[word]
+        elif word == "hundred":
+            current = max(current, 1) * 100
+        elif word in _EN_SCALES:
+            total += max(current, 1) * _EN_SCALES[word]
+            current = 0
+    return total + current
+
+
+_EN_WORD_RUN_RE = re.compile(
+    r"\b(?:" + "|".join(sorted(_EN_CARDINAL_WORDS | set(_EN_ORDINALS), key=len, reverse=True)) + r")"
+    r"(?:(?:\s+|-)(?:and\s+)?(?:"
+    + "|".join(sorted(_EN_CARDINAL_WORDS | set(_EN_ORDINALS), key=len, reverse=True))
+    + r"))*\b"
+)
+
+
+def _en_numbers(text: str) -> str:
+    """English number words written in digits (thirty-five → 35, two thirds → 2/3, sixth → 6th)."""
+    for name, sides in _EN_POLYGONS.items():
+        text = re.sub(rf"\b{name}s?\b", f"{sides}-sided polygon", text)
+    text = re.sub(r"\b(?:a|one) dozen\b", "12", text)
+    text = re.sub(r"\bthe (?:two|2) of (us|them|you)\b", r"both of \1", text)
+    text = re.sub(r"\b(?:a|one) (hundred|thousand|million)\b", r"one \1", text)
+    text = re.sub(r"\btwice\b", "2 times", text)
+    text = re.sub(r"\bthrice\b", "3 times", text)
+    text = re.sub(r"\bdouble\b(?! (?:quotes?|check|digits?|letters?))", "2 times", text)
+    text = re.sub(r"\btriple\b", "3 times", text)
+
+    def run(m: re.Match[str]) -> str:
+        words = [w for w in re.split(r"[\s-]+", m.group()) if w and w != "and"]
+        # "and" joins only after hundred/thousand: "five and six" are two numbers
+        if len(words) > 1 and " and " in m.group():
+            parts = re.split(r"\s+and\s+", m.group())
+            if not all(re.search(r"(?:hundred|thousand|million|billion)$", p.strip()) for p in parts[:-1]):
+                return " and ".join(run(re.match(r".*", p.strip())) for p in parts)  # type: ignore[arg-type]
+        ordinal = words[-1] in _EN_ORDINALS and words[-1] not in _EN_CARDINAL_WORDS
+        # a cardinal followed by a denominator word is a fraction: "two thirds"
+        if ordinal and len(words) >= 2 and words[-1] in _EN_DENOMINATORS:
+            numerator = _en_cardinal(words[:-1])
+            return f"{numerator}/{_EN_DENOMINATORS[words[-1]]}"
+        if ordinal:
+            head = _en_cardinal(words[:-1]) if len(words) > 1 else 0
+            last = _EN_ORDINALS[words[-1]]
+            if words[-1] == "second" and len(words) == 1:
+                return m.group()  # "second" alone is resolved below (ordinal or unit)
+            if words[-1] in ("hundredth", "thousandth"):
+                value = max(head, 1) * last
+            else:
+                value = head + last
+            return f"{value}th"
+        return str(_en_cardinal(words))
+
+    text = _EN_WORD_RUN_RE.sub(run, text)
+    # plural denominators after digits: "2 thirds" (already digits) and "a third"/"a quarter"
+    text = re.sub(
+        r"\b(\d+)\s+(thirds|quarters|fourths|fifths|sixths|sevenths|eighths|ninths|tenths|halves)\b",
+        lambda m: f"{m.group(1)}/{_EN_DENOMINATORS[m.group(2)]}",
+        text,
+    )
+    text = re.sub(
+        r"\b(?:a|one|1)\s+(third|quarter|fourth|fifth|sixth|seventh|eighth|ninth|tenth)\b(?!\s+(?:term|day|person|number|digit|place|time))",
+        lambda m: f"1/{_EN_DENOMINATORS[m.group(1)]}",
+        text,
+    )
+    text = re.sub(r"\bthe second\b", "the 2nd", text)
+    text = re.sub(r"\b(\d+)\s+and\s+(?:a\s+)?half\b", lambda m: f"{m.group(1)}.5", text)
+    text = re.sub(r"\bhalf\s+(?:an?|of\s+an?)\b", "0.5", text)
+    text = re.sub(r"\b(?:a|one|1)\s+half\b", "0.5", text)
+    text = re.sub(r"\bhalf past (\d+)\b", r"\1:30", text)
+    text = re.sub(r"\bhalf\b", "1/2", text)
+    return text
+
+
+# --------------------------------------------------------------------------------------------------
+# Numbers: digits
+# --------------------------------------------------------------------------------------------------
+
+
+def _format_fraction(value: Fraction) -> str:
+    if value.denominator == 1:
+        return str(value.numerator)
+    as_float = float(value)
+    text = f"{as_float:.6f}".rstrip("0").rstrip(".")
+    if Fraction(text) == value:
+        return text
+    return f"{value.numerator}/{value.denominator}"
+
+
+_MONTHS = [
+    "january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+    "november", "december",
+]  # fmt: skip
+
+
+def _digit_forms(text: str) -> str:
+    """Thousands separators, mixed numbers, ordinals, percent words, months, digit/letter spacing."""
+    text = re.sub(r"(?<![\d.,])(\d{1,3})((?:,\d{3})+)(?![\d,])", lambda m: m.group(1) + m.group(2).replace(",", ""), text)
+    # mixed numbers: 2 1/2 -> 2.5 (only proper fractions)
+    def mixed(m: re.Match[str]) -> str:
+        whole, num, den = int(m.group(1)), int(m.group(2)), int(m.group(3))
+        if den == 0 or num >= den:
+            return m.group()
+        return _format_fraction(whole + Fraction(num, den))
+
+    text = re.sub(r"(?<![\d./])(\d+)\s+(\d+)/(\d+)(?![\d/])", mixed, text)
+    text = re.sub(r"(\d+)\s*(?:st|nd|rd|th)\b", r"\1th", text)
+    text = re.sub(r"(\d)\s*(?:percent|pct)\b", r"\1%", text)
+    text = re.sub(r"\bwhat\s+percent\b", "what %", text)
+    # Chinese month numbers become month names (a term, like "march" in English): 3月1日 -> march 1日
+    text = re.sub(
+        r"(?<![个\d.])(1[0-2]|[1-9])月(?=\s*\d+\s*[日号]|份)",
+        lambda m: f" {_MONTHS[int(m.group(1)) - 1]} ",
+        text,
+    )
+    text = re.sub(r"(?<=年)(1[0-2]|[1-9])月", lambda m: f" {_MONTHS[int(m.group(1)) - 1]} ", text)
+    text = re.sub(r"\bmay\b(?=\s*\d)", "may", text)
+    return text
+
+
+# --------------------------------------------------------------------------------------------------
+# Spacing
+# --------------------------------------------------------------------------------------------------
+
+
+def _tidy_spacing(text: str) -> str:
+    text = re.sub(r"(\d)([a-z])", r"\1 \2", text)
+    text = re.sub(r"(?<=\d) (th)\b", r"\1", text)  # keep "20th" together
+    text = re.sub(r"([a-z])(\d)", lambda m: m.group(1) + (" " if m.group(1) not in "nxyzk^" else "") + m.group(2), text)
+    text = re.sub(r"([,;:!?])(?=[a-z])", r"\1 ", text)
+    text = re.sub(r"(?<=[a-z])\.(?=[a-z])", ". ", text)
+    text = re.sub(r"([!?])\1+", r"\1", text)
+    text = re.sub(r"\?!|!\?", "?", text)
+    text = re.sub(r"\s+", " ", text).strip()
+    # a space between Chinese words stands for a comma ("5个人排成一排 甲不站在两端"); next to digits,
+    # Latin words or punctuation it is only spacing ("相距 30 千米", "用 python 输出")
+    text = re.sub(rf"(?<=[{_CJK}A-Z]) (?=[{_CJK}A-Z])", ",", text)
+    text = re.sub(rf"(?<=[{_CJK}])\s+(?=[{_CJK}\d(a-z])|(?<=[{_CJK}\d)a-z])\s+(?=[{_CJK}])", "", text)
+    text = re.sub(r"\s+([,.;:!?)])", r"\1", text)
+    text = re.sub(r"\(\s+", "(", text)
+    return text
+
+
+# --------------------------------------------------------------------------------------------------
+# normalize()
+# --------------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def normalize(text: str) -> str:
+    """The canonical form of a question: what the cache embeds and compares word by word."""
+    text = _clean(text)
+    text = _lower_keeping_names(text)
+    for pattern, repl in _EN_SYNONYM_RES:
+        text = pattern.sub(repl, text)
+    for pattern, repl in _ZH_SYNONYM_RES:
+        text = pattern.sub(repl, text)
+    for _ in range(2):  # greetings may be stacked: "hi! pls help!!"
+        for pattern in _FILLER_RES:
+            text = pattern.sub(" ", text)
+    text = re.sub(r"(^|[,.:;?!]\s*)问[:\s]*(?=\S)", r"\1", text)  # "..., 问鸡有多少只" -> "..., 鸡有多少只"
+    text = _zh_numbers(text)
+    text = _en_numbers(text)
+    text = _digit_forms(text)
+    text = _tidy_spacing(text)
+    text = re.sub(r"^[\s,.:;!?-]+", "", text)
+    return text
+
+
+# --------------------------------------------------------------------------------------------------
+# Signature pieces: numbers
+# --------------------------------------------------------------------------------------------------
+
+_NUMBER_RE = re.compile(r"(?<![a-z\d.])(\d+(?:\.\d+)?)(?:/(\d+(?:\.\d+)?))?(?![\d])")
+
+
+def _numbers(canonical: str) -> list[Fraction]:
+    values = []
+    for m in _NUMBER_RE.finditer(canonical):
+        value = Fraction(m.group(1))
+        if m.group(2) is not None:
+            den = Fraction(m.group(2))
+            if den == 0:
+                continue
+            value /= den
+        before = canonical[: m.start()].rstrip()
+        if before.endswith("-"):
+            prev = before[:-1].rstrip()[-1:]
+            if not prev or not (prev.isalnum() or prev in ")]"):
+                value = -value
+        percent = canonical[m.end() : m.end() + 1] == "%"
+        if value == 1 and not percent:
+            continue  # 1 is an article far more often than a count; see the module docstring
+        values.append(value)
+    return values
+
+
+# --------------------------------------------------------------------------------------------------
+# Signature pieces: units
+# --------------------------------------------------------------------------------------------------
+
+# (unit id, English pattern, Chinese pattern). English words match after a number, after per/a/an/each/
+# every/how many/in/into/to, or anywhere when plural; symbols only right after a number or "/" or "per".
+_UNITS: list[tuple[str, str, str]] = [
+    ("km2", r"(?:square|sq\.?) (?:kilometers?|km)", r"平方千米|平方公里"),
+    ("dm2", r"(?:square|sq\.?) (?:decimeters?|dm)", r"平方分米"),
+    ("cm2", r"(?:square|sq\.?) (?:centimeters?|cm)", r"平方厘米"),
+    ("mm2", r"(?:square|sq\.?) (?:millimeters?|mm)", r"平方毫米"),
+    ("m2", r"(?:square|sq\.?) (?:meters?|m)", r"平方米"),
+    ("km3", r"cubic (?:kilometers?|km)", r"立方千米"),
+    ("dm3", r"cubic (?:decimeters?|dm)", r"立方分米"),
+    ("cm3", r"cubic (?:centimeters?|cm)|cc", r"立方厘米"),
+    ("mm3", r"cubic (?:millimeters?|mm)", r"立方毫米"),
+    ("m3", r"cubic (?:meters?|m)", r"立方米"),
+    ("ha", r"hectares?", r"公顷"),
+    ("mu", r"\bmu\b", r"亩"),
+    ("km", r"kilometers?|kms?|kph", r"千米|公里"),
+    ("mile", r"miles?|mph", r"英里"),
+    ("dm", r"decimeters?|dm", r"分米"),
+    ("cm", r"centimeters?|cm", r"厘米"),
+    ("mm", r"millimeters?|mm", r"毫米"),
+    ("inch", r"inch(?:es)?", r"英寸"),
+    ("ft", r"foot|ft", r"英尺"),
+    ("m", r"meters?|m", r"米"),
+    ("kg", r"kilograms?|kilos?|kg", r"千克|公斤"),
+    ("lb", r"pounds?|lbs?", r"磅"),
+    ("g", r"grams?|g", r"克"),
+    ("t", r"tons?|tonnes?|t", r"吨"),
+    ("jin", r"jin", r"斤"),
+    ("ml", r"milliliters?|ml", r"毫升"),
+    ("l", r"liters?|l", r"升"),
+    ("h", r"hours?|h", r"小时|钟头"),
+    ("min", r"minutes?|min", r"分钟"),
+    ("s", r"seconds?|s", r"秒"),
+    ("day", r"days?", r"天"),
+    ("week", r"weeks?", r"星期|周"),
+    ("month", r"months?", r"个月|月利率"),
+    ("year", r"years?|years? old|annual(?:ly)?|per annum", r"岁|年利率|年"),
+    ("usd", r"dollars?|usd|\$", r"美元"),
+    ("cent", r"cents?", r"美分"),
+    ("yuan", r"yuan|rmb|¥", r"元|块钱|块(?=[\d,.;:!?]|$)|人民币"),
+    ("jiao", r"jiao", r"角|毛"),
+    ("fen", r"fen", r"分(?![钟之])"),
+    ("degC", r"°c|degrees? celsius|celsius", r"摄氏(?:度|温度)?"),
+    ("degF", r"°f|degrees? fahrenheit|fahrenheit", r"华氏(?:度|温度)?"),
+    ("K", r"kelvins?", r"开尔文(?:温度)?"),
+    ("deg", r"degrees?|°", r"度"),
+    ("%", r"%", r"%"),
+]
+_UNIT_SYMBOLS = {"km", "kms", "kph", "mph", "dm", "cm", "mm", "ft", "m", "kg", "g", "t", "ml", "l", "h", "min", "s", "lb", "lbs", "cc", "usd", "rmb"}
+# Chinese single characters that are units only right after a number or after 每/几/多少
+_ZH_SHORT_UNITS = {"米", "克", "吨", "斤", "升", "秒", "天", "周", "年", "岁", "元", "角", "分", "度", "亩", "星期", "毛", "块钱"}
+
+_EN_UNIT_ALTS = "|".join(f"(?P<u{i}>{en})" for i, (_, en, _) in enumerate(_UNITS))
+_EN_UNIT_RE = re.compile(rf"(?<![a-z])(?:{_EN_UNIT_ALTS})(?![a-z])")
+_ZH_UNIT_ALTS = "|".join(f"(?P<z{i}>{zh})" for i, (_, _, zh) in enumerate(_UNITS))
+_ZH_UNIT_RE = re.compile(_ZH_UNIT_ALTS)
+_UNIT_CONTEXT_BEFORE_RE = re.compile(
+    r"(?:\d|\d\s|\d-|/\s*|\bper\s|\ban?\s|\beach\s|\bevery\s|\bhow many\s|\bhow much\s|\bin\s|\binto\s|\bto\s|\bof\s|\bsquare\s|\bcubic\s|\bwhat\s|\b(?:number|count) of\s)$"
+)
+_ZH_UNIT_CONTEXT_BEFORE_RE = re.compile(r"(?:\d|\d\s|[每几成]|多少|[几多]个|\d个|\d多|\d余|个|0\.5|/|\d分|输入|返回|输出)$")
+
+
+def _units(canonical: str) -> set[str]:
+    found: set[str] = set()
+    # English (and symbols): need a context unless the word is an unambiguous plural
+    for m in _EN_UNIT_RE.finditer(canonical):
+        unit_index = int(next(k for k, v in m.groupdict().items() if v is not None)[1:])
+        unit_id = _UNITS[unit_index][0]
+        word = m.group()
+        before = canonical[max(0, m.start() - 16) : m.start()]
+        has_context = bool(_UNIT_CONTEXT_BEFORE_RE.search(before))
+        is_symbol = word in _UNIT_SYMBOLS or len(word) <= 2
+        if is_symbol:
+            if not re.search(r"(?:\d\s?|\d-|/\s?|\bper\s|\bin\s|\binto\s|\bhow many\s|\bto\s|多少|成)$", before):
+                continue
+            if word in ("m", "s", "h", "t", "l", "g") and not re.search(r"(?:\d\s?|\d-|/\s?|\bper\s|多少|成)$", before):
+                continue
+        elif word == "second" and not has_context:
+            continue
+        elif not has_context and not word.endswith("s") and unit_id not in ("degC", "degF", "K", "year"):
+            continue
+        elif unit_id == "year" and word.startswith("year") and not has_context and not word.endswith("s"):
+            continue
+        found.add(unit_id)
+    # Chinese
+    for m in _ZH_UNIT_RE.finditer(canonical):
+        unit_index = int(next(k for k, v in m.groupdict().items() if v is not None)[1:])
+        unit_id = _UNITS[unit_index][0]
+        word = m.group()
+        before = canonical[max(0, m.start() - 6) : m.start()]
+        if word in _ZH_SHORT_UNITS or unit_id in ("fen", "jiao", "yuan", "week", "day", "year", "s", "m", "g", "t", "l", "deg"):
+            if not _ZH_UNIT_CONTEXT_BEFORE_RE.search(before):
+                continue
+            if word == "年" and re.search(r"\d{4}$", before):
+                continue  # 2024年 is a date
+            if word == "分":
+                # 2小时15分 is minutes; 1元5分 is money; 90分 alone is a score
+                window = canonical[max(0, m.start() - 10) : m.start()]
+                if re.search(r"小时|时|点", window):
+                    unit_id = "min"
+                elif not re.search(r"元|角|块", window):
+                    continue
+            if word == "度" and re.search(r"(?:多少|几)$", before):
+                continue  # "多少度": angles are asked in degrees whether or not the question says so
+            if word == "毛" and not re.search(r"[元块]", before):
+                continue
+            if word == "度" and re.search(r"[速温角长高宽难程态]$", before):
+                continue
+        found.add(unit_id)
+    for m in re.finditer(r"([$¥])\s*\d", canonical):
+        found.add("usd" if m.group(1) == "$" else "yuan")
+    # compound units written with a slash or 每 ("千米/时", "km/h", "米/秒") already give both halves,
+    # except the one-letter Chinese 时 after a slash
+    if re.search(r"/\s*时", canonical):
+        found.add("h")
+    return found
+
+
+# --------------------------------------------------------------------------------------------------
+# Signature pieces: the lexicon of terms, targets and polarity cues
+# --------------------------------------------------------------------------------------------------
+
+# Polarity cues (compared as sets): conditions that flip the answer when flipped.
+POLARITY_IDS = frozenset(
+    {
+        "not", "at_least", "at_most", "more", "less", "after", "before", "upstream", "downstream",
+        "increase", "decrease", "toward", "away", "same_direction", "different", "or", "fill", "drain",
+    }
+)  # fmt: skip
+# Persons: part of the target when the question names one of several people ("how old is Ben").
+PERSON_IDS = frozenset(
+    {
+        "A", "B", "C", "D", "E", "F", "G", "H", "X", "Y", "Z", "father", "mother", "son", "daughter",
+        "brother", "sister", "grandfather", "grandmother", "mary", "lily", "alice", "bob", "tom", "jerry",
+        "anna", "ben", "sam", "amy", "john", "jack", "lucy", "mike", "peter", "david", "xiaoming",
+        "xiaohong", "xiaohua", "xiaogang", "xiaoli", "xiaowang", "xiaozhang", "xiaoqiang", "xiaofang",
+        "xiaojun", "xiaoliang", "xiaolin",
+    }
+)  # fmt: skip
+# Quantities that can be the asked thing wherever they appear in the asking clause.
+ASKABLE_IDS = frozenset(
+    {
+        "age", "speed", "distance", "area", "perimeter", "volume", "surface_area", "hypotenuse",
+        "price", "original", "saving", "interest", "percent", "fraction", "probability", "ways",
+        "weekday", "date", "sum", "difference", "product", "quotient", "average", "next",
+        "index", "gcd", "lcm", "each", "red", "blue", "white", "black", "green", "yellow", "which",
+        "big", "small",
+    }
+)  # fmt: skip
+# Counted things: part of the target only right next to "how many" / 有多少 / 几个 ("how many rabbits").
+OBJECT_IDS = frozenset(
+    {
+        "chicken", "rabbit", "duck", "cow", "sheep", "head", "leg", "pencil", "pen", "notebook", "eraser",
+        "marble", "worker", "student", "boy", "girl", "child", "truck", "knight", "knave",
+        "ball", "segment", "triangle", "diagonal", "prime", "handshake", "integer", "digit", "card", "ace",
+    }
+)  # fmt: skip
+# Terms a rewording may leave implicit; they do not take part in the terms gate.
+SOFT_TERMS = frozenset(
+    {
+        "sequence", "integer", "consecutive", "student", "people", "length", "width", "height", "digit",
+        "python", "function", "program", "print", "job", "time", "speed", "term", "prove", "list",
+        "string", "sale", "price", "original", "current", "still_water", "distance", "age", "whether",
+        "head", "leg", "same", "all", "exactly", "which", "each", "car", "train", "boat", "bridge",
+        "pipe", "pool", "wall", "room", "card", "dice", "coin", "side", "angle", "polygon", "remainder",
+        "divisible", "power", "sqrt", "ace", "worker", "next", "repeat",
+        "ball", "child", "saving", "row", "weekday", "date", "percent", "fraction",
+        "respectively",
+    }
+)  # fmt: skip
+
+# (ids, English regex or "", Chinese regex or ""). Order matters: earlier entries mask their text, so
+# compounds come before their parts (最大公因数 before 最大, 铅笔 before 笔, 小红 before 红).
+_LEXICON: list[tuple[tuple[str, ...], str, str]] = [
+    # names
+    (("xiaoming",), r"xiao ?ming", r"小明"),
+    (("xiaohong",), r"xiao ?hong", r"小红"),
+    (("xiaohua",), r"xiao ?hua", r"小华"),
+    (("xiaogang",), r"xiao ?gang", r"小刚"),
+    (("xiaoli",), r"xiao ?li", r"小李|小丽"),
+    (("xiaowang",), r"xiao ?wang", r"小王"),
+    (("xiaozhang",), r"xiao ?zhang", r"小张"),
+    (("xiaoqiang",), r"xiao ?qiang", r"小强"),
+    (("xiaofang",), r"xiao ?fang", r"小芳"),
+    (("xiaojun",), r"xiao ?jun", r"小军"),
+    (("xiaoliang",), r"xiao ?liang", r"小亮"),
+    (("xiaolin",), r"xiao ?lin", r"小林"),
+    (("mary",), r"mary", r"玛丽"),
+    (("lily",), r"lily", r"莉莉"),
+    (("alice",), r"alice", r"爱丽丝"),
+    (("bob",), r"bob", r"鲍勃"),
+    (("tom",), r"tom", r"汤姆"),
+    (("jerry",), r"jerry", r"杰瑞"),
+    (("anna",), r"anna", r"安娜"),
+    (("ben",), r"ben", ""),
+    (("sam",), r"sam", r"萨姆"),
+    (("amy",), r"amy", r"艾米"),
+    (("john",), r"john", r"约翰"),
+    (("jack",), r"jack", r"杰克"),
+    (("lucy",), r"lucy", r"露西"),
+    (("mike",), r"mike", r"迈克"),
+    (("peter",), r"peter", r"彼得"),
+    (("david",), r"david", r"大卫"),
+    # yes/no question forms that contain a negation character
+    (("whether",), r"whether", r"是不是|是否|能不能|会不会|有没有|可不可以|对不对"),
+    # logic puzzles
+    (("knight",), r"knights?", r"骑士"),
+    (("knave",), r"knaves?", r"无赖"),
+    (("truth",), r"truth|truthful|tells? the truth|never lies?", r"真话|实话|说真|诚实"),
+    (("lie",), r"lies|lie|liars?|lying", r"假话|谎话|撒谎|说谎|说假"),
+    (("thief",), r"thief|thieves", r"小偷"),
+    # vocabulary with a built-in negation
+    (("not", "rational"), r"irrational", r"无理数"),
+    (("rational",), r"rational", r"有理数"),
+    (("not", "replacement"), r"without (?:replacement|replacing|putting (?:it |them |the \w+ (?:one )?)?back)", r"不放回"),
+    (("replacement",), r"with replacement|replac(?:ed|ing) (?:it|them)|put (?:it |them )?back", r"放回"),
+    (("gcd",), r"greatest common (?:divisor|factor)|highest common factor|gcd|hcf", r"最大公因数"),
+    (("lcm",), r"least common multiple|lowest common multiple|lcm", r"最小公倍数"),
+    (("perfect_square",), r"perfect squares?|square numbers?", r"完全平方数|平方数"),
+    (("prime",), r"primes?|prime numbers?", r"质数"),
+    (("infinite",), r"infinitely|infinite|infinity", r"无穷|无限"),
+    (("quadratic",), r"quadratic", r"一元二次方程|二次方程|二次函数"),
+    (("case",), r"case(?:-| )?(?:sensitive|insensitive)?|upper ?case|lower ?case", r"大小写"),
+    (("same_direction",), r"(?:in )?the same direction", r"同向|同方向"),
+    (("toward",), r"toward(?:s)? each other", r"相向"),
+    (("away",), r"opposite directions?|away from each other", r"相背|背向|反向"),
+    (("at_least",), r"at least|no (?:fewer|less) than|not (?:fewer|less) than|minimum|smallest|least|fewest|lowest|youngest|shortest", r"至少|最少|不少于|不低于|不小于|最小|最低|最短|最年轻|>="),
+    (("at_most",), r"at most|no more than|not more than|maximum|largest|greatest|biggest|highest|oldest|longest|most", r"至多|最多|不超过|不多于|不大于|不高于|最大|最高|最长|最年长|<="),
+    (("ways",), r"(?:different |distinct )?ways|(?:different |distinct )?arrangements", r"(?:多少种|几种)(?:不同的)?(?:选法|排法|站法|方法|取法|走法|结果)?|不同的(?:选法|排法|站法|方法|取法|走法)|选法|排法|站法|方法"),
+    (("different",), r"different|distinct|differ", r"不同|不一样|互不相同"),
+    (("not", "repeat"), r"no repeated|without repeat(?:ed|ing|s)?|non-?repeating", r"没有重复|不重复|不能重复|无重复"),
+    (("repeat",), r"repeated|repeat(?:s|ing)?", r"重复"),
+    (("exactly",), r"exactly", r"恰好|恰有|正好|刚好"),
+    (("respectively",), r"respectively", r"分别|区别|特别|别人|别的|差别"),
+    (("not",), r"not|never|no|none|neither|nor|nobody|nothing|without|excluding|except", r"不|没有|没|非(?!常)|无法|无|未|别|勿"),
+    (("or",), r"or|either", r"或者|或|还是|要么"),
+    (("more",), r"more|greater|larger|bigger|higher|taller|older|longer|heavier|faster|exceeds?|exceeding|above", r"多于|大于|超过|高于|较大|较多|比[^,.?!;]{0,12}?(?:多|大|高|长|重|快|贵|老)"),
+    (("less",), r"fewer|less|smaller|lower|shorter|younger|lighter|slower|cheaper|below|under", r"少于|小于|低于|较小|较少|比[^,.?!;]{0,12}?(?:少|小|低|短|轻|慢|便宜)"),
+    (("increase",), r"increases?|increased|rises?|rose|raised?|goes up|went up|go up|grows?|markup", r"提价|涨价|上涨|增加|提高|增长|涨了|涨"),
+    (("decrease",), r"decreases?|decreased|falls?(?! on)|fell(?! on)|drops?|dropped|goes down|went down|go down|reduced?|discount(?:ed)?|off|cheaper", r"降价|下降|降低|减少|便宜|打折|降了|降"),
+    (("after",), r"from now|later|in \d+(?:\.\d+)? (?:years?|days?|hours?|minutes?|months?|weeks?)(?=[^.?!;]*\b(?:will|would)\b)|in(?= how many (?:years?|days?|hours?|minutes?|months?|weeks?))|after(?= (?:how many )?(?:\d+(?:\.\d+)? )?(?:years?|days?|hours?|minutes?|months?|weeks?))", r"(?<=[年天时钟月周期秒岁])(?:以后|之后|后)|再过"),
+    (("before",), r"ago|earlier|before \d+(?:\.\d+)? (?:years?|days?|hours?)", r"(?<=[年天时钟月周期秒岁])(?:以前|之前|前)"),
+    (("upstream",), r"upstream|against the current", r"逆流|逆水"),
+    (("downstream",), r"downstream|with the current", r"顺流|顺水"),
+    (("fill",), r"fills?|filled|filling", r"注满|灌满|进水"),
+    (("drain",), r"empties|emptied|emptying|drains?|drained", r"放空|放完|排水|排空|放水"),
+    (("same",), r"same|identical|equal", r"同一|相同|一样"),
+    (("each",), r"each (?:person|one)|per person|apiece", r"每人|每个人"),
+    (("all",), r"all|every|each|any", r"所有|全部|都|每|任意|任何"),
+    # parity and kinds of numbers
+    (("odd",), r"odd", r"奇数|单数"),
+    (("even",), r"even(?! if)", r"偶数|双数"),
+    (("integer",), r"integers?|whole numbers?", r"整数|自然数"),
+    (("digit",), r"digits?|\d+-digit", r"数字|位数"),
+    (("consecutive",), r"consecutive", r"连续"),
+    # operations
+    (("sum",), r"sums?|what total|the total(?! of)|add(?:ing|ed)? up|adding|add|plus|\d\s*\+\s*\d", r"之和|的和|和是|和为|和等于|和多少|总和|加到|相加|加起来|\d\s*\+\s*\d"),
+    (("difference",), r"difference|minus", r"之差|的差|差是|差为"),
+    (("product",), r"products?|multiplied", r"之积|的积|(?<![面体容])积是|(?<![面体容])积为|乘积"),
+    (("quotient",), r"quotient", r"商是|商为|商多少|的商|商等于"),
+    (("remainder",), r"remainders?", r"余数|余"),
+    (("divisible",), r"divisible|divides?|divided (?:evenly )?by|multiples? of|division", r"整除|倍数|除以"),
+    (("power",), r"\^|powers?|exponent", r"次方|次幂|\^"),
+    (("sqrt",), r"sqrt", r"sqrt"),
+    (("average",), r"average|mean", r"平均"),
+    # sequences
+    (("arithmetic",), r"arithmetic", r"等差"),
+    (("geometric",), r"geometric", r"等比"),
+    (("common_difference",), r"common difference", r"公差"),
+    (("common_ratio",), r"common ratio", r"公比"),
+    (("fibonacci",), r"fibonacci|fib", r"斐波那契"),
+    (("next",), r"next|comes? after", r"下1个|下一个|接下来|下一项|填数|\(\s*\)"),
+    (("index",), r"which term|what term|position", r"第几项|第几个"),
+    (("term",), r"terms?", r"第\d+项|前\d+项|首项|的项|每项|通项|末项"),
+    (("sequence",), r"sequences?|series", r"数列|这列数"),
+    # geometry
+    (("surface_area",), r"surface area", r"表面积"),
+    (("area",), r"areas?", r"面积"),
+    (("perimeter",), r"perimeters?|circumference", r"周长"),
+    (("volume",), r"volumes?|capacity", r"体积|容积"),
+    (("hypotenuse",), r"hypotenuse|hypotnuse", r"斜边"),
+    (("right_angle",), r"right(?:-angled| angled)?(?= triangle)", r"直角(?!边)"),
+    (("radius",), r"radius|radii", r"半径"),
+    (("diameter",), r"diameters?", r"直径"),
+    (("diagonal",), r"diagonals?", r"对角线"),
+    (("segment",), r"(?:line )?segments?", r"线段"),
+    (("interior",), r"interior", r"内角"),
+    (("exterior",), r"exterior", r"外角"),
+    (("angle",), r"angles?", r"角度|夹角"),
+    (("triangle",), r"triangles?", r"三角形"),
+    (("parallelogram",), r"parallelograms?", r"平行四边形"),
+    (("quadrilateral",), r"quadrilaterals?", r"四边形"),
+    (("rectangle",), r"rectangles?|rectangular", r"长方形|矩形"),
+    (("square",), r"squares?(?! (?:meters?|centimeters?|kilometers?|decimeters?|millimeters?|root|cm|km|dm|mm|m)\b)", r"正方形"),
+    (("cuboid",), r"cuboids?|rectangular prisms?", r"长方体"),
+    (("cube",), r"cubes?", r"正方体|立方体"),
+    (("cylinder",), r"cylinders?", r"圆柱"),
+    (("cone",), r"cones?", r"圆锥"),
+    (("sphere",), r"spheres?", r"球体"),
+    (("circle",), r"circles?|circular", r"圆(?![柱锥桌周])"),
+    (("polygon",), r"polygons?|\d+-sided|sided", r"边形"),
+    (("side",), r"side lengths?|edge lengths?|edges?", r"边长|棱长"),
+    (("length",), r"length|long(?! (?:does|do|did|will|would|to|it|is it))", r"长度|多长(?!时间)|长(?=\d)"),
+    (("width",), r"width|wide", r"宽度|宽(?=\d)"),
+    (("height",), r"height|tall", r"高度|多高|高(?=\d)"),
+    # rates, money, time
+    (("still_water",), r"still water", r"静水"),
+    (("current",), r"current", r"水流|水速"),
+    (("speed",), r"speeds?|velocity|how fast", r"速度|时速|速率|多快"),
+    (("distance",), r"distance|how far|far apart|apart", r"距离|路程|相距|多远"),
+    (("time",), r"how long(?= (?:does|do|did|will|would|to|it|is it))|time|how many (?:hours|days|minutes|seconds|weeks|months|years)", r"时间|多久|多长时间|几(?:个)?(?:小时|天|分钟|秒|周|星期|个月|年)|多少(?:个)?(?:小时|天|分钟|秒|周|星期|个月|年)(?!的)"),
+    (("age",), r"ages?|how old|years old|as old as", r"年龄|岁数|几岁|多大|多少岁"),
+    (("round_trip",), r"round trip|there and back|back and forth", r"往返"),
+    (("original", "price"), r"original price|originally|original", r"原价|原来"),
+    (("sale", "price"), r"sale price|sale|sold|sells?|selling", r"售价|现价|出售"),
+    (("price",), r"prices?|costs?|how much (?:does|do|is|are|was|were)|unit price|worth", r"价格|单价|价钱|多少钱|价"),
+    (("saving",), r"save|saving|savings", r"便宜了|节省|省了"),
+    (("interest",), r"interest", r"利息"),
+    (("percent",), r"what %|% change|percent change", r"百分之几|百分比|百分数"),
+    (("fraction",), r"what fraction", r"几分之几"),
+    (("probability",), r"probability|probabilty|chances?|likelihood|likely", r"概率|可能性|几率"),
+    (("ways",), r"combinations|permutations", r""),
+    (("weekday",), r"weekday|what day|which day", r"星期几|周几"),
+    (("date",), r"what date|which date", r"几月几日|几号|哪天|哪一天"),
+    (("which",), r"who|which (?:person|one|of them|of us)|what (?:are|is) (?=[A-Z])", r"谁|哪个人|哪位|什么人|各是|分别是|身份"),
+    (("handshake",), r"handshakes?|shakes? hands", r"握手|握"),
+    (("row",), r"(?:in )?a row|in a line|lined up", r"1排|一排|1行|排成|站成"),
+    (("round_table",), r"round table|in a circle|around a table", r"圆桌|围成1圈|1圈"),
+    # days and months
+    *[((day,), day, day) for day in ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")],
+    *[((month,), month, month) for month in _MONTHS],
+    # people and animals
+    (("grandfather",), r"grandfathers?|grandpa", r"爷爷|祖父|外公"),
+    (("grandmother",), r"grandmothers?|grandma", r"奶奶|祖母|外婆"),
+    (("father",), r"fathers?|dad|daddy", r"父亲|爸爸|爸|父"),
+    (("mother",), r"mothers?|mom|mum|mummy", r"母亲|妈妈|妈|母"),
+    (("son",), r"sons?", r"儿子"),
+    (("daughter",), r"daughters?", r"女儿"),
+    (("brother",), r"brothers?", r"哥哥|弟弟|兄弟"),
+    (("sister",), r"sisters?", r"姐姐|妹妹|姐妹"),
+    (("boy",), r"boys?", r"男生|男孩|男同学"),
+    (("girl",), r"girls?", r"女生|女孩|女同学"),
+    (("child",), r"children|child|kids?", r"孩子|小孩|儿童"),
+    (("student",), r"students?|pupils?", r"学生|同学"),
+    (("worker",), r"workers?", r"工人"),
+    (("people",), r"people|persons?|islanders?", r"人"),
+    (("chicken",), r"chickens?|hens?|roosters?", r"鸡"),
+    (("rabbit",), r"rabbits?|rabits?|bunn(?:y|ies)", r"兔"),
+    (("duck",), r"ducks?", r"鸭"),
+    (("cow",), r"cows?|cattle|oxen", r"牛"),
+    (("sheep",), r"sheep|goats?", r"羊"),
+    (("head",), r"heads?", r"头|正面"),
+    (("leg",), r"legs?|feet", r"脚|腿|足|直角边"),
+    # things
+    (("pencil",), r"pencils?", r"铅笔"),
+    (("notebook",), r"notebooks?", r"笔记本|本子"),
+    (("pen",), r"pens?", r"笔"),
+    (("eraser",), r"erasers?|rubbers?", r"橡皮"),
+    (("marble",), r"marbles?", r"弹珠|玻璃球"),
+    (("big", "truck"), r"(?:big|large) trucks?", r"大卡车|大车|大货车"),
+    (("small", "truck"), r"(?:small|little) trucks?", r"小卡车|小车|小货车"),
+    (("truck",), r"trucks?|lorr(?:y|ies)", r"卡车|货车"),
+    (("car",), r"cars?|vehicles?", r"汽车|轿车"),
+    (("train",), r"trains?", r"火车|列车"),
+    (("boat",), r"boats?|ships?", r"船"),
+    (("bridge",), r"bridges?", r"桥"),
+    (("pipe",), r"pipes?|inlet", r"管"),
+    (("pool",), r"tanks?|pools?", r"水池|水箱|池"),
+    (("red",), r"red", r"红"),
+    (("blue",), r"blue", r"蓝"),
+    (("white",), r"white", r"白"),
+    (("black",), r"black", r"黑"),
+    (("green",), r"green", r"绿"),
+    (("yellow",), r"yellow", r"黄"),
+    (("ball",), r"balls?", r"球"),
+    (("dice",), r"dice|die", r"骰子"),
+    (("coin",), r"coins?", r"硬币"),
+    (("card",), r"cards?|deck", r"扑克|牌"),
+    (("ace",), r"aces?", r""),
+    (("job",), r"job|work|project|task", r"工程|工作|任务"),
+    (("wall",), r"walls?", r"墙"),
+    (("room",), r"rooms?", r"房间"),
+    (("celsius",), r"celsius", r"摄氏"),
+    (("fahrenheit",), r"fahrenheit", r"华氏"),
+    (("kelvin",), r"kelvin", r"开尔文"),
+    # coding
+    (("python",), r"python", r"python"),
+    (("function",), r"functions?|def|implement", r"函数"),
+    (("program",), r"programs?|script", r"程序"),
+    (("print",), r"prints?|output|display", r"打印|输出"),
+    (("string",), r"strings?", r"字符串"),
+    (("list",), r"lists?|arrays?", r"列表|数组"),
+    (("palindrome",), r"palindromes?", r"回文"),
+    (("reverse",), r"revers(?:e|es|ed|ing)", r"反转|倒序|逆序|翻转"),
+    (("slicing",), r"slic(?:e|es|ing)", r"切片"),
+    (("prove",), r"prove|proof", r"证明"),
+]
+
+_CONCEPT_ENTRIES: list[tuple[tuple[str, ...], re.Pattern[str] | None, re.Pattern[str] | None]] = [
+    (
+        ids,
+        re.compile(rf"(?<![a-z])(?:{en})(?![a-z])") if en else None,
+        re.compile(zh) if zh else None,
+    )
+    for ids, en, zh in _LEXICON
+]
+
+
+def _concepts(canonical: str) -> list[tuple[str, int]]:
+    """(id, position) for every lexicon match, earlier entries masking what they matched."""
+    work = canonical
+    found: list[tuple[str, int]] = []
+    for ids, en_re, zh_re in _CONCEPT_ENTRIES:
+        for pattern in (en_re, zh_re):
+            if pattern is None:
+                continue
+            spans = [m.span() for m in pattern.finditer(work) if m.end() > m.start()]
+            if not spans:
+                continue
+            for start, _end in spans:
+                for concept in ids:
+                    found.append((concept, start))
+            chars = list(work)
+            for start, end in spans:
+                chars[start:end] = "\x00" * (end - start)
+            work = "".join(chars)
+    # single capital letters are names (A says ..., pipe A, 甲 → A); the canonical text keeps them upper case
+    for m in re.finditer(r"(?<![a-z])([A-HJ-Z])(?![a-z])", canonical):
+        found.append((m.group(1), m.start()))
+    return found
+
+
+# --------------------------------------------------------------------------------------------------
+# Signature pieces: the asked part of the question
+# --------------------------------------------------------------------------------------------------
+
+_EN_STRONG_ASK = r"how|what|which|who|whom|whose|find|calculate|compute|determine|prove|write|implement|convert|count"
+_EN_WEAK_ASK = r"is|are|can|could|does|do|did|will|would|should|has|have"
+_ASK_RE = re.compile(
+    rf"\b(?:{_EN_STRONG_ASK})\b|^\s*(?:{_EN_WEAK_ASK})\b|多少|几|什么|哪|谁|求|吗|是否|是不是|证明|写|输出|打印|判断|换算|转换|化成|等于|如何|怎样|怎么|还是|填|多大|多远|多长|多久|多快|多高"
+)
+_IMPERATIVE_RE = re.compile(
+    r"\bprove\b|^\s*(?:write|implement|print|use python|in python|given a list)\b|^\s*python:|\bwrite (?:an? |the )?(?:python )?(?:function|program|script)|证明|用python|^\s*(?:写|编写|给定)|(?:写|编写)(?:1个|个)?python|python(?:写|函数|程序)"
+)
+_SENTENCE_SPLIT_RE = re.compile(r"(?<=[?!;])|(?<=[.])(?!\d)")
+_CONDITION_RE = re.compile(r"^\s*(?:if|when|given that|given|provided that|whereas|so|yes)\b|^\s*(?:如果|假如|若|已知|照这样|要是)")
+_CLAUSE_SPLIT_RE = re.compile(r",|(?=\b(?:if|when|given that|provided that)\b)|(?=如果|假如|若)")
+_COUNT_EN_RE = re.compile(
+    r"\bhow many\b(?! (?:more |fewer )?(?:hours|days|minutes|seconds|weeks|months|years|times|ways|kilometers|meters|centimeters|millimeters|grams|kilograms|liters|yuan|dollars|cents|degrees|square|cubic|km|cm|m|kg|g))|\bnumber of\b|^\s*count\b"
+)
+_COUNT_ZH_RE = re.compile(r"(?:几|多少)[个只条辆人名支本块张次位头枚颗](?!数)|的个数")
+# the thing whose price is asked: "一支铅笔多少钱", "求铅笔的单价", "how much does one pen cost"
+_PRICE_EN_RE = re.compile(r"\bhow much (?:does|do|is|are|was|were)\b|\bprice of\b|\bcost of\b")
+_PRICE_ZH_RE = re.compile(r"多少钱|单价|价格|价钱")
+
+
+def _question_span(canonical: str) -> tuple[int, int, bool]:
+    """Start and end of the clause that asks the question, and whether it is a task (prove/write)."""
+    sentences: list[tuple[int, int]] = []
+    start = 0
+    for m in _SENTENCE_SPLIT_RE.finditer(canonical):
+        if m.start() > start:
+            sentences.append((start, m.start()))
+            start = m.start()
+    if start < len(canonical):
+        sentences.append((start, len(canonical)))
+    sentences = [s for s in sentences if canonical[s[0] : s[1]].strip(" .?!;\"'")]
+    if not sentences:
+        return (0, len(canonical), False)
+
+    def asks(span: tuple[int, int]) -> bool:
+        return bool(_ASK_RE.search(canonical[span[0] : span[1]].strip(" \"'")))
+
+    chosen = next((s for s in reversed(sentences) if canonical[s[0] : s[1]].rstrip(" \"')").endswith("?")), None)
+    if chosen is None:
+        chosen = next((s for s in reversed(sentences) if asks(s)), sentences[-1])
+    s0, s1 = chosen
+    piece = canonical[s0:s1]
+    if _IMPERATIVE_RE.search(piece.strip(" \"'")):
+        return (s0, s1, True)
+    cuts = sorted({0, len(piece)} | {m.start() for m in _CLAUSE_SPLIT_RE.finditer(piece)})
+    clauses = [(s0 + a, s0 + b) for a, b in zip(cuts, cuts[1:], strict=False)]
+    clauses = [c for c in clauses if canonical[c[0] : c[1]].strip(" ,:?.!\"'")]
+    for i in range(len(clauses) - 1, -1, -1):
+        text = canonical[clauses[i][0] : clauses[i][1]].strip(" ,")
+        if asks(clauses[i]) and not _CONDITION_RE.match(text):
+            end = clauses[i][1]
+            # a list that the comma split apart belongs to the asking clause: "what are A, B and C?"
+            for follower in clauses[i + 1 :]:
+                rest = canonical[follower[0] : follower[1]].strip(" ,")
+                if asks(follower) or _CONDITION_RE.match(rest):
+                    break
+                end = follower[1]
+            return (clauses[i][0], end, False)
+    return (s0, s1, False)
+
+
+# --------------------------------------------------------------------------------------------------
+# The signature
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What must agree for two questions to have the same answer."""
+
+    numbers: tuple[Fraction, ...]
+    units: tuple[str, ...]
+    target: tuple[str, ...]
+    polarity: tuple[str, ...]
+    terms: tuple[str, ...]
+
+    def key(self) -> str:
+        """A string that is equal exactly when two signatures pass every gate of the cache."""
+        return "|".join(
+            ",".join(str(item) for item in part)
+            for part in (self.numbers, self.units, self.target, self.polarity, self.hard_terms)
+        )
+
+    @property
+    def hard_terms(self) -> tuple[str, ...]:
+        """The terms that take part in the terms gate (soft terms and persons left out)."""
+        return tuple(t for t in self.terms if t not in SOFT_TERMS and t not in PERSON_IDS)
+
+    @property
+    def is_specific(self) -> bool:
+        """Enough exact facts (two numbers and a known target) to trust a looser similarity."""
+        return len(self.numbers) >= 2 and bool(self.target)
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {
+            "numbers": [format_number(n) for n in self.numbers],
+            "units": list(self.units),
+            "target": list(self.target),
+            "polarity": list(self.polarity),
+            "terms": list(self.terms),
+        }
+
+
+def format_number(value: Fraction) -> str:
+    """35, 3.5, 2/3: the shortest exact way to write a number."""
+    return _format_fraction(value)
+
+
+def signature(text: str) -> Signature:
+    """The exact facts of a question (numbers, units, asked quantity, polarity, terms)."""
+    return signature_of_canonical(normalize(text))
+
+
+@lru_cache(maxsize=4096)
+def signature_of_canonical(canonical: str) -> Signature:
+    numbers = tuple(sorted(_numbers(canonical)))
+    units = tuple(sorted(_units(canonical)))
+    concepts = _concepts(canonical)
+    polarity = sorted({c for c, _ in concepts if c in POLARITY_IDS})
+    terms = sorted({c for c, _ in concepts if c not in POLARITY_IDS})
+    return Signature(numbers, units, _target(canonical, concepts), tuple(polarity), tuple(terms))
+
+
+_TIME_UNITS = {"h", "min", "s", "day", "week", "month", "year"}
+_MONEY_UNITS = {"yuan", "jiao", "fen", "usd", "cent"}
+
+
+def _target(canonical: str, concepts: list[tuple[str, int]]) -> tuple[str, ...]:
+    """What the question asks for: asked quantities, named persons, counted things, the asked unit."""
+    q_start, q_end, is_task = _question_span(canonical)
+    if is_task:  # "prove ..." / "write a function ...": the terms carry the content, not a target
+        target = {f"in:{u}" for u in _units_converted(canonical[q_start:q_end])}
+        target |= _hypothesis(canonical, q_start, q_end, concepts)
+        return tuple(sorted(target))
+    asked = canonical[q_start:q_end]
+    target = {c for c, pos in concepts if q_start <= pos < q_end and c in ASKABLE_IDS}
+    persons_in_text = {c for c, _ in concepts if c in PERSON_IDS}
+    if len(persons_in_text) > 1:  # "how old is Ben" matters only when there is someone else
+        target |= {c for c, pos in concepts if q_start <= pos < q_end and c in PERSON_IDS}
+    windows = []
+    for m in _COUNT_EN_RE.finditer(asked):
+        windows.append((q_start + m.start(), q_start + m.end() + 28))
+    for m in _COUNT_ZH_RE.finditer(asked):
+        windows.append((q_start + m.start() - 5, q_start + m.end() + 5))
+    if windows:
+        target.add("count")
+    for m in _PRICE_EN_RE.finditer(asked):
+        windows.append((q_start + m.start(), q_start + m.end() + 16))
+    for m in _PRICE_ZH_RE.finditer(asked):
+        windows.append((q_start + m.start() - 6, q_start + m.end()))
+    windows = [(max(a, q_start), min(b, q_end)) for a, b in windows]
+    for c, pos in concepts:
+        if c in OBJECT_IDS and any(a <= pos < b for a, b in windows):
+            target.add(c)
+    for unit in _units_asked(asked):
+        target.add(f"in:{unit}")
+    if "percent" in target:  # "by what % has the price changed" asks a percent, not a price
+        target -= {"price", "original"}
+    return tuple(sorted(target))
+
+
+_HYPOTHESIS_RE = re.compile(
+    r"\b(?:if|whenever|suppose|supposing|assuming)\b(.*?)(?:,|\bthen\b|$)|(?:如果|假如|若|当|假设)(.*?)(?:,|那么|则|$)"
+)
+
+
+def _hypothesis(canonical: str, start: int, end: int, concepts: list[tuple[str, int]]) -> set[str]:
+    """The facts inside "if ..." of a statement to prove, so that a claim and its converse differ."""
+    facts: set[str] = set()
+    for m in _HYPOTHESIS_RE.finditer(canonical, start, end):
+        group = 1 if m.group(1) is not None else 2
+        a, b = m.span(group)
+        facts |= {f"if:{_format_fraction(v)}" for v in _numbers(canonical[a:b])}
+        facts |= {
+            f"if:{c}"
+            for c, pos in concepts
+            if a <= pos < b and (c in POLARITY_IDS or (c not in SOFT_TERMS and c not in PERSON_IDS))
+        }
+    return facts
+
+
+def _units_converted(text: str) -> set[str]:
+    """The unit a conversion goes to ("把摄氏温度转换为华氏温度", "convert 2.5 hours into minutes")."""
+    asked: set[str] = set()
+    for m in re.finditer(r"(?:转换为|转换成|换算成|换算为|化成|化为|变成|输出|返回)(?:对应的)?(\S{1,6})|\b(?:into|to)\s+(\S+(?: \S+)?)", text):
+        asked |= _units(f"1 {m.group(1) or m.group(2)}")
+    return asked
+
+
+def _units_asked(question: str) -> set[str]:
+    """The unit an answer is asked in ("多少厘米", "how many centimeters", "换算成多少米/秒")."""
+    asked: set[str] = set()
+    for m in re.finditer(r"(?:多少|几个?|成|为)(\S{1,6})|\b(?:into|how many|how much)\s+(\S+(?: \S+)?)|\bin\s+([a-z]\S*(?: \S+)?)\s*[?.!]*\s*$", question):
+        phrase = m.group(1) or m.group(2) or m.group(3)
+        asked |= {u for u in _units(f"1 {phrase}") if u not in _TIME_UNITS | _MONEY_UNITS | {"deg"}}
+    return asked
+
+# --------------------------------------------------------------------------------------------------
+# Content tokens: the wording, for the cache's small-edit check
+# --------------------------------------------------------------------------------------------------
+
+_EN_STOPWORDS = frozenset(
+    """a an the is are was were be been being am of in on at to for from by with as and that this these
+    those it its it's they them their there here he she his her him we us our you your i me my do does did
+    has have had will would can could should shall may might must what how which who whom whose when
+    where why many much find calculate compute determine please then so if than also just only very
+    really all any some one ones up out into about after before over under again further once get gets
+    got give gives given let lets say says said tell know need needs want wants like now current currently
+    whats what's question answer help thanks thank pls plz hi hello hey ok okay i'd you'd we'd
+    altogether together total in-total value number numbers""".split()
+)
+_ZH_STOPCHARS = frozenset("的了是有在和与及个只条支块名位一这那些么呢吗啊呀吧哦嘛请问求已知就都也还又再把被给让从向对于为以而且并其它他她们我你之所多少几什哪怎样如何能可以会要需共计总合全")
+
+
+@lru_cache(maxsize=4096)
+def content_tokens(canonical: str) -> tuple[str, ...]:
+    """Comparable tokens of a canonical text: words, Chinese characters, numbers and unit ids."""
+    text = canonical
+    # units to their ids so that "3 cm" and "3厘米" compare equal
+    def unit_token(m: re.Match[str]) -> str:
+        return f" \x02{m.group()}\x03 "
+
+    tokens: list[str] = []
+    for m in re.finditer(r"\d+(?:\.\d+)?(?:/\d+(?:\.\d+)?)?%?|[a-z]+(?:'[a-z]+)?|[A-Z]|[\u3400-\u4dbf\u4e00-\u9fff]|[+\-*/^=<>□×÷√]", text):
+        tok = m.group()
+        if tok[0].isdigit():
+            value = tok.rstrip("%")
+            try:
+                number = Fraction(value)
+            except (ValueError, ZeroDivisionError):
+                continue
+            tokens.append(_format_fraction(number) + ("%" if tok.endswith("%") else ""))
+        elif tok.isascii() and tok.isalpha() and tok.islower():
+            if tok in _EN_STOPWORDS:
+                continue
+            tokens.append(_stem(tok))
+        elif _CJK_RE.match(tok):
+            if tok in _ZH_STOPCHARS:
+                continue
+            tokens.append(tok)
+        else:
+            tokens.append(tok)
+    del unit_token
+    return tuple(_unit_token_ids(tokens))
+
+
+_UNIT_TOKEN_IDS = {
+    "厘": None,
+}
+
+
+def _unit_token_ids(tokens: list[str]) -> list[str]:
+    """Chinese unit words and English unit words become the same ids (厘米 → cm, centimeter → cm)."""
+    joined = []
+    i = 0
+    zh_units = [
+        ("平方厘米", "cm2"), ("平方分米", "dm2"), ("平方千米", "km2"), ("平方公里", "km2"),
+        ("平方米", "m2"), ("立方厘米", "cm3"), ("立方分米", "dm3"), ("立方米", "m3"),
+        ("千米", "km"), ("公里", "km"), ("厘米", "cm"), ("毫米", "mm"), ("分米", "dm"), ("千克", "kg"),
+        ("公斤", "kg"), ("毫升", "ml"), ("小时", "h"), ("分钟", "min"), ("米", "m"), ("克", "g"),
+        ("秒", "s"), ("升", "l"),
+    ]  # fmt: skip
+    en_units = {
+        "centimeter": "cm", "meter": "m", "kilometer": "km", "millimeter": "mm", "decimeter": "dm",
+        "kilogram": "kg", "gram": "g", "liter": "l", "milliliter": "ml", "hour": "h", "minute": "min",
+        "second": "s", "kg": "kg", "km": "km", "cm": "cm", "mm": "mm", "dm": "dm",
+    }  # fmt: skip
+    while i < len(tokens):
+        matched = False
+        for word, unit in zh_units:
+            n = len(word)
+            if "".join(tokens[i : i + n]) == word:
+                joined.append(unit)
+                i += n
+                matched = True
+                break
+        if matched:
+            continue
+        tok = tokens[i]
+        joined.append(en_units.get(tok, tok))
+        i += 1
+    return joined
+
+
+def _stem(word: str) -> str:
+    """A light English stemmer: plural and verb endings, enough to match 'rabbits' with 'rabbit'."""
+    for suffix, repl in (("ies", "y"), ("sses", "ss"), ("ches", "ch"), ("shes", "sh"), ("xes", "x")):
+        if word.endswith(suffix) and len(word) > len(suffix) + 2:
+            return word[: -len(suffix)] + repl
+    if word.endswith("s") and not word.endswith("ss") and len(word) > 3:
+        return word[:-1]
+    return word
+
+
+def language(canonical: str) -> str:
+    """'zh' when Chinese characters dominate the words, else 'en'."""
+    cjk = len(_CJK_RE.findall(canonical))
+    latin = len(re.findall(r"[a-z]+", canonical))
+    return "zh" if cjk >= latin else "en"

@@ -1,0 +1,435 @@
+"""solver.answers: splitting model output, extracting the final answer, comparing answers.
+
+Tables of messy model outputs (Chinese and English, R1-style bare </think>, truncated runs) and of answer
+pairs that must or must not count as the same. No model is needed: these are pure string functions.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from solver.answers import (
+    ParsedAnswer,
+    answers_equivalent,
+    extract_final_answer,
+    majority_answer,
+    normalize_answer,
+    parse_output,
+    split_reasoning,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------------------
+# split_reasoning
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("<think>\nlet me think\n</think>\n\n答案是 5", ("let me think", "答案是 5", True)),
+        (
+            "bare reasoning, the prompt opened the tag\n</think>\nSo 5.",
+            ("bare reasoning, the prompt opened the tag", "So 5.", True),
+        ),
+        ("no tags at all, \\boxed{3}", ("", "no tags at all, \\boxed{3}", True)),
+        ("<think>still thinking about \\boxed{4}", ("still thinking about \\boxed{4}", "", False)),
+        ("", ("", "", True)),
+        ("<THINK>upper</THINK>case", ("upper", "case", True)),
+        ("<think>a</think>b</think>c", ("a", "bc", True)),
+        ("</think>", ("", "", True)),
+    ],
+)
+def test_split_reasoning(text, expected):
+    assert split_reasoning(text) == expected
+
+
+# ---------------------------------------------------------------------------------------------------
+# parse_output
+
+CHICKENS = (
+    "<think>\n设鸡有x只，兔有y只。x+y=35，2x+4y=94，解得y=12，x=23。\n</think>\n\n"
+    "鸡有23只，兔有12只。\n\n\\boxed{鸡23只，兔12只}"
+)
+
+
+@pytest.mark.parametrize(
+    "text, kwargs, final, truncated",
+    [
+        pytest.param(CHICKENS, {}, "鸡23只，兔12只", False, id="zh-think-tags-boxed"),
+        pytest.param(
+            "First, 48/2 = 24 clips in May.\nTotal 48+24 = 72.\n</think>\n\n**Final Answer**\n\\boxed{72}",
+            {"implicit_think": True},
+            "72",
+            False,
+            id="en-bare-close-tag",
+        ),
+        pytest.param(
+            "<think>try 4: no. try \\boxed{5}? yes</think>The answer is \\boxed{3} — wait, \\boxed{5}.",
+            {},
+            "5",
+            False,
+            id="several-boxes-last-wins",
+        ),
+        pytest.param(
+            "So the probability is \\boxed{\\frac{2}{3}}.",
+            {},
+            "\\frac{2}{3}",
+            False,
+            id="nested-braces",
+        ),
+        pytest.param(
+            "<think>算一下……</think>所以答案是 23 只。", {}, "23 只", False, id="zh-no-box-phrase"
+        ),
+        pytest.param(
+            "<think>compute</think>Therefore, the answer is 42. Hope that helps!",
+            {},
+            "42",
+            False,
+            id="en-no-box-phrase",
+        ),
+        pytest.param("Natalia sold 24 clips in May.\n#### 72", {}, "72", False, id="gsm8k-hashes"),
+        pytest.param(
+            "Let me think. 2+3 is 5, so maybe \\boxed{5} but let me double-check the",
+            {"finish_reason": "length", "implicit_think": True},
+            None,
+            True,
+            id="truncated-inside-implicit-reasoning",
+        ),
+        pytest.param(
+            "<think>鸡兔同笼，先假设全是鸡……\\boxed{23}再验证",
+            {"finish_reason": "length"},
+            None,
+            True,
+            id="truncated-inside-explicit-reasoning",
+        ),
+        pytest.param(
+            "<think>we have \\boxed{9} so far",
+            {"finish_reason": "cancelled"},
+            None,
+            True,
+            id="cancelled-inside-reasoning",
+        ),
+        pytest.param(
+            "Reasoning that ended by itself without closing \\boxed{7}",
+            {"implicit_think": True},
+            None,
+            False,
+            id="stopped-inside-reasoning-no-answer",
+        ),
+        pytest.param(
+            "<think>so 12</think>The answer is \\boxed{12}. Let me also explain why this",
+            {"finish_reason": "length"},
+            "12",
+            False,
+            id="length-after-think-with-box-counts",
+        ),
+        pytest.param(
+            "<think>2+2</think>The answer is 4 and the reason is th",
+            {"finish_reason": "length"},
+            None,
+            False,
+            id="length-after-think-phrase-not-trusted",
+        ),
+        pytest.param(
+            "<think>so it is \\boxed{8}</think>Yes, eight.",
+            {},
+            "8",
+            False,
+            id="reasoning-box-fallback",
+        ),
+        pytest.param("", {}, None, False, id="empty"),
+        pytest.param(
+            "",
+            {"finish_reason": "length", "implicit_think": True},
+            None,
+            True,
+            id="empty-truncated",
+        ),
+        pytest.param("}{}{ \\boxed{ ¿¿ <<>> ", {}, None, False, id="garbage-unclosed-box"),
+        pytest.param(
+            "I will put the final answer within \\boxed{}. It is \\boxed {7}",
+            {},
+            "7",
+            False,
+            id="echoed-instruction-empty-box",
+        ),
+        pytest.param(
+            "我们来验证答案是否正确。答：鸡有23只。", {}, "鸡有23只", False, id="zh-da-colon"
+        ),
+        pytest.param("The answer to this question is unclear.", {}, None, False, id="no-answer"),
+    ],
+)
+def test_parse_output(text, kwargs, final, truncated):
+    parsed = parse_output(text, **kwargs)
+    assert isinstance(parsed, ParsedAnswer)
+    assert (parsed.final, parsed.truncated) == (final, truncated)
+
+
+def test_parse_output_keeps_reasoning_and_answer_apart():
+    parsed = parse_output(CHICKENS)
+    assert parsed.reasoning.startswith("设鸡有x只")
+    assert "</think>" not in parsed.reasoning and "<think>" not in parsed.answer
+    assert parsed.answer.startswith("鸡有23只")
+
+
+def test_implicit_think_text_without_close_is_all_reasoning():
+    parsed = parse_output("The answer is \\boxed{5}", implicit_think=True, finish_reason="length")
+    assert parsed == ParsedAnswer("The answer is \\boxed{5}", "", None, True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# extract_final_answer
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("\\boxed{23}", "23"),
+        ("first \\boxed{1}, then \\boxed{2}", "2"),
+        ("\\boxed{\\frac{\\sqrt{2}}{2}}", "\\frac{\\sqrt{2}}{2}"),
+        ("\\boxed {42}", "42"),
+        ("\\fbox{12}", "12"),
+        ("\\boxed{\\{1, 2\\}}", "\\{1, 2\\}"),
+        ("\\boxed{$23$}.", "23"),
+        ("\\boxed{\\boxed{5}}", "5"),
+        ("答案是23。", "23"),
+        ("答案：鸡有23只，兔有12只。", "鸡有23只，兔有12只"),
+        ("最终答案为 $\\frac{1}{2}$。", "\\frac{1}{2}"),
+        ("So the answer is 3.5 apples. Next question.", "3.5 apples"),
+        ("Final answer: 17", "17"),
+        ("**Final Answer:** $x = 2$", "x = 2"),
+        ("#### 1,000", "1,000"),
+        ("the answer is 4.\nLater: the answer is 5.", "5"),
+        ("答案是否正确还要验证", None),
+        ("no answer here", None),
+        ("", None),
+        ("\\boxed{}", None),
+        ("\\boxed{12", None),
+    ],
+)
+def test_extract_final_answer(text, expected):
+    assert extract_final_answer(text) == expected
+
+
+# ---------------------------------------------------------------------------------------------------
+# normalize_answer
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("23只", "23"),
+        ("二十三只", "23"),
+        ("23 rabbits", "23"),
+        ("\\text{5 km}", "5"),
+        ("$1,000$", "1000"),
+        ("１２元", "12"),
+        ("50\\%", "50%"),
+        ("x=23只, y=12只", "x=23,y=12"),
+        ("鸡23只，兔12只", "鸡23,兔12"),
+        ("\\dfrac{2}{3}", "\\frac{2}{3}"),
+        ("  Friday ", "Friday"),
+    ],
+)
+def test_normalize_answer(raw, expected):
+    assert normalize_answer(raw) == expected
+
+
+# ---------------------------------------------------------------------------------------------------
+# answers_equivalent
+
+SAME = [
+    ("23", "23"),
+    ("23", "23只"),
+    ("23", "23 rabbits"),
+    ("23", "twenty-three"),
+    ("23", "二十三"),
+    ("二十三只", "23 rabbits"),
+    ("105", "one hundred and five"),
+    ("105", "一百零五"),
+    ("0.5", "1/2"),
+    ("0.5", "\\frac{1}{2}"),
+    ("0.5", "\\dfrac12"),
+    ("0.5", "50%"),
+    ("50\\%", "1/2"),
+    ("百分之五十", "0.5"),
+    ("2/3", "\\frac{2}{3}"),
+    ("-\\frac{1}{2}", "-0.5"),
+    ("1\\frac{1}{2}", "3/2"),
+    ("1,000", "1000"),
+    ("1.5万", "15000"),
+    ("１２３", "123"),
+    ("x=23, y=12", "23, 12"),
+    ("x=23, y=12", "(23, 12)"),
+    ("x=23, y=12", "鸡23只，兔12只"),
+    ("x=23, y=12", "y=12, x=23"),
+    ("(x, y) = (23, 12)", "x=23, y=12"),
+    ("鸡有23只，兔有12只", "23只鸡和12只兔"),
+    ("x=1 or x=2", "\\{2, 1\\}"),
+    ("\\{1, 2\\}", "\\{2, 1\\}"),
+    ("星期五", "周五"),
+    ("Friday", "星期五"),
+    ("friday", "Friday"),
+    ("周日", "Sunday"),
+    ("True", "成立"),
+    ("False", "不成立"),
+    ("A", "(A)"),
+    ("\\text{23 cm}", "23厘米"),
+    ("30^\\circ", "30°"),
+    ("\\boxed{23}", "23"),
+    ("\\sqrt{2}/2", "\\frac{\\sqrt2}{2}"),
+    ("2\\sqrt{3}", "\\sqrt{12}"),
+    ("x^2-1", "(x-1)(x+1)"),
+    ("\\frac{\\pi}{2}", "\\pi/2"),
+    ("23", "\\sqrt{529}"),
+    ("(\\sqrt{2}, 1)", "\\left(\\frac{2}{\\sqrt{2}}, 1\\right)"),
+    ("Alice", "alice"),
+]
+
+DIFFERENT = [
+    ("23", "24"),
+    ("2/3", "0.67"),
+    ("1/3", "0.333"),
+    ("50%", "50"),
+    ("23, 12", "12, 23"),
+    ("x=23, y=12", "x=12, y=23"),
+    ("x=23, y=12", "23"),
+    ("(\\sqrt{2}, 1)", "(1, \\sqrt{2})"),
+    ("(1, 2)", "[1, 2]"),
+    ("Friday", "星期四"),
+    ("True", "False"),
+    ("成立", "不成立"),
+    ("True", "1"),
+    ("A", "B"),
+    ("A", "a"),
+    ("23 cm", "23 km"),
+    ("5 km", "5000 m"),
+    ("5分", "5分钟"),
+    ("23以上", "23"),
+    ("约23只", "24只"),
+    ("不是23", "23"),
+    ("more than 23", "23"),
+    ("三五", "35"),
+    ("一百五", "150"),
+    ("one-third", "1"),
+    ("1 1/2", "11/2"),
+    ("2x", "2"),
+    ("ab", "ba"),
+    ("\\sqrt{2}", "2"),
+    ("9^{9^{9}}", "1"),
+    ("10^{10^{10}}", "10^{10^{10}}+1"),
+    ("99999!", "1"),
+    (None, None),
+    (None, "23"),
+    ("", ""),
+    ("   ", "23"),
+]
+
+
+@pytest.mark.parametrize("a, b", SAME)
+def test_equivalent_answers_are_the_same_both_ways(a, b):
+    assert answers_equivalent(a, b) is True
+    assert answers_equivalent(b, a) is True
+
+
+@pytest.mark.parametrize("a, b", DIFFERENT)
+def test_different_answers_are_not_the_same_either_way(a, b):
+    assert answers_equivalent(a, b) is False
+    assert answers_equivalent(b, a) is False
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        "\\boxed{" * 300,
+        "{" * 5000 + "}" * 4999,
+        "1/0",
+        "\\frac{1}{0}",
+        "x" * 100_000,
+        "2^{2^{2^{2^{2^{2}}}}}",
+        "\\sum_{n=1}^{10^{9}} n",
+        "((((((((((((1))))))))))))",
+        "\x00\ufffd\U0001f600",
+    ],
+)
+def test_pathological_answers_return_quickly_without_raising(junk):
+    results = []
+
+    def compare():
+        results.append(answers_equivalent(junk, "\\frac{\\sqrt{3}}{2}"))
+        results.append(answers_equivalent(junk, "1"))
+        results.append(normalize_answer(junk))
+
+    worker = threading.Thread(target=compare, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert not worker.is_alive(), "comparison hung"
+    assert results[:2] == [False, False]
+    assert isinstance(results[2], str)
+
+
+def test_latex_comparison_works_in_worker_threads():
+    # math-verify's default timeout uses SIGALRM, which raises outside the main thread.
+    pairs = [
+        ("\\frac{\\sqrt{2}}{2}", "\\sqrt{2}/2", True),
+        ("\\sqrt{12}", "2\\sqrt{3}", True),
+        ("x^2+2x+1", "(x+1)^2", True),
+        ("\\frac{\\pi}{3}", "\\frac{\\pi}{4}", False),
+        ("\\sqrt{2}", "\\sqrt{3}", False),
+        ("e^{2}", "e^2", True),
+    ]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda p: answers_equivalent(p[0], p[1] + " "), pairs))
+    assert results == [expected for _, _, expected in pairs]
+
+
+# ---------------------------------------------------------------------------------------------------
+# majority_answer
+
+
+@pytest.mark.parametrize(
+    "finals, expected",
+    [
+        (["23", "23只", "24", None], ("23", 0.5)),
+        (["1/2", "0.5", "\\frac{1}{2}", "1/3"], ("1/2", 0.75)),
+        (["5", "5", "6", "6"], ("5", 0.5)),
+        (["6", "5", "5", "6", "6"], ("6", 0.6)),
+        ([None, None, "7"], ("7", 1 / 3)),
+        ([None, None], (None, 0.0)),
+        ([], (None, 0.0)),
+        (["twenty-three", "23", "23"], ("23", 1.0)),
+        (["Friday", "星期五", "周四"], ("Friday", 2 / 3)),
+    ],
+)
+def test_majority_answer(finals, expected):
+    answer, agreement = majority_answer(finals)
+    assert answer == expected[0]
+    assert agreement == pytest.approx(expected[1])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Import cost
+
+
+def test_importing_answers_does_not_import_math_verify_or_sympy():
+    code = (
+        "import sys, solver.answers\n"
+        "heavy = [m for m in ('math_verify', 'sympy', 'latex2sympy2_extended', 'django') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "assert solver.answers.answers_equivalent('1/2', '0.5')\n"
+        "assert 'sympy' not in sys.modules  # plain numbers never need it\n"
+        "assert solver.answers.answers_equivalent('\\\\sqrt{4}', '2')\n"
+        "assert 'math_verify' in sys.modules\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr

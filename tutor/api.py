@@ -1,0 +1,206 @@
+"""The JSON API (documented in docs/api.md; OpenAPI schema at /api/openapi.json).
+
+Authentication: the browser session, or `Authorization: Bearer <token>` (`manage.py api_token`).
+Session calls that change something need the CSRF token; bearer calls are exempt (no cookie to ride on).
+Errors are JSON: {"error": "...", "detail": "..."} with the right status code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from functools import wraps
+
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.views.decorators.csrf import csrf_exempt
+
+from tutor import openapi, permissions, services
+from tutor.forms import BankFilterForm
+from tutor.models import Problem, Question, Solution
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def error(status: int, message: str, **extra) -> JsonResponse:
+    response = JsonResponse(
+        {"error": message, **extra}, status=status, json_dumps_params={"ensure_ascii": False}
+    )
+    if status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="suanjing"'
+    return response
+
+
+def _reject_csrf(request: HttpRequest) -> HttpResponse | None:
+    return CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})
+
+
+def api_endpoint(*methods: str) -> Callable:
+    """Method check, then bearer or session authentication (with CSRF for session writes)."""
+
+    def decorate(view: Callable) -> Callable:
+        @csrf_exempt
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if request.method not in methods:
+                response = error(405, f"use {' or '.join(methods)}")
+                response["Allow"] = ", ".join(methods)
+                return response
+            header = request.headers.get("Authorization")
+            if header is not None:
+                scheme, _, token = header.partition(" ")
+                user = (
+                    services.user_for_token(token.strip()) if scheme.lower() == "bearer" else None
+                )
+                if user is None:
+                    return error(401, "invalid or unknown token")
+                request.user = user
+            elif not request.user.is_authenticated:
+                return error(401, "sign in or send Authorization: Bearer <token>")
+            elif request.method not in SAFE_METHODS and _reject_csrf(request) is not None:
+                return error(
+                    403, "CSRF check failed: send the X-CSRFToken header with session requests"
+                )
+            if not request.user.is_active:
+                return error(401, "this account is disabled")
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def _json_body(request: HttpRequest) -> dict | None:
+    try:
+        body = json.loads(request.body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _visible_question(request: HttpRequest, question_id: int) -> Question | None:
+    question = Question.objects.select_related("problem", "solution").filter(pk=question_id).first()
+    if question is None or not permissions.can_view_question(request.user, question):
+        return None
+    return question
+
+
+def _question_response(question: Question, status: int = 200) -> JsonResponse:
+    response = JsonResponse(
+        question.to_dict(), status=status, json_dumps_params={"ensure_ascii": False}
+    )
+    retry_after = getattr(question, "retry_after", None)
+    if retry_after:
+        response["Retry-After"] = str(retry_after)
+    return response
+
+
+@api_endpoint("POST")
+def ask(request: HttpRequest) -> HttpResponse:
+    body = _json_body(request)
+    if body is None:
+        return error(400, 'send a JSON object: {"question": "..."}')
+    text = body.get("question")
+    if not isinstance(text, str):
+        return error(400, '"question" must be a string')
+    if not permissions.can_ask(request.user):
+        return error(403, "you may not ask questions")
+    try:
+        question = services.answer_question(user=request.user, text=text)
+    except services.BadQuestion as exc:
+        return error(400, str(exc))
+    if question.outcome == Question.Outcome.REFUSED:
+        return _question_response(question, 429 if question.refusal == "busy" else 503)
+    return _question_response(
+        question, 202 if question.outcome == Question.Outcome.GENERATING else 200
+    )
+
+
+@api_endpoint("GET")
+def question_detail(request: HttpRequest, question_id: int) -> HttpResponse:
+    question = _visible_question(request, question_id)
+    if question is None:
+        return error(404, "no such question")
+    job = services.live_jobs.for_question(question.pk)
+    if job is not None:
+        job.touch()  # a client polling instead of streaming still counts as waiting
+    return _question_response(question)
+
+
+@api_endpoint("GET")
+def question_stream(request: HttpRequest, question_id: int) -> HttpResponse:
+    """Server-sent events: {"type": "reasoning"|"answer", "text"} as generated, then {"type": "done", ...}."""
+    question = _visible_question(request, question_id)
+    if question is None:
+        return error(404, "no such question")
+    response = StreamingHttpResponse(
+        _events(question.pk), content_type="text/event-stream; charset=utf-8"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+    return response
+
+
+def _events(question_id: int) -> Iterator[str]:
+    job = services.live_jobs.for_question(question_id)
+    if job is not None:
+        yield ": stream\n\n"
+        for event in job.follow():
+            if event is None:
+                yield ": keep-alive\n\n"
+            else:
+                yield f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+    question = Question.objects.select_related("problem", "solution").get(pk=question_id)
+    yield f"data: {json.dumps({**question.to_dict(), 'type': 'done'}, ensure_ascii=False)}\n\n"
+
+
+@api_endpoint("POST")
+def question_feedback(request: HttpRequest, question_id: int) -> HttpResponse:
+    question = _visible_question(request, question_id)
+    if question is None:
+        return error(404, "no such question")
+    if not permissions.can_give_feedback(request.user, question):
+        return error(403, "only the student who asked can say this")
+    services.record_feedback(question=question)
+    return _question_response(question)
+
+
+@api_endpoint("GET")
+def problems(request: HttpRequest) -> HttpResponse:
+    if not permissions.can_manage_bank(request.user):
+        return error(403, "teachers only")
+    form = BankFilterForm(request.GET)
+    if not form.is_valid():
+        return error(400, "bad filter", detail=form.errors.get_json_data())
+    paginator = Paginator(form.filter(Problem.objects.all()).order_by("id"), 50)
+    page_number = form.cleaned_data.get("page") or 1
+    if page_number > max(paginator.num_pages, 1):
+        return error(404, f"there are {paginator.num_pages} pages")
+    page = paginator.page(page_number)
+    best = Solution.objects.best_status_by_problem([p.pk for p in page.object_list])
+    items = [
+        {
+            "id": p.pk,
+            "text": p.text,
+            "lang": p.lang,
+            "topic": p.topic,
+            "difficulty": p.difficulty,
+            "reference_answer": p.reference_answer,
+            "best_status": best.get(p.pk),
+        }
+        for p in page.object_list
+    ]
+    return JsonResponse(
+        {
+            "items": items,
+            "total": paginator.count,
+            "page": page_number,
+            "pages": paginator.num_pages,
+        },
+        json_dumps_params={"ensure_ascii": False},
+    )
+
+
+def schema(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(openapi.SCHEMA, json_dumps_params={"ensure_ascii": False, "indent": 1})

@@ -1,0 +1,223 @@
+"""The OpenAPI 3.1 description of the JSON API, served at /api/openapi.json (docs/api.md explains it).
+
+Written by hand: the API is five endpoints; a test checks that every path here is routed and that
+responses of the real endpoints carry the keys this schema requires.
+"""
+
+from __future__ import annotations
+
+_error = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}, "detail": {}},
+}
+
+_answer = {
+    "type": "object",
+    "required": ["text", "final", "reasoning", "solution_id", "status"],
+    "properties": {
+        "text": {"type": "string", "description": "the visible answer (LaTeX allowed)"},
+        "final": {"type": ["string", "null"], "description": "the extracted final answer"},
+        "reasoning": {
+            "type": "string",
+            "description": "the chain of thought ('' for teachers' solutions)",
+        },
+        "solution_id": {"type": "integer"},
+        "status": {
+            "enum": ["approved", "verified", "unverified"],
+            "description": "unverified: not yet checked",
+        },
+    },
+}
+
+_question = {
+    "type": "object",
+    "required": ["id", "status", "question", "created"],
+    "properties": {
+        "id": {"type": "integer"},
+        "status": {"enum": ["hit", "generating", "answered", "failed", "refused"]},
+        "question": {"type": "string"},
+        "created": {"type": "string", "format": "date-time"},
+        "answer": _answer,
+        "match": {
+            "type": "object",
+            "description": "present on a hit: the banked problem and why it matched",
+            "required": ["problem_id", "score", "reasons"],
+            "properties": {
+                "problem_id": {"type": "integer"},
+                "score": {"type": ["number", "null"]},
+                "reasons": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "problem_id": {
+            "type": "integer",
+            "description": "the bank problem a live generation answered",
+        },
+        "stream": {"type": "string", "description": "while generating: the server-sent-events URL"},
+        "error": {"type": "string"},
+        "refusal": {"enum": ["busy", "no_model"]},
+        "feedback": {"enum": ["not_my_question"]},
+    },
+}
+
+_problem = {
+    "type": "object",
+    "required": ["id", "text", "lang", "topic", "difficulty", "reference_answer", "best_status"],
+    "properties": {
+        "id": {"type": "integer"},
+        "text": {"type": "string"},
+        "lang": {"enum": ["zh", "en"]},
+        "topic": {"type": "string"},
+        "difficulty": {"type": ["integer", "null"], "minimum": 1, "maximum": 5},
+        "reference_answer": {"type": "string"},
+        "best_status": {
+            "type": ["string", "null"],
+            "enum": ["approved", "verified", "unverified", None],
+        },
+    },
+}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_errors = {
+    "401": _json(_error, "no session and no valid bearer token"),
+    "404": _json(_error, "no such question, or not yours"),
+}
+_qid = [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}]
+
+SCHEMA: dict = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Suanjing tutor API",
+        "version": "1",
+        "description": "Ask questions, follow live generation, browse the problem bank. See docs/api.md.",
+    },
+    "components": {
+        "securitySchemes": {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "manage.py api_token USERNAME",
+            },
+            "session": {"type": "apiKey", "in": "cookie", "name": "sessionid"},
+        },
+        "schemas": {"Question": _question, "Problem": _problem, "Error": _error},
+    },
+    "security": [{"bearer": []}, {"session": []}],
+    "paths": {
+        "/api/ask": {
+            "post": {
+                "summary": "Ask a question: a banked answer at once, or a live generation",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["question"],
+                                "properties": {"question": {"type": "string", "maxLength": 4000}},
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        _question, "status hit: the answer is in `answer`, the match in `match`"
+                    ),
+                    "202": _json(
+                        _question, "status generating: follow `stream` or poll /api/questions/{id}"
+                    ),
+                    "400": _json(
+                        _error,
+                        "not JSON, no question, empty, over 4000 characters, control characters",
+                    ),
+                    "403": _json(_error, "session request without CSRF token"),
+                    "429": _json(
+                        _question,
+                        "status refused, refusal busy: the live queue is full; see Retry-After",
+                    ),
+                    "503": _json(
+                        _question, "status refused, refusal no_model: no model is prepared"
+                    ),
+                    **{k: v for k, v in _errors.items() if k == "401"},
+                },
+            }
+        },
+        "/api/questions/{id}": {
+            "get": {
+                "summary": "A question: status moves from generating to answered or failed",
+                "parameters": _qid,
+                "responses": {"200": _json(_question, "the question"), **_errors},
+            }
+        },
+        "/api/questions/{id}/stream": {
+            "get": {
+                "summary": "Server-sent events of a live generation",
+                "description": (
+                    'Each event is `data: <JSON>`: {"type": "reasoning"|"answer", "text": "..."} pieces as '
+                    'they are generated, then one {"type": "done", ...the question...}. A question that is '
+                    "not generating gets the done event at once. Lines starting with ':' are keep-alives."
+                ),
+                "parameters": _qid,
+                "responses": {
+                    "200": {
+                        "description": "text/event-stream",
+                        "content": {"text/event-stream": {}},
+                    },
+                    **_errors,
+                },
+            }
+        },
+        "/api/questions/{id}/feedback": {
+            "post": {
+                "summary": "The student who asked says the answer does not answer the question",
+                "parameters": _qid,
+                "responses": {
+                    "200": _json(_question, "feedback recorded"),
+                    "403": _json(_error, "not the asker"),
+                    **_errors,
+                },
+            }
+        },
+        "/api/problems": {
+            "get": {
+                "summary": "The problem bank, 50 per page (teachers)",
+                "parameters": [
+                    {
+                        "name": "q",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "search (Chinese too)",
+                    },
+                    {"name": "topic", "in": "query", "schema": {"type": "string"}},
+                    {"name": "lang", "in": "query", "schema": {"enum": ["zh", "en"]}},
+                    {"name": "difficulty", "in": "query", "schema": {"type": "integer"}},
+                    {"name": "status", "in": "query", "schema": {"type": "string"}},
+                    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["items", "total", "page"],
+                            "properties": {
+                                "items": {"type": "array", "items": _problem},
+                                "total": {"type": "integer"},
+                                "page": {"type": "integer"},
+                                "pages": {"type": "integer"},
+                            },
+                        },
+                        "one page of problems",
+                    ),
+                    "400": _json(_error, "bad filter"),
+                    "401": _errors["401"],
+                    "403": _json(_error, "teachers only"),
+                    "404": _json(_error, "page out of range"),
+                },
+            }
+        },
+    },
+}

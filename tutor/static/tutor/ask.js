@@ -1,0 +1,128 @@
+// The ask page: ask through the JSON API, stream a live answer over server-sent events.
+// Model text is only ever inserted with textContent; rendered answers (math as MathML) come from the
+// server, which escapes everything, via /questions/<id>/answer.
+(function () {
+  "use strict";
+  const form = document.getElementById("ask-form");
+  const live = document.getElementById("live");
+  const statusLine = document.getElementById("live-status");
+  const reasoning = document.getElementById("reasoning");
+  const reasoningBox = document.getElementById("reasoning-box");
+  const answerStream = document.getElementById("answer-stream");
+  const answerHtml = document.getElementById("answer-html");
+
+  function setStatus(text, kind) {
+    statusLine.textContent = text;
+    statusLine.className = "status" + (kind ? " " + kind : "");
+  }
+
+  function reset() {
+    live.hidden = false;
+    reasoning.textContent = "";
+    answerStream.textContent = "";
+    answerHtml.replaceChildren();
+    reasoningBox.open = true;
+    reasoningBox.hidden = false;
+  }
+
+  async function showAnswer(questionId) {
+    const response = await fetch("/questions/" + questionId + "/answer", {credentials: "same-origin"});
+    if (!response.ok) {
+      setStatus("Could not load the answer (" + response.status + ").", "error");
+      return null;
+    }
+    const html = await response.text();  // server-rendered and escaped: trusted markup
+    const template = document.createElement("template");
+    template.innerHTML = html;
+    answerHtml.replaceChildren(template.content);
+    const block = answerHtml.querySelector(".answer-block");
+    return block ? block.dataset.outcome : null;
+  }
+
+  function poll(questionId) {
+    setTimeout(async function () {
+      const outcome = await showAnswer(questionId);
+      if (outcome === "generating") { poll(questionId); } else { finish(outcome); }
+    }, 2000);
+  }
+
+  function finish(outcome) {
+    answerStream.textContent = "";
+    reasoningBox.open = false;  // the reasoning folds away once the answer is there
+    if (outcome === "generated" || outcome === "hit") reasoningBox.hidden = true;  // the answer has its own
+    if (outcome === "generated") setStatus("Answered 已回答", "ok");
+    else if (outcome === "hit") setStatus("From the bank 题库答案", "ok");
+    else setStatus("No answer 没有答案", "error");
+  }
+
+  function follow(questionId, streamUrl) {
+    setStatus("Thinking… 正在思考", "busy");
+    const source = new EventSource(streamUrl);
+    source.onmessage = async function (message) {
+      let event;
+      try { event = JSON.parse(message.data); } catch (e) { return; }
+      if (event.type === "reasoning") {
+        reasoning.append(document.createTextNode(event.text));
+        reasoning.scrollTop = reasoning.scrollHeight;
+      } else if (event.type === "answer") {
+        reasoningBox.open = false;
+        answerStream.append(document.createTextNode(event.text));
+      } else if (event.type === "done") {
+        source.close();
+        finish(await showAnswer(questionId));
+      }
+    };
+    source.onerror = function () {
+      // The stream broke (network, server restart): stop the automatic reconnect, which would replay
+      // the whole stream, and poll the question instead.
+      source.close();
+      poll(questionId);
+    };
+  }
+
+  if (form) {
+    document.querySelectorAll("button.example").forEach(function (button) {
+      button.addEventListener("click", function () {
+        document.getElementById("question").value = button.textContent;
+      });
+    });
+    form.addEventListener("submit", async function (submit) {
+      submit.preventDefault();
+      const text = document.getElementById("question").value;
+      const token = form.querySelector("input[name=csrfmiddlewaretoken]").value;
+      const button = document.getElementById("ask-button");
+      reset();
+      setStatus("Looking in the bank… 查找题库", "busy");
+      button.disabled = true;
+      try {
+        const response = await fetch(form.dataset.api, {
+          method: "POST",
+          credentials: "same-origin",
+          headers: {"Content-Type": "application/json", "X-CSRFToken": token},
+          body: JSON.stringify({question: text}),
+        });
+        let data = {};
+        try { data = await response.json(); } catch (e) { data = {}; }
+        if (response.status === 429) {
+          const wait = response.headers.get("Retry-After") || "15";
+          setStatus("Busy: every generation slot is taken. Try again in " + wait + " s. 服务器繁忙，请" + wait + "秒后再试。", "error");
+          reasoningBox.hidden = true;
+        } else if (!response.ok && response.status !== 202) {
+          setStatus(data.error || ("Error " + response.status), "error");
+          reasoningBox.hidden = true;
+        } else if (data.status === "generating") {
+          follow(data.id, data.stream);
+        } else {
+          reasoningBox.hidden = true;
+          finish(await showAnswer(data.id));
+        }
+      } catch (e) {
+        setStatus("The server did not answer. 服务器没有响应。", "error");
+      } finally {
+        button.disabled = false;
+      }
+    });
+  } else if (live && live.dataset.stream) {
+    follow(live.dataset.question, live.dataset.stream);
+  }
+})();
