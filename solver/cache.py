@@ -1,0 +1,652 @@
+"""The semantic answer cache: serve every rewording of a banked question, and never a different one.
+
+This module owns the decision "is this question one we already answered?". A lookup
+1. normalizes the question and computes its signature (`solver.normalize`);
+2. embeds the canonical text and takes candidates from a vector search (`VectorIndex`), plus every
+   bank entry whose signature is identical (an exact dictionary lookup, so that a translation the
+   embedder cannot see still finds its twin);
+3. accepts a candidate only when every gate agrees: same numbers (as a multiset), same units, same
+   asked quantity, same polarity cues, same hard terms, similarity above the threshold, and, for two
+   questions in the same language, no unexplained small edit ("35 heads and 94 legs" vs "... 96 legs"
+   is caught by the numbers; "B is a knave" vs "B is a knight" by the wording check);
+4. returns a `Decision` that says which gate decided, in sentences a student or a teacher can read.
+
+Thresholds (cosine similarity of L2-normalized embeddings of canonical text), chosen on
+tests/data/cache_cases.jsonl and justified in the report of issue 3:
+- `threshold` applies to every candidate.
+- `signature_threshold` (lower) applies when the signatures are equal *and specific* (two or more
+  distinct numbers and a known asked quantity): then the exact gates already pin the problem down and
+  the embedding only has to agree that it is about the same thing.
+
+It does not know where answers live (the caller maps entry ids to answers) and does not embed by
+itself (an `Embedder` from `solver.embed` is passed in). Vectors live in memory; `save`/`load` write
+them to a folder as .npy + .json (never pickle). Lookups may run concurrently with `add`/`remove`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from solver.embed import Embedder
+from solver.normalize import (
+    Signature,
+    content_tokens,
+    format_number,
+    language,
+    normalize,
+    signature_of_canonical,
+)
+
+DEFAULT_THRESHOLD = 0.80
+DEFAULT_SIGNATURE_THRESHOLD = 0.55
+DEFAULT_CANDIDATES = 8
+MAX_QUESTION_CHARS = 4000
+# A same-language candidate whose wording aligns with the question at least this much is an *edit*
+# of it: any change that normalization does not explain (synonym, typo, filler) is a different question.
+SMALL_EDIT_RATIO = 0.75
+# The exact index is the fastest choice up to tens of thousands of entries; past that, HNSW.
+AUTO_HNSW_AT = 20_000
+_MAX_SIGNATURE_CANDIDATES = 64
+_FORMAT_VERSION = 1
+
+
+class CacheFileError(Exception):
+    """A saved cache folder is missing, damaged, or was built with another embedder."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Decisions
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CandidateCheck:
+    """One bank entry that was considered, and what it was judged on."""
+
+    entry_id: str
+    score: float
+    passed: bool
+    gate: str | None  # the gate that rejected it, None when it passed
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "entry_id": self.entry_id,
+            "score": round(self.score, 4),
+            "passed": self.passed,
+            "gate": self.gate,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Hit or miss, the entry served, its similarity, and the reasons in plain words."""
+
+    hit: bool
+    entry_id: str | None
+    score: float
+    reasons: tuple[str, ...]
+    candidates: tuple[CandidateCheck, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "hit": self.hit,
+            "entry_id": self.entry_id,
+            "score": round(self.score, 4),
+            "reasons": list(self.reasons),
+            "candidates": [c.to_dict() for c in self.candidates],
+        }
+
+
+def _miss(*reasons: str) -> Decision:
+    return Decision(hit=False, entry_id=None, score=0.0, reasons=tuple(reasons))
+
+
+# --------------------------------------------------------------------------------------------------
+# Vector indexes
+# --------------------------------------------------------------------------------------------------
+
+
+class VectorIndex(Protocol):
+    """Inner-product search over L2-normalized float32 vectors, keyed by non-negative int."""
+
+    dim: int
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None: ...
+
+    def remove(self, key: int) -> None: ...
+
+    def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]: ...
+
+    def get(self, keys: list[int]) -> np.ndarray: ...
+
+    def __len__(self) -> int: ...
+
+    def memory_bytes(self) -> int: ...
+
+
+class ExactIndex:
+    """Brute force: one float32 matrix product per lookup. Exact, and fastest for small banks."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._matrix = np.zeros((0, dim), dtype=np.float32)
+        self._keys = np.zeros(0, dtype=np.int64)
+        self._size = 0
+        self._row_of: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return self._size
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        keys = np.asarray(keys, dtype=np.int64).reshape(-1)
+        for key in keys.tolist():
+            if key in self._row_of:
+                self.remove(key)
+        needed = self._size + len(keys)
+        if needed > len(self._matrix):
+            capacity = max(needed, 2 * len(self._matrix), 64)
+            matrix = np.zeros((capacity, self.dim), dtype=np.float32)
+            matrix[: self._size] = self._matrix[: self._size]
+            key_array = np.full(capacity, -1, dtype=np.int64)
+            key_array[: self._size] = self._keys[: self._size]
+            self._matrix, self._keys = matrix, key_array
+        self._matrix[self._size : needed] = vectors
+        self._keys[self._size : needed] = keys
+        for offset, key in enumerate(keys.tolist()):
+            self._row_of[key] = self._size + offset
+        self._size = needed
+
+    def remove(self, key: int) -> None:
+        row = self._row_of.pop(key, None)
+        if row is None:
+            return
+        last = self._size - 1
+        if row != last:  # move the last row into the hole
+            self._matrix[row] = self._matrix[last]
+            moved = int(self._keys[last])
+            self._keys[row] = moved
+            self._row_of[moved] = row
+        self._keys[last] = -1
+        self._size = last
+
+    def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        if self._size == 0 or k <= 0:
+            return []
+        scores = self._matrix[: self._size] @ np.asarray(vector, dtype=np.float32)
+        k = min(k, self._size)
+        top = np.argpartition(-scores, k - 1)[:k] if k < self._size else np.arange(self._size)
+        top = top[np.argsort(-scores[top])]
+        return [(int(self._keys[i]), float(scores[i])) for i in top]
+
+    def get(self, keys: list[int]) -> np.ndarray:
+        rows = [self._row_of[k] for k in keys]
+        return self._matrix[rows].copy()
+
+    def memory_bytes(self) -> int:
+        return int(self._matrix.nbytes + self._keys.nbytes)
+
+
+class HnswIndex:
+    """Approximate search with a usearch HNSW graph: sub-millisecond at a million entries."""
+
+    def __init__(
+        self, dim: int, *, connectivity: int = 16, expansion_add: int = 128, expansion_search: int = 64
+    ) -> None:
+        from usearch.index import Index
+
+        self.dim = dim
+        self._index = Index(
+            ndim=dim,
+            metric="ip",
+            dtype="f32",
+            connectivity=connectivity,
+            expansion_add=expansion_add,
+            expansion_search=expansion_search,
+        )
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        keys = np.asarray(keys, dtype=np.uint64).reshape(-1)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        for key in keys.tolist():
+            if self._index.contains(key):
+                self._index.remove(key)
+        self._index.add(keys, vectors, threads=1)
+
+    def remove(self, key: int) -> None:
+        if self._index.contains(key):
+            self._index.remove(key)
+
+    def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        if len(self._index) == 0 or k <= 0:
+            return []
+        matches = self._index.search(np.asarray(vector, dtype=np.float32), k, threads=1)
+        # usearch's "ip" distance is 1 - dot product
+        return [(int(key), 1.0 - float(dist)) for key, dist in zip(matches.keys, matches.distances, strict=True)]
+
+    def get(self, keys: list[int]) -> np.ndarray:
+        if not keys:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self._index.get(np.asarray(keys, dtype=np.uint64), dtype=np.float32)
+        if isinstance(vectors, tuple):
+            vectors = np.stack(vectors)
+        return np.asarray(vectors, dtype=np.float32).reshape(len(keys), self.dim)
+
+    def memory_bytes(self) -> int:
+        return int(self._index.memory_usage)
+
+
+def make_index(kind: str, dim: int) -> VectorIndex:
+    """"exact" or "hnsw" ("auto" starts exact; the cache switches to HNSW as the bank grows)."""
+    if kind in ("exact", "auto"):
+        return ExactIndex(dim)
+    if kind == "hnsw":
+        return HnswIndex(dim)
+    raise ValueError(f"index={kind!r}: use 'auto', 'exact' or 'hnsw'")
+
+
+# --------------------------------------------------------------------------------------------------
+# Gates
+# --------------------------------------------------------------------------------------------------
+
+
+def _numbers_text(numbers: tuple) -> str:
+    return ", ".join(format_number(n) for n in numbers) if numbers else "no numbers"
+
+
+def _list_text(items: tuple[str, ...], empty: str) -> str:
+    return ", ".join(items) if items else empty
+
+
+def check_signatures(question: Signature, entry: Signature, entry_label: str) -> tuple[str | None, str]:
+    """The first gate that differs ("numbers", "units", "target", "polarity", "terms"), with a reason."""
+    if question.numbers != entry.numbers:
+        return (
+            "numbers",
+            f"{entry_label} has numbers {_numbers_text(entry.numbers)}; you wrote {_numbers_text(question.numbers)}",
+        )
+    if question.units != entry.units:
+        return (
+            "units",
+            f"{entry_label} uses units {_list_text(entry.units, 'none')}; you used {_list_text(question.units, 'none')}",
+        )
+    if question.target != entry.target:
+        return (
+            "target",
+            f"{entry_label} asks for {_list_text(entry.target, 'something else')}; you asked for {_list_text(question.target, 'something else')}",
+        )
+    if question.polarity != entry.polarity:
+        return (
+            "polarity",
+            f"{entry_label} has conditions {_list_text(entry.polarity, 'none')}; yours are {_list_text(question.polarity, 'none')}",
+        )
+    if question.hard_terms != entry.hard_terms:
+        return (
+            "terms",
+            f"{entry_label} is about {_list_text(entry.hard_terms, 'nothing specific')}; yours is about {_list_text(question.hard_terms, 'nothing specific')}",
+        )
+    return (None, "")
+
+
+def _edit_distance_at_most_one(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diffs = [i for i in range(len(a)) if a[i] != b[i]]
+        if len(diffs) == 1:
+            return True
+        # one transposition: "hte" / "the"
+        return len(diffs) == 2 and diffs[1] == diffs[0] + 1 and a[diffs[0]] == b[diffs[1]] and a[diffs[1]] == b[diffs[0]]
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return any(long_[:i] + long_[i + 1 :] == short for i in range(len(long_)))
+
+
+def _is_typo(old: list[str], new: list[str]) -> bool:
+    """One misspelt English word: 'rabits' for 'rabbits', 'probabilty' for 'probability'."""
+    return (
+        len(old) == 1
+        and len(new) == 1
+        and old[0].isascii()
+        and old[0].isalpha()
+        and new[0].isalpha()
+        and min(len(old[0]), len(new[0])) >= 5
+        and _edit_distance_at_most_one(old[0], new[0])
+    )
+
+
+def _number_roles(tokens: tuple[str, ...]) -> dict[str, list[set[str]]]:
+    """For every number token, the words on either side of it."""
+    roles: dict[str, list[set[str]]] = {}
+    for i, tok in enumerate(tokens):
+        if tok[:1].isdigit():
+            around = {tokens[j] for j in (i - 1, i + 1) if 0 <= j < len(tokens) and not tokens[j][:1].isdigit()}
+            roles.setdefault(tok, []).append(around)
+    return roles
+
+
+def check_wording(question: tuple[str, ...], entry: tuple[str, ...], entry_label: str) -> str | None:
+    """Why a same-language candidate is a *small edit* of the question that changes it, or None.
+
+    Normalization already turned numerals, full-width digits, synonyms and filler into the same tokens,
+    so a close alignment with a leftover difference means a word was changed (rabbits -> chickens,
+    knave -> knight, 注满 -> 放空): one-word differences are exactly what embeddings cannot see.
+    """
+    if question == entry:
+        return None
+    if Counter(question) == Counter(entry):
+        # the same words in another order: fine, unless a number changed its role ("40 of 160" vs "160 of 40")
+        q_roles, e_roles = _number_roles(question), _number_roles(entry)
+        for number, contexts in q_roles.items():
+            for context in contexts:
+                if context and not any(context & other for other in e_roles.get(number, [])):
+                    return f"{entry_label} uses the same words in another order, but {number} plays another part"
+        return None
+    matcher = difflib.SequenceMatcher(None, question, entry, autojunk=False)
+    if matcher.ratio() < SMALL_EDIT_RATIO:
+        return None  # a rewording, not an edit: the gates and the similarity decide
+    changes = []
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        old, new = list(entry[j1:j2]), list(question[i1:i2])
+        if _is_typo(old, new):
+            continue
+        if Counter(old) == Counter(new):
+            continue  # a local reordering
+        changes.append((" ".join(old) or "nothing", " ".join(new) or "nothing"))
+    if not changes:
+        return None
+    old, new = changes[0]
+    return f"{entry_label} differs in wording: it says '{old}' where you wrote '{new}'"
+
+
+# --------------------------------------------------------------------------------------------------
+# The cache
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Entry:
+    entry_id: str
+    text: str
+    canonical: str
+    signature: Signature
+    tokens: tuple[str, ...]
+    language: str
+
+
+@dataclass(frozen=True)
+class _Analysis:
+    canonical: str
+    signature: Signature
+    tokens: tuple[str, ...]
+    language: str
+
+
+def _analyze(canonical: str) -> _Analysis:
+    return _Analysis(canonical, signature_of_canonical(canonical), content_tokens(canonical), language(canonical))
+
+
+def _problem_with(text: object, max_chars: int) -> str | None:
+    """Why a text cannot be matched at all, or None."""
+    if not isinstance(text, str):
+        return "the question is not text"
+    if not text.strip():
+        return "the question is empty"
+    if len(text) > max_chars:
+        return f"the question is {len(text)} characters long; the cache matches questions of up to {max_chars}"
+    return None
+
+
+def _has_words(canonical: str) -> bool:
+    letters = sum(1 for ch in canonical if ch.isalpha())
+    return letters >= 2
+
+
+class SemanticCache:
+    """Bank entries (id, question text) searchable by meaning, guarded by exact gates."""
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        *,
+        threshold: float = DEFAULT_THRESHOLD,
+        signature_threshold: float = DEFAULT_SIGNATURE_THRESHOLD,
+        candidates: int = DEFAULT_CANDIDATES,
+        index: str = "auto",
+        max_chars: int = MAX_QUESTION_CHARS,
+    ) -> None:
+        if not 0.0 < threshold <= 1.0 or not 0.0 < signature_threshold <= 1.0:
+            raise ValueError("thresholds are cosine similarities in (0, 1]")
+        self.embedder = embedder
+        self.threshold = threshold
+        self.signature_threshold = min(signature_threshold, threshold)
+        self.candidates = max(1, candidates)
+        self.max_chars = max_chars
+        self._index_kind = index
+        self._index: VectorIndex = make_index(index, embedder.dim)
+        self._entries: dict[int, _Entry] = {}
+        self._key_of: dict[str, int] = {}
+        self._by_signature: dict[str, set[int]] = {}
+        self._next_key = 0
+        self._lock = threading.RLock()
+
+    # -- size and contents ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def __contains__(self, entry_id: object) -> bool:
+        with self._lock:
+            return entry_id in self._key_of
+
+    @property
+    def index_kind(self) -> str:
+        return type(self._index).__name__
+
+    def memory_bytes(self) -> int:
+        with self._lock:
+            return self._index.memory_bytes()
+
+    # -- adding and removing -------------------------------------------------------------------------
+
+    def add(self, entry_id: str, text: str) -> None:
+        """Add (or replace) one bank entry; it is served by the next lookup."""
+        self.add_many([(entry_id, text)])
+
+    def add_many(self, items: Iterable[tuple[str, str]], *, batch_size: int = 64) -> int:
+        """Add (or replace) many entries, embedding them in batches. Returns how many were added."""
+        batch: list[tuple[str, str]] = []
+        added = 0
+        for entry_id, text in items:
+            if not isinstance(entry_id, str) or not entry_id:
+                raise ValueError("a bank entry needs a non-empty string id")
+            problem = _problem_with(text, self.max_chars)
+            if problem:
+                raise ValueError(f"bank entry {entry_id!r}: {problem}")
+            batch.append((entry_id, text))
+            if len(batch) >= batch_size:
+                added += self._add_batch(batch)
+                batch = []
+        if batch:
+            added += self._add_batch(batch)
+        return added
+
+    def _add_batch(self, batch: list[tuple[str, str]]) -> int:
+        canonicals = [normalize(text) for _, text in batch]
+        vectors = self.embedder.embed(canonicals)
+        entries = [
+            _Entry(entry_id, text, canonical, a.signature, a.tokens, a.language)
+            for (entry_id, text), canonical, a in zip(batch, canonicals, map(_analyze, canonicals), strict=True)
+        ]
+        self._insert(entries, vectors)
+        return len(entries)
+
+    def _insert(self, entries: list[_Entry], vectors: np.ndarray) -> None:
+        with self._lock:
+            keys = []
+            for entry in entries:
+                if entry.entry_id in self._key_of:
+                    self._remove_locked(entry.entry_id)
+                key = self._next_key
+                self._next_key += 1
+                self._entries[key] = entry
+                self._key_of[entry.entry_id] = key
+                self._by_signature.setdefault(entry.signature.key(), set()).add(key)
+                keys.append(key)
+            self._index.add(np.asarray(keys, dtype=np.int64), vectors)
+            self._maybe_switch_index()
+
+    def _maybe_switch_index(self) -> None:
+        if self._index_kind == "auto" and isinstance(self._index, ExactIndex) and len(self._index) > AUTO_HNSW_AT:
+            keys = list(self._entries)
+            vectors = self._index.get(keys)
+            index = HnswIndex(self.embedder.dim)
+            index.add(np.asarray(keys, dtype=np.int64), vectors)
+            self._index = index
+
+    def remove(self, entry_id: str) -> bool:
+        """Remove an entry; True if it was there."""
+        with self._lock:
+            return self._remove_locked(entry_id)
+
+    def _remove_locked(self, entry_id: str) -> bool:
+        key = self._key_of.pop(entry_id, None)
+        if key is None:
+            return False
+        entry = self._entries.pop(key)
+        bucket = self._by_signature.get(entry.signature.key())
+        if bucket is not None:
+            bucket.discard(key)
+            if not bucket:
+                del self._by_signature[entry.signature.key()]
+        self._index.remove(key)
+        return True
+
+    # -- lookup --------------------------------------------------------------------------------------
+
+    def lookup(self, text: object) -> Decision:
+        """Hit with the matching entry, or miss; never raises on bad input."""
+        problem = _problem_with(text, self.max_chars)
+        if problem:
+            return _miss(problem)
+        assert isinstance(text, str)
+        canonical = normalize(text)
+        if not _has_words(canonical):
+            return _miss("the question has no words to match (only numbers, symbols or emoji)")
+        question = _analyze(canonical)
+        vector = self.embedder.embed([canonical])[0]
+        with self._lock:
+            if not self._entries:
+                return _miss("the bank is empty")
+            scored = dict(self._index.search(vector, self.candidates))
+            twins = [k for k in self._by_signature.get(question.signature.key(), ()) if k not in scored]
+            twins = twins[:_MAX_SIGNATURE_CANDIDATES]
+            if twins:
+                twin_scores = self._index.get(twins) @ vector
+                scored.update({k: float(s) for k, s in zip(twins, twin_scores.tolist(), strict=True)})
+            ranked = sorted(((k, s) for k, s in scored.items() if k in self._entries), key=lambda ks: -ks[1])
+            checks = [(self._entries[k], s, *self._judge(question, self._entries[k], s)) for k, s in ranked]
+        return self._decide(question, checks)
+
+    def _judge(self, question: _Analysis, entry: _Entry, score: float) -> tuple[str | None, str]:
+        label = f"#{entry.entry_id}"
+        gate, reason = check_signatures(question.signature, entry.signature, label)
+        if gate:
+            return gate, reason
+        specific = len(set(question.signature.numbers)) >= 2 and bool(question.signature.target)
+        needed = self.signature_threshold if specific else self.threshold
+        if score < needed:
+            return "similarity", f"{label} has the same facts but similarity {score:.2f} < {needed:.2f}"
+        if question.language == entry.language:
+            edit = check_wording(question.tokens, entry.tokens, label)
+            if edit:
+                return "wording", edit
+        return None, f"similarity {score:.2f} >= {needed:.2f}"
+
+    def _decide(self, question: _Analysis, checks: list[tuple[_Entry, float, str | None, str]]) -> Decision:
+        candidates = tuple(
+            CandidateCheck(entry.entry_id, score, gate is None, gate, reason) for entry, score, gate, reason in checks
+        )
+        passed = [(entry, score, reason) for entry, score, gate, reason in checks if gate is None]
+        if passed:
+            entry, score, similarity_reason = passed[0]
+            sig = question.signature
+            reasons = [
+                f"same numbers: {_numbers_text(sig.numbers)}",
+                f"same units: {_list_text(sig.units, 'none')}",
+                f"same question asked: {_list_text(sig.target, 'the same statement')}",
+                f"same conditions: {_list_text(sig.polarity, 'none')}",
+                similarity_reason,
+            ]
+            return Decision(True, entry.entry_id, score, tuple(reasons), candidates)
+        if not checks:
+            return Decision(False, None, 0.0, ("no bank entry is close to this question",), candidates)
+        entry, score, _gate, reason = checks[0]
+        closest = f"closest: {reason}" if reason else f"closest #{entry.entry_id} (similarity {score:.2f})"
+        return Decision(False, None, score, (closest,), candidates)
+
+    # -- persistence ---------------------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> None:
+        """Write entries.json and vectors.npy into `folder` (created if needed)."""
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            keys = sorted(self._entries)
+            vectors = self._index.get(keys) if keys else np.zeros((0, self.embedder.dim), dtype=np.float32)
+            meta = {
+                "format": _FORMAT_VERSION,
+                "embedder": self.embedder.name,
+                "dim": self.embedder.dim,
+                "entries": [{"id": self._entries[k].entry_id, "text": self._entries[k].text} for k in keys],
+            }
+        np.save(path / "vectors.npy", np.asarray(vectors, dtype=np.float32), allow_pickle=False)
+        (path / "entries.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | Path, embedder: Embedder, **settings: Any) -> SemanticCache:
+        """A cache read back from `save`; the embedder must be the one that built it."""
+        path = Path(folder)
+        try:
+            meta = json.loads((path / "entries.json").read_text(encoding="utf-8"))
+            vectors = np.load(path / "vectors.npy", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise CacheFileError(f"Cannot read the cache in {path}: {exc}") from exc
+        if not isinstance(meta, dict) or meta.get("format") != _FORMAT_VERSION:
+            raise CacheFileError(f"{path / 'entries.json'} is not a cache file this version can read.")
+        if meta.get("embedder") != embedder.name or meta.get("dim") != embedder.dim:
+            raise CacheFileError(
+                f"The cache in {path} was built with {meta.get('embedder')!r}; re-embed the bank for {embedder.name!r}."
+            )
+        items = meta.get("entries")
+        if not isinstance(items, list) or vectors.shape != (len(items), embedder.dim):
+            raise CacheFileError(f"The cache in {path} is damaged: entries and vectors do not match.")
+        cache = cls(embedder, **settings)
+        entries = []
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not isinstance(item.get("text"), str):
+                raise CacheFileError(f"The cache in {path} is damaged: an entry is not an id and a text.")
+            canonical = normalize(item["text"])
+            a = _analyze(canonical)
+            entries.append(_Entry(item["id"], item["text"], canonical, a.signature, a.tokens, a.language))
+        if entries:
+            cache._insert(entries, vectors.astype(np.float32, copy=False))
+        return cache
