@@ -183,7 +183,9 @@ class BatchProgress:
         self.done = initial
         self.by_status: dict[str, int] = dict.fromkeys(STATUSES, 0)
         self.new_tokens = 0  # tokens of finished problems
-        self.generated_tokens = 0  # every token the engine produced for this run so far (live)
+        # Every token the engine produced since the run began (live; on an engine shared with the
+        # site it includes live answers too).
+        self.generated_tokens = 0
         self.in_flight = 0  # problems submitted and not finished
         self.lost = 0  # problems whose generations were cancelled from outside (redone next run)
         self.stopped = False
