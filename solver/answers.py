@@ -809,8 +809,18 @@ def _latex_form(structure: _Numbers | _Token | None, text: str) -> str | None:
     return None
 
 
+# "2 + 3 = 5" or "35×2 = 70": a worked sum whose result is the answer (no letters on the left).
+_ARITHMETIC_LHS = re.compile(r"^[\d\s.,+\-*/×÷·()（）^]+=\s*(?P<rhs>[^=]+)$")
+
+
+def _result_of_sum(text: str) -> str:
+    m = _ARITHMETIC_LHS.match(text.strip())
+    return m.group("rhs").strip() if m and re.search(r"[+\-*/×÷·^]", text.split("=")[0]) else text
+
+
 @lru_cache(maxsize=4096)
 def _equivalent(a: str, b: str) -> bool:
+    a, b = _result_of_sum(a), _result_of_sum(b)
     ta, tb = _prepare(a), _prepare(b)
     if not ta or not tb:
         return False

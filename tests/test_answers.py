@@ -248,6 +248,8 @@ def test_normalize_answer(raw, expected):
 
 SAME = [
     ("23", "23"),
+    ("2 + 3 = 5", "5"),  # a worked sum: its result is the answer
+    ("35×2 = 70", "70"),
     ("23", "23只"),
     ("23", "23 rabbits"),
     ("23", "twenty-three"),
@@ -296,6 +298,8 @@ SAME = [
 
 DIFFERENT = [
     ("23", "24"),
+    ("2 + 3 = 5", "6"),
+    ("x + 3 = 5", "5"),  # an equation to solve, not a result
     ("2/3", "0.67"),
     ("1/3", "0.333"),
     ("50%", "50"),
