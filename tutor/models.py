@@ -1,4 +1,5 @@
-"""The tutor's data: the problem bank, solutions with their provenance, students' questions, API tokens.
+"""The tutor's data: the problem bank, solutions with their provenance, students' questions, API tokens,
+batch precompute runs (a run and its items: the work queue workers share) and model manifests.
 
 Fat models: status rules (which solution a student is served) live here as QuerySet methods, so views,
 services and the API agree. Writes go through `tutor.services`; nothing here calls `solver`.
@@ -52,6 +53,8 @@ class Problem(models.Model):
     reference_answer = models.CharField(max_length=500, blank=True)
     origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.TEACHER)
     fixture_id = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    # The id an answer pack gave this problem (when it was created by an import): matched on re-import.
+    external_id = models.CharField(max_length=200, unique=True, null=True, blank=True)
     added_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -115,6 +118,9 @@ class Solution(models.Model):
         FAILED = "failed", "no final answer"
         FLAGGED = "flagged", "needs a teacher's look"
 
+    # Ranks of the statuses an imported answer may replace (issue 5: approved > verified > unverified).
+    RANK = {"approved": 3, "verified": 2, "unverified": 1, "failed": 0}
+
     class Source(models.TextChoices):
         TEACHER = "teacher", "teacher"
         BATCH = "batch", "batch precompute"
@@ -142,6 +148,13 @@ class Solution(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     reviewed_at = models.DateTimeField(null=True, blank=True)
+    # The precompute run item that produced it; one-to-one, so a resumed or doubly-claimed item can never
+    # store its answer twice (the database refuses the second row).
+    run_item = models.OneToOneField(
+        "RunItem", null=True, blank=True, on_delete=models.SET_NULL, related_name="solution"
+    )
+    # The solution's id in the answer pack it was imported from: importing the same pack twice is a no-op.
+    pack_solution_id = models.CharField(max_length=200, blank=True, db_index=True)
     created = models.DateTimeField(auto_now_add=True)
 
     objects = SolutionQuerySet.as_manager()
@@ -155,6 +168,21 @@ class Solution(models.Model):
     @property
     def is_servable(self) -> bool:
         return Solution.objects.servable().filter(pk=self.pk).exists()
+
+    @property
+    def is_teacher_touched(self) -> bool:
+        """Written, edited, approved or rejected by a teacher: an import never overwrites it."""
+        return (
+            self.source == self.Source.TEACHER
+            or self.reviewed_by_id is not None
+            or self.status in (self.Status.APPROVED, self.Status.REJECTED)
+            or bool(self.evidence.get("edited_by_teacher"))
+        )
+
+    @property
+    def differs_from_reference(self) -> bool:
+        """The model answered, but not what the problem's reference answer says (shown as a label)."""
+        return self.evidence.get("matches_reference") is False
 
 
 class QuestionQuerySet(models.QuerySet):
@@ -288,3 +316,116 @@ class ApiToken(models.Model):
     @staticmethod
     def digest_of(token: str) -> str:
         return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class ModelManifest(models.Model):
+    """What produced a stored answer: a model manifest (`solver.modelstore.Manifest.to_dict()`), kept so
+    that answers imported from another school's model stay traceable."""
+
+    manifest_id = models.CharField(max_length=200, unique=True)
+    name = models.CharField(max_length=100, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"manifest {self.manifest_id} ({self.name})"
+
+
+class PrecomputeRun(models.Model):
+    """A batch precompute run: a selection of problems answered by background workers."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "waiting for a worker"
+        RUNNING = "running", "running"
+        CANCELLING = "cancelling", "cancelling"
+        CANCELLED = "cancelled", "cancelled"
+        DONE = "done", "finished"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING, Status.CANCELLING)
+
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    selection = models.JSONField(
+        default=dict, blank=True
+    )  # how the problems were chosen, for the page
+    samples = models.PositiveSmallIntegerField(default=1)
+    max_new_tokens = models.PositiveIntegerField(default=2048)
+    greedy = models.BooleanField(default=False)
+    model_name = models.CharField(
+        max_length=100, blank=True
+    )  # empty: the workers' configured model
+    manifest_id = models.CharField(max_length=200, blank=True)
+    prompt_version = models.CharField(max_length=64, blank=True)
+    total = models.PositiveIntegerField(default=0)
+    new_tokens = models.BigIntegerField(default=0)  # tokens of stored items
+    cpu_s = models.FloatField(
+        default=0.0
+    )  # process CPU time of the workers while they ran this run
+    busy_s = models.FloatField(default=0.0)  # wall time workers spent on this run (summed)
+    # Tasks enqueued and not yet started: a worker enqueues a follow-up only when none is waiting.
+    waiting_tasks = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    def counts(self) -> dict[str, int]:
+        """Items by state, and stored answers by status (verified / unverified / failed)."""
+        by_item = dict.fromkeys(RunItem.Status.values, 0)
+        for status, n in self.items.values_list("status").annotate(n=models.Count("id")):
+            by_item[status] = n
+        by_outcome = {"verified": 0, "unverified": 0, "failed": 0}
+        for outcome, n in (
+            self.items.exclude(outcome="").values_list("outcome").annotate(n=models.Count("id"))
+        ):
+            by_outcome[outcome] = n
+        return {**by_item, **by_outcome}
+
+
+class RunItem(models.Model):
+    """One problem of a run: the unit workers claim, with its lease and attempts."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "waiting"
+        RUNNING = "running", "being answered"
+        DONE = "done", "done"
+        SET_ASIDE = "set_aside", "set aside after repeated failures"
+        CANCELLED = "cancelled", "cancelled"
+
+    run = models.ForeignKey(PrecomputeRun, on_delete=models.CASCADE, related_name="items")
+    problem = models.ForeignKey(Problem, on_delete=models.CASCADE, related_name="run_items")
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    claimed_by = models.CharField(max_length=100, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, blank=True)  # verified | unverified | failed
+    new_tokens = models.PositiveIntegerField(default=0)
+    elapsed_s = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "problem"], name="one_item_per_problem_per_run")
+        ]
+        indexes = [models.Index(fields=["run", "status"])]
+
+    def __str__(self) -> str:
+        return f"item {self.pk} of run {self.run_id} ({self.status})"

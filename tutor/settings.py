@@ -53,6 +53,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_tasks",
+    "django_tasks_db",
     "tutor",
 ]
 
@@ -152,6 +154,21 @@ SUANJING_EMBEDDER = os.getenv("SUANJING_EMBEDDER", "minilm")
 SUANJING_CACHE_THRESHOLD = os.getenv("SUANJING_CACHE_THRESHOLD", "")
 if SUANJING_CACHE_THRESHOLD:
     SUANJING_CACHE_THRESHOLD = envfloat("SUANJING_CACHE_THRESHOLD", "0")
+
+# Background work (batch precompute) runs on Django's tasks API (django-tasks, the backport of Django 6.0's
+# django.tasks) with the queue in this same database; start workers with `manage.py db_worker`.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+# Precompute: a problem's majority answer of K >= 3 samples is verified at this agreement (default 2/3).
+SUANJING_MIN_AGREEMENT = envfloat("SUANJING_MIN_AGREEMENT", str(2 / 3))
+if not 0 < SUANJING_MIN_AGREEMENT <= 1:
+    raise ImproperlyConfigured("SUANJING_MIN_AGREEMENT must be in (0, 1]")
+# Precompute: a claimed item whose worker has not renewed its claim for this long is given to another
+# worker (a live worker renews every LEASE/5 s, however long its generations take).
+SUANJING_PRECOMPUTE_LEASE_S = envint("SUANJING_PRECOMPUTE_LEASE_S", "300")
+if SUANJING_PRECOMPUTE_LEASE_S < 2:
+    raise ImproperlyConfigured("SUANJING_PRECOMPUTE_LEASE_S must be at least 2")
+# Precompute: sequences a worker keeps in the engine at once (continuous batching window).
+SUANJING_PRECOMPUTE_BATCH = envint("SUANJING_PRECOMPUTE_BATCH", "16")
 
 # A question longer than this is refused (the page says so); bodies are capped a little above it.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from tutor import api, views
+from tutor import api, run_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -18,6 +18,11 @@ urlpatterns = [
     path("solutions/<int:solution_id>/review", views.solution_review, name="solution_review"),
     path("solutions/<int:solution_id>/edit", views.solution_edit, name="solution_edit"),
     path("missed", views.missed, name="missed"),
+    path("runs", run_views.runs, name="runs"),
+    path("runs/<int:run_id>", run_views.run_page, name="run"),
+    path("runs/<int:run_id>/progress", run_views.run_progress, name="run_progress"),
+    path("runs/<int:run_id>/cancel", run_views.run_cancel, name="run_cancel"),
+    path("runs/<int:run_id>/resume", run_views.run_resume, name="run_resume"),
     path("api/ask", api.ask, name="api_ask"),
     path("api/questions/<int:question_id>", api.question_detail, name="api_question"),
     path("api/questions/<int:question_id>/stream", api.question_stream, name="api_question_stream"),

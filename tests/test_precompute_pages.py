@@ -1,0 +1,105 @@
+"""The run pages: admins only, start a run, live progress JSON, cancel and resume, and the labels a
+reference mismatch gets on the teacher's page and the student's answer."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from tests.site_fixtures import *  # noqa: F403
+from tests.site_fixtures import FakeManifest
+from tutor import services
+from tutor.models import PrecomputeRun, Problem, Question, Solution
+
+
+@pytest.fixture
+def engine_info(db):
+    services.use_engine(object(), FakeManifest())  # current_model() reads the manifest only
+    yield
+    services.use_engine(None, None)
+
+
+def client_for(user) -> Client:
+    client = Client()
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+@pytest.mark.parametrize("who", ["teacher", "alice"])
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("get", "/runs"),
+        ("post", "/runs"),
+        ("get", "/runs/RUN"),
+        ("get", "/runs/RUN/progress"),
+        ("post", "/runs/RUN/cancel"),
+        ("post", "/runs/RUN/resume"),
+    ],
+)
+def test_only_admins_reach_the_run_pages(cast, engine_info, who, method, url):
+    Problem.objects.create(text="1+1=?")
+    run = services.create_run(selection=services.Selection(), enqueue=False)
+    response = getattr(client_for(getattr(cast, who)), method)(url.replace("RUN", str(run.pk)))
+    assert response.status_code == 403
+    run.refresh_from_db()
+    assert run.status == "queued"
+    anonymous = getattr(Client(), method)(url.replace("RUN", str(run.pk)))
+    assert anonymous.status_code == 302 and "/accounts/login" in anonymous["Location"]
+
+
+def test_an_admin_starts_watches_cancels_and_resumes_a_run(cast, engine_info):
+    for text in ("1+1=?", "2+2=?", "3+3=?"):
+        Problem.objects.create(text=text, topic="sums")
+    Problem.objects.create(text="other", topic="geometry")
+    admin = client_for(cast.admin)
+    assert admin.get("/runs").status_code == 200
+    bad = admin.post(
+        "/runs", {"which": "unanswered", "samples": 2, "greedy": "on", "topic": "sums"}
+    )
+    assert bad.status_code == 400 and PrecomputeRun.objects.count() == 0
+    started = admin.post("/runs", {"which": "unanswered", "samples": 1, "topic": "sums"})
+    run = PrecomputeRun.objects.get()
+    assert started.status_code == 302 and started["Location"] == f"/runs/{run.pk}"
+    assert run.total == 3 and run.created_by == cast.admin and run.waiting_tasks == 1
+    page = admin.get(f"/runs/{run.pk}")
+    assert (
+        page.status_code == 200
+        and b"run-bar" in page.content
+        and b"http" not in page.content.split(b"<script>")[1].split(b"</script>")[0]
+    )
+    figures = admin.get(f"/runs/{run.pk}/progress").json()
+    assert figures["status"] == "queued" and figures["items"]["pending"] == 3
+    assert figures["results"] == {"verified": 0, "unverified": 0, "failed": 0}
+    assert admin.post(f"/runs/{run.pk}/cancel").status_code == 302
+    assert admin.get(f"/runs/{run.pk}/progress").json()["status"] == "cancelled"
+    assert admin.post(f"/runs/{run.pk}/resume").status_code == 302
+    figures = admin.get(f"/runs/{run.pk}/progress").json()
+    assert figures["status"] == "queued" and figures["items"]["pending"] == 3
+    assert f"#{run.pk}".encode() in admin.get("/runs").content
+    nothing = admin.post("/runs", {"which": "unanswered", "samples": 1, "topic": "none-such"})
+    assert nothing.status_code == 400 and b"No problem matches" in nothing.content
+
+
+def test_a_reference_mismatch_is_labelled_for_teachers_and_students(cast, exact_cache):
+    services.use_cache(exact_cache)
+    try:
+        problem = Problem.objects.create(text="鸡兔同笼，兔有几只？", reference_answer="12")
+        services._cache_put(problem.pk, problem.text)
+        solution = Solution.objects.create(
+            problem=problem,
+            final="13",
+            answer="\\boxed{13}",
+            status="unverified",
+            source="batch",
+            evidence={"reference": "12", "matches_reference": False},
+        )
+        page = client_for(cast.teacher).get(f"/bank/{problem.pk}")
+        assert b"status-mismatch" in page.content
+        question = services.answer_question(user=cast.alice, text=problem.text)
+        assert question.outcome == Question.Outcome.HIT and question.solution == solution
+        answer = client_for(cast.alice).get(f"/questions/{question.pk}")
+        assert b"differs from the reference answer" in answer.content
+    finally:
+        services.use_cache(None)

@@ -1,0 +1,19 @@
+"""Background tasks (Django's tasks API via django-tasks; the queue is the site's database).
+
+Owns: the task entry points workers run. The work itself is in `tutor.services` (`work_on_run`), so the
+command line (`precompute --inline`) and the workers share one code path.
+Start a worker with `python manage.py db_worker` (several, on one machine or many, may share the queue).
+"""
+
+from __future__ import annotations
+
+from django_tasks import task
+
+
+@task()
+def process_run(run_id: int) -> dict:
+    """Answer the pending items of a precompute run until none remain (or the run is cancelled)."""
+    from tutor import services
+
+    progress = services.work_on_run(run_id=run_id)
+    return progress.snapshot() if progress is not None else {}
