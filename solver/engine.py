@@ -35,10 +35,13 @@ class EngineClosed(EngineError):
 class EngineSettings:
     """Defaults suit a 2-core, 8 GB machine running the 1.5B INT8 model next to the site."""
 
-    threads: int | None = None  # None: all cores. Sets INFERENCE_NUM_THREADS (OV_NUM_THREADS does nothing).
-    kv_cache_gb: float = 1.0  # ~37k tokens of KV cache for the 1.5B model; ~5k tokens per long answer.
+    # None: all cores. Sets INFERENCE_NUM_THREADS (OV_NUM_THREADS does nothing).
+    threads: int | None = None
+    # ~37k tokens of KV cache for the 1.5B model; a long answer is ~5k tokens.
+    kv_cache_gb: float = 1.0
     max_num_seqs: int = 64  # requests decoded together in one step
-    max_num_batched_tokens: int = 256  # prompt tokens per step (dynamic split-fuse keeps decode flowing)
+    # prompt tokens per step (dynamic split-fuse keeps decode flowing)
+    max_num_batched_tokens: int = 256
     device: str = "CPU"
 
 
@@ -69,7 +72,15 @@ class Generation:
     """One request in flight: iterate it for text pieces as they are generated; `cancel()` stops it;
     `result()` waits for the end."""
 
-    def __init__(self, engine: Engine, request_id: int, prompt_ids, params: GenerationParams, *, streaming: bool):
+    def __init__(
+        self,
+        engine: Engine,
+        request_id: int,
+        prompt_ids,
+        params: GenerationParams,
+        *,
+        streaming: bool,
+    ):
         self._engine = engine
         # Only streamed generations decode text token by token; batch work decodes once at the end.
         self.streaming = streaming
@@ -129,7 +140,9 @@ class Generation:
             self._pieces.put(text)
             self._pending = []
 
-    def _finish(self, finish_reason: str, decode: Callable[[list[int]], str], error: str | None = None) -> None:
+    def _finish(
+        self, finish_reason: str, decode: Callable[[list[int]], str], error: str | None = None
+    ) -> None:
         self.finished_at = time.perf_counter()
         text = decode(self.token_ids) if self.token_ids else ""
         if not self.streaming and text:
@@ -144,7 +157,9 @@ class Generation:
         decode_time = self.finished_at - first
         self._result = GenerationResult(
             text=text,
-            prompt_tokens=int(self.prompt_ids.get_shape()[-1]) if self.prompt_ids is not None else 0,
+            prompt_tokens=int(self.prompt_ids.get_shape()[-1])
+            if self.prompt_ids is not None
+            else 0,
             new_tokens=n,
             finish_reason=finish_reason,
             ttft_ms=(first - self.submitted) * 1000.0,
@@ -178,7 +193,9 @@ class Engine:
         try:
             import openvino_genai as ov_genai
         except ImportError as exc:
-            raise EngineError("openvino-genai is not installed: pip install -r requirements.txt") from exc
+            raise EngineError(
+                "openvino-genai is not installed: pip install -r requirements.txt"
+            ) from exc
         self._ov_genai = ov_genai
         scheduler = ov_genai.SchedulerConfig()
         scheduler.cache_size = max(1, int(round(self.settings.kv_cache_gb)))
@@ -195,7 +212,9 @@ class Engine:
                 str(self.model_dir), scheduler, self.settings.device, properties
             )
         except RuntimeError as exc:
-            raise EngineError(f"OpenVINO could not load {self.model_dir}: {str(exc).splitlines()[0][:200]}") from exc
+            raise EngineError(
+                f"OpenVINO could not load {self.model_dir}: {str(exc).splitlines()[0][:200]}"
+            ) from exc
         self.eos_token_id = int(self.tokenizer.get_eos_token_id())
         self._ids = itertools.count(1)
         self._lock = threading.Condition()
@@ -211,7 +230,9 @@ class Engine:
     def count_tokens(self, text: str) -> int:
         return int(self.tokenizer.encode(text, add_special_tokens=False).input_ids.get_shape()[-1])
 
-    def submit(self, prompt: str, params: GenerationParams | None = None, *, streaming: bool = False) -> Generation:
+    def submit(
+        self, prompt: str, params: GenerationParams | None = None, *, streaming: bool = False
+    ) -> Generation:
         """Queue one generation of raw model input `prompt` (already rendered by `solver.prompts`).
         With streaming=False the text arrives in one piece at the end (cheaper for batch work)."""
         params = params or GenerationParams()
@@ -335,7 +356,9 @@ class Engine:
                     g._finish("cancelled", self._decode)
                     continue
                 try:
-                    g.handle = self.pipeline.add_request(g.request_id, g.prompt_ids, self._config_for(g.params))
+                    g.handle = self.pipeline.add_request(
+                        g.request_id, g.prompt_ids, self._config_for(g.params)
+                    )
                 except Exception as exc:  # a bad request must not take the engine down
                     g._finish("error", self._decode, error=str(exc)[:300])
                     continue
@@ -377,7 +400,9 @@ class Engine:
                 if status in (GS.CANCEL, GS.STOP) or g.cancel_requested:
                     g._finish("cancelled", self._decode)
                 elif status == GS.IGNORED:
-                    g._finish("error", self._decode, error="the request did not fit in the KV cache")
+                    g._finish(
+                        "error", self._decode, error="the request did not fit in the KV cache"
+                    )
                 else:
                     if reason is None:
                         reason = "length" if len(g.token_ids) >= g.params.max_new_tokens else "stop"

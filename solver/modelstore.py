@@ -196,7 +196,9 @@ def tokenizer_from_gguf(gguf_path: Path):
 
     kind = field_value("tokenizer.ggml.model")
     if kind != "gpt2":
-        raise ModelError(f"{gguf_path.name}: GGUF tokenizer type {kind!r} is not supported (only gpt2/BPE).")
+        raise ModelError(
+            f"{gguf_path.name}: GGUF tokenizer type {kind!r} is not supported (only gpt2/BPE)."
+        )
     tokens: list[str] = field_value("tokenizer.ggml.tokens")
     merges: list[str] = field_value("tokenizer.ggml.merges")
     types: list[int] = field_value("tokenizer.ggml.token_type") or [1] * len(tokens)
@@ -287,7 +289,9 @@ class ModelStore:
             data = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
             manifest = Manifest.from_dict(data)
         except (OSError, ValueError, TypeError) as exc:
-            raise ModelError(f"The manifest in {path} is unreadable ({exc}); prepare the model again.") from exc
+            raise ModelError(
+                f"The manifest in {path} is unreadable ({exc}); prepare the model again."
+            ) from exc
         for rel in manifest.files:
             if not (path / rel).is_file():
                 raise ModelError(f"{path / rel} is missing; prepare the model again.")
@@ -296,7 +300,11 @@ class ModelStore:
     def verify(self, name: str) -> list[str]:
         """Files whose hash no longer matches the manifest (empty list: intact)."""
         model = self.get(name)
-        return [rel for rel, digest in model.manifest.files.items() if sha256_file(model.path / rel) != digest]
+        return [
+            rel
+            for rel, digest in model.manifest.files.items()
+            if sha256_file(model.path / rel) != digest
+        ]
 
     # -- preparing ---------------------------------------------------------------------------
 
@@ -324,7 +332,11 @@ class ModelStore:
                     name,
                     family=family or (spec.family if spec else None),
                     weak=bool(spec and spec.weak_at_math),
-                    source={"kind": "gguf", "path": str(source_path.resolve()), "sha256": sha256_file(source_path)},
+                    source={
+                        "kind": "gguf",
+                        "path": str(source_path.resolve()),
+                        "sha256": sha256_file(source_path),
+                    },
                     load=lambda work: self._hf_from_gguf(source_path, work, progress),
                     progress=progress,
                 )
@@ -352,12 +364,18 @@ class ModelStore:
             name,
             family=family or spec.family,
             weak=spec.weak_at_math,
-            source={"kind": "modelscope", "id": spec.modelscope_id, "revision": revision or "master"},
+            source={
+                "kind": "modelscope",
+                "id": spec.modelscope_id,
+                "revision": revision or "master",
+            },
             load=lambda work: self._download(spec, revision, work, progress),
             progress=progress,
         )
 
-    def prepare_embedded(self, *, progress: ProgressFn = _quiet, force: bool = False) -> PreparedModel:
+    def prepare_embedded(
+        self, *, progress: ProgressFn = _quiet, force: bool = False
+    ) -> PreparedModel:
         if not force and (self.root / EMBEDDED_NAME / MANIFEST).is_file():
             progress(f"{EMBEDDED_NAME} is already prepared in {self.root / EMBEDDED_NAME}")
             return self.get(EMBEDDED_NAME)
@@ -379,12 +397,16 @@ class ModelStore:
             progress=progress,
         )
 
-    def _download(self, spec: ModelSpec, revision: str | None, work: Path, progress: ProgressFn) -> Path:
+    def _download(
+        self, spec: ModelSpec, revision: str | None, work: Path, progress: ProgressFn
+    ) -> Path:
         progress(f"[1/4] downloading {spec.modelscope_id} from ModelScope")
         try:
             from modelscope import snapshot_download
         except ImportError as exc:
-            raise ModelError("The modelscope package is not installed: pip install -r requirements.txt") from exc
+            raise ModelError(
+                "The modelscope package is not installed: pip install -r requirements.txt"
+            ) from exc
         target = work / "download"
         try:
             path = snapshot_download(
@@ -436,7 +458,9 @@ class ModelStore:
         tokenizer = tokenizer_from_gguf(gguf)
         problem = check_tokenizer_roundtrip(tokenizer)
         if problem:
-            raise ModelError(f"The tokenizer rebuilt from {gguf.name} does not round-trip text: {problem}")
+            raise ModelError(
+                f"The tokenizer rebuilt from {gguf.name} does not round-trip text: {problem}"
+            )
         tokenizer.save_pretrained(out)
         del model
         return out
@@ -470,7 +494,11 @@ class ModelStore:
                 family=family,
                 prompt_version=prompt.version,
                 source=source,
-                quantization={"weights": "int8_asym", "method": "nncf weight compression", "kv_cache": "engine default"},
+                quantization={
+                    "weights": "int8_asym",
+                    "method": "nncf weight compression",
+                    "kv_cache": "engine default",
+                },
                 tools=tool_versions(),
                 files=files,
                 created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -478,7 +506,9 @@ class ModelStore:
             )
             manifest.manifest_id = manifest.compute_id()
             # The manifest is written last: its presence is what makes a folder "ready".
-            (out / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+            (out / MANIFEST).write_text(
+                json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8"
+            )
             final = self.root / name
             if final.exists():
                 old = self.root / f".old-{name}-{os.getpid()}"
@@ -520,7 +550,9 @@ class ModelStore:
                 chat_template=getattr(tokenizer, "chat_template", None),
             )
         if family is None:
-            raise ModelError("Cannot tell this model's prompt family; pass --family r1-distill or --family chatml.")
+            raise ModelError(
+                "Cannot tell this model's prompt family; pass --family r1-distill or --family chatml."
+            )
         get_family(family)
 
         progress("[2/4] exporting to OpenVINO IR with INT8 weights (optimum-intel + NNCF)")
@@ -549,7 +581,10 @@ class ModelStore:
         from openvino_tokenizers import convert_tokenizer
 
         ov_tok, ov_detok = convert_tokenizer(
-            tokenizer, with_detokenizer=True, skip_special_tokens=True, clean_up_tokenization_spaces=False
+            tokenizer,
+            with_detokenizer=True,
+            skip_special_tokens=True,
+            clean_up_tokenization_spaces=False,
         )
         ov.save_model(ov_tok, out / "openvino_tokenizer.xml")
         ov.save_model(ov_detok, out / "openvino_detokenizer.xml")

@@ -17,25 +17,37 @@ from solver.cli.models import add_store_argument, default_store
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="prepared model name (default: the best prepared one)")
     add_store_argument(parser)
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: 2048 (solve), 4096 (generate)")
-    parser.add_argument("--temperature", type=float, default=None, help="default: the model family's advice")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=None, help="default: 2048 (solve), 4096 (generate)"
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=None, help="default: the model family's advice"
+    )
     parser.add_argument("--top-p", type=float, default=None)
     parser.add_argument("--greedy", action="store_true", help="no sampling")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads (default: all cores)"
+    )
     parser.add_argument("--kv-cache-gb", type=float, default=1.0)
 
 
 def register(subparsers) -> None:
-    s = subparsers.add_parser("solve", help="stream the model's reasoning and answer for one question")
+    s = subparsers.add_parser(
+        "solve", help="stream the model's reasoning and answer for one question"
+    )
     s.add_argument("question")
     s.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     add_engine_arguments(s)
     s.set_defaults(func=run_solve)
 
-    g = subparsers.add_parser("generate", help="answer every question of a JSONL file (continuous batching)")
+    g = subparsers.add_parser(
+        "generate", help="answer every question of a JSONL file (continuous batching)"
+    )
     g.add_argument("--in", dest="inp", required=True, type=Path, help='lines {"id", "text"}')
-    g.add_argument("--out", required=True, type=Path, help="answers, one JSON line each; rerun to resume")
+    g.add_argument(
+        "--out", required=True, type=Path, help="answers, one JSON line each; rerun to resume"
+    )
     add_engine_arguments(g)
     g.set_defaults(func=run_generate)
 
@@ -50,7 +62,9 @@ def open_engine(args):
     try:
         model = store.default(args.model)
         family = get_family(model.manifest.family)
-        engine = Engine(model.path, EngineSettings(threads=args.threads, kv_cache_gb=args.kv_cache_gb))
+        engine = Engine(
+            model.path, EngineSettings(threads=args.threads, kv_cache_gb=args.kv_cache_gb)
+        )
     except (ModelError, EngineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -154,7 +168,9 @@ def run_solve(args) -> int:
         print("\ninterrupted", file=sys.stderr)
         return 130
     engine.close()
-    parsed = parse_output(result.text, finish_reason=result.finish_reason, implicit_think=family.implicit_think)
+    parsed = parse_output(
+        result.text, finish_reason=result.finish_reason, implicit_think=family.implicit_think
+    )
     if args.json:
         print(
             json.dumps(
@@ -264,7 +280,9 @@ def run_generate(args) -> int:
         stop["now"] = True
 
     previous = signal.signal(signal.SIGTERM, on_signal)
-    bar = tqdm(total=len(problems), initial=len(problems) - len(todo), unit="problem", dynamic_ncols=True)
+    bar = tqdm(
+        total=len(problems), initial=len(problems) - len(todo), unit="problem", dynamic_ncols=True
+    )
     tokens = 0
     started = time.perf_counter()
     with open(args.out, "a", encoding="utf-8") as out:
@@ -274,7 +292,11 @@ def run_generate(args) -> int:
             if result.finish_reason == "cancelled":
                 return  # not finished: the next run redoes it
             item = todo[index]
-            parsed = parse_output(result.text, finish_reason=result.finish_reason, implicit_think=family.implicit_think)
+            parsed = parse_output(
+                result.text,
+                finish_reason=result.finish_reason,
+                implicit_think=family.implicit_think,
+            )
             record = {
                 "id": item["id"],
                 "text": item["text"],
@@ -299,7 +321,10 @@ def run_generate(args) -> int:
 
         try:
             results = engine.generate_many(
-                [family.render(p["text"]) for p in todo], params, on_result=on_result, should_stop=lambda: stop["now"]
+                [family.render(p["text"]) for p in todo],
+                params,
+                on_result=on_result,
+                should_stop=lambda: stop["now"],
             )
         except KeyboardInterrupt:
             stop["now"] = True
@@ -310,7 +335,10 @@ def run_generate(args) -> int:
             engine.close()
     finished = sum(1 for r in results if r.finish_reason != "cancelled")
     if stop["now"]:
-        print(f"stopped: kept {len(problems) - len(todo) + finished}/{len(problems)} in {args.out}; rerun to continue", file=sys.stderr)
+        print(
+            f"stopped: kept {len(problems) - len(todo) + finished}/{len(problems)} in {args.out}; rerun to continue",
+            file=sys.stderr,
+        )
         return 130
     print(f"answered {finished} problems ({tokens} tokens) into {args.out}", file=sys.stderr)
     return 0

@@ -35,16 +35,22 @@ def register(subparsers) -> None:
     )
     p.add_argument("name", nargs="?", help="model name, e.g. deepseek-r1-distill-qwen-1.5b")
     p.add_argument("--embedded", action="store_true", help="prepare the offline SmolLM2-135M model")
-    p.add_argument("--from-dir", metavar="PATH", help="a Hugging Face model folder or a .gguf file you have")
+    p.add_argument(
+        "--from-dir", metavar="PATH", help="a Hugging Face model folder or a .gguf file you have"
+    )
     p.add_argument("--revision", help="ModelScope revision (default: master)")
-    p.add_argument("--family", choices=["r1-distill", "chatml"], help="prompt family (default: detected)")
+    p.add_argument(
+        "--family", choices=["r1-distill", "chatml"], help="prompt family (default: detected)"
+    )
     p.add_argument("--force", action="store_true", help="prepare again even if already prepared")
     add_store_argument(p)
     p.set_defaults(func=run_prepare)
 
     m = subparsers.add_parser("models", help="list prepared models")
     m.add_argument("--json", action="store_true")
-    m.add_argument("--verify", action="store_true", help="check every file's hash against the manifest")
+    m.add_argument(
+        "--verify", action="store_true", help="check every file's hash against the manifest"
+    )
     add_store_argument(m)
     m.set_defaults(func=run_models)
 
@@ -85,7 +91,13 @@ def run_models(args) -> int:
     store = ModelStore(args.store or default_store())
     models = store.list()
     if args.json:
-        print(json.dumps([dict(m.manifest.to_dict(), path=str(m.path)) for m in models], ensure_ascii=False, indent=2))
+        print(
+            json.dumps(
+                [dict(m.manifest.to_dict(), path=str(m.path)) for m in models],
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
         return 0
     if not models:
         print(f"no models prepared in {store.root}; run: python -m solver prepare --embedded")
