@@ -134,9 +134,15 @@ def extract_final_answer(text: str) -> str | None:
         rest = text[match.end() :].lstrip(" \t:：")
         end = _SENTENCE_END.search(rest)
         value = _clean_final(rest[: end.start()] if end else rest)
-        if value and len(value) <= _MAX_PHRASE_ANSWER:
+        if value and len(value) <= _MAX_PHRASE_ANSWER and not _ECHOED_INSTRUCTION.search(value):
             return value
     return None
+
+
+# "The answer is within \boxed{}." / "...in the specified format": the prompt's instruction echoed back.
+_ECHOED_INSTRUCTION = re.compile(
+    r"\\boxed|\\fbox|^(?:within|in|inside)\b|specified format|step by step", re.IGNORECASE
+)
 
 
 def _last_boxed(text: str) -> str | None:

@@ -193,6 +193,8 @@ def test_implicit_think_text_without_close_is_all_reasoning():
     "text, expected",
     [
         ("\\boxed{23}", "23"),
+        ("The answer is within \\boxed{}.", None),  # the instruction echoed, not an answer
+        ("So the answer is in the specified format.", None),
         ("first \\boxed{1}, then \\boxed{2}", "2"),
         ("\\boxed{\\frac{\\sqrt{2}}{2}}", "\\frac{\\sqrt{2}}{2}"),
         ("\\boxed {42}", "42"),
