@@ -86,6 +86,20 @@
         document.getElementById("question").value = button.textContent;
       });
     });
+    // Add the question to "My questions" at once (textContent only: the text is the student's).
+    function remember(questionId, text) {
+      const list = document.querySelector("ul.history");
+      if (!list) return;
+      const empty = list.querySelector("li.empty");
+      if (empty) empty.remove();
+      const item = document.createElement("li");
+      const link = document.createElement("a");
+      link.href = "/questions/" + encodeURIComponent(questionId);
+      link.textContent = text.length > 80 ? text.slice(0, 79) + "…" : text;
+      item.appendChild(link);
+      list.insertBefore(item, list.firstChild);
+    }
+
     form.addEventListener("submit", async function (submit) {
       submit.preventDefault();
       const text = document.getElementById("question").value;
@@ -110,6 +124,12 @@
         } else if (!response.ok && response.status !== 202) {
           setStatus(data.error || ("Error " + response.status), "error");
           reasoningBox.hidden = true;
+        }
+        if (data.id) {
+          remember(data.id, text);
+        }
+        if (!response.ok && response.status !== 202) {
+          // already reported above
         } else if (data.status === "generating") {
           follow(data.id, data.stream);
         } else {
