@@ -95,11 +95,17 @@ class SentenceTransformerEmbedder:
         try:
             self._model = SentenceTransformer(str(load_from), device="cpu", backend=backend)
         except (OSError, ValueError, RuntimeError) as exc:
-            raise EmbedderUnavailable(f"Could not load the embedding model at {path}: {exc}") from exc
+            raise EmbedderUnavailable(
+                f"Could not load the embedding model at {path}: {exc}"
+            ) from exc
         if backend == "openvino" and openvino_dir is not None and load_from == path:
             self._model.save_pretrained(str(openvino_dir))
         self.name = name or f"st:{path.name}:{backend}"
-        self.dim = int(self._model.get_sentence_embedding_dimension())
+        get_dim = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
+        self.dim = int(get_dim())
         self.batch_size = batch_size
         self.model_path = path
         self._lock = threading.Lock()
@@ -145,7 +151,7 @@ class UniversalSentenceEncoderEmbedder:
 
 
 def load_embedder(name: str = "minilm", *, backend: str = "torch") -> Embedder:
-    """"minilm" (the bundled default), "use-multilingual", or "st:PATH" for any sentence-transformers folder."""
+    """ "minilm" (the bundled default), "use-multilingual", or "st:PATH" for any sentence-transformers folder."""
     if name == "minilm":
         return SentenceTransformerEmbedder(backend=backend, name=f"minilm:{backend}")
     if name == "use-multilingual":
@@ -175,14 +181,19 @@ def prepare_embedder_from_modelscope(
     try:
         from modelscope import snapshot_download
     except ImportError as exc:
-        raise EmbedderUnavailable("ModelScope is not installed: install the PyPI package modelscope.") from exc
+        raise EmbedderUnavailable(
+            "ModelScope is not installed: install the PyPI package modelscope."
+        ) from exc
     try:
         folder = snapshot_download(model_id, local_dir=str(target))
     except Exception as exc:  # network, authentication and hub errors all arrive as different types
         raise EmbedderUnavailable(
-            f"Could not download {model_id} from ModelScope into {target} ({type(exc).__name__}: {exc})."
+            f"Could not download {model_id} from ModelScope into {target} ({type(exc).__name__}); "
+            "check the network, or download the folder elsewhere and use it as st:PATH."
         ) from exc
     path = Path(folder)
     if not (path / "modules.json").is_file():
-        raise EmbedderUnavailable(f"{model_id} downloaded to {path} is not a sentence-transformers model.")
+        raise EmbedderUnavailable(
+            f"{model_id} downloaded to {path} is not a sentence-transformers model."
+        )
     return path

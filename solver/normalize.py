@@ -22,13 +22,22 @@ Decisions worth knowing (each one was checked against tests/data/cache_cases.jso
   一/a/one are articles far more often than counts. A change from 1 to any other value still shows,
   because the other value appears.
 - Month names are terms (march), not numbers, so "March 1" and "3月1日" agree; weekday names are terms.
-- Units are compared as sets of canonical ids; compound units split (km/h → km, h).
+- "The two of them" is not a count: 甲乙两人, 我们两个, 两个都是红球 and "both" repeat what is given.
+- Units are compared as sets of canonical ids; compound units split (km/h → km, h). In the canonical
+  text, length/area/volume/mass units are written as symbols in both languages (千米, kilometers → km).
+- The target is what the asking clause asks for: quantities (area, age, probability, ...), the thing
+  counted after "how many"/几只, a person when several are named, and the unit asked for ("in:cm").
+  "Prove ..." and "write a function ..." have no target (their terms carry them), except the facts
+  inside "if ..." of a claim, so that a claim and its converse differ.
+- Terms are the bilingual lexicon's ids found anywhere; the "hard" ones (operations, parity, shapes,
+  sequence kinds, colours, animals, ...) must agree, the soft ones (SOFT_TERMS) may be left implicit.
 
 It does not embed, search or decide hits (that is `solver.cache`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -184,8 +193,14 @@ _EN_SYNONYMS = [
     (r"\bppl\b", "people"),
     (r"\bprob\b", "probability"),
     (r"\bno\.\s*(?=\d)", "number "),
-    (r"\b(centi|milli|kilo|deci)?metres?\b", lambda m: (m.group(1) or "") + "meter" + ("s" if m.group().endswith("s") else "")),
-    (r"\b(milli)?litres?\b", lambda m: (m.group(1) or "") + "liter" + ("s" if m.group().endswith("s") else "")),
+    (
+        r"\b(centi|milli|kilo|deci)?metres?\b",
+        lambda m: (m.group(1) or "") + "meter" + ("s" if m.group().endswith("s") else ""),
+    ),
+    (
+        r"\b(milli)?litres?\b",
+        lambda m: (m.group(1) or "") + "liter" + ("s" if m.group().endswith("s") else ""),
+    ),
     (r"\bday of (?:the )?week\b|\bweek ?day\b", "weekday"),
     (r"\bsquare root of\b", "sqrt"),
     (r"\bsqrt\s*\(\s*([^()]{1,20}?)\s*\)", r"sqrt \1"),
@@ -198,6 +213,8 @@ _EN_SYNONYMS = [
     (r"\bcubed\b", "^3"),
     (r"\bper cent\b", "percent"),
     (r"\bpercentage\b", "percent"),
+    (r"\bfalls on\b|\blands on\b", "is"),
+    (r"\bcomes? next\b", "is next"),
     (r"\bshow that\b|\bshow\b(?= (?:adding|whenever|any|every|the))", "prove that"),
     (r"\bhow (?:do|can|would) (?:you|i|we|one) prove\b", "prove"),
     (r"\bjan\.?(?=\s*\d)", "january"),
@@ -217,7 +234,7 @@ _EN_SYNONYM_RES = [(re.compile(p), r) for p, r in _EN_SYNONYMS]
 _ZH_SYNONYMS = [
     (r"礼拜", "星期"),
     (r"星期天", "星期日"),
-    (r"周([一二三四五六日天])(?![一二三四五六七八九十])", r"星期\1"),
+    (r"周([一二三四五六日天几])(?![一二三四五六七八九十])", r"星期\1"),
     (r"星期日", "sunday "),
     (r"星期一", "monday "),
     (r"星期二", "tuesday "),
@@ -229,6 +246,9 @@ _ZH_SYNONYMS = [
     (r"公约数", "公因数"),
     (r"素数", "质数"),
     (r"兔子", "兔"),
+    (r"无限", "无穷"),
+    (r"(\d+(?:\.\d+)?)\s*块\s*(\d+(?:\.\d+)?)\s*毛", r"\1元\2角"),
+    (r"是(\d+)的倍数", r"能被\1整除"),
     (r"根号\s*", "sqrt "),
     (r"(?:请|试|试着|如何|怎么|怎样)证明", "证明"),
     (r"的平方(?![米分厘千])", "^2"),
@@ -248,7 +268,9 @@ _CN_UNITS = {"十": 10, "拾": 10, "百": 100, "佰": 100, "千": 1000, "仟": 1
 _CN_BIG = {"万": 10**4, "亿": 10**8}
 _CN_CHARS = "".join(_CN_DIGITS) + "".join(_CN_UNITS) + "".join(_CN_BIG)
 _CN_RUN = f"[{_CN_CHARS}]+"
-_NUM = rf"(?:\d+(?:\.\d+)?|{_CN_RUN})"
+# a number written in digits or Chinese numerals, matched only from its first character (the look-behind
+# keeps long digit runs linear instead of retrying from every position)
+_NUM = rf"(?<![\d.{_CN_CHARS}])(?:\d+(?:\.\d+)?|{_CN_RUN})"
 
 # Words whose characters look like numerals but are not numbers here. They are hidden during the
 # numeral pass and restored afterwards; some become a math term instead (三角形 → triangle).
@@ -327,6 +349,8 @@ def _cn_number(text: str) -> str | None:
     """A Chinese numeral or digits (possibly with 万/亿) as a decimal string."""
     if re.fullmatch(r"\d+(?:\.\d+)?", text):
         return text
+    if len(text) > _MAX_DIGITS:
+        return None  # not a number anyone writes in words
     value = _cn_to_int(text)
     return None if value is None else str(value)
 
@@ -372,13 +396,22 @@ def _zh_numbers(text: str) -> str:
 
     sub_num(rf"({_NUM})个半", half_after)
     text = re.sub(r"一半", "1/2", text)
-    text = re.sub(r"(?<![\d.])半(?=个|小时|天|年|月|斤|价|圈|周|分钟|米|公里|千米|杯|瓶|箱)", "0.5", text)
+    text = re.sub(
+        r"(?<![\d.])半(?=个|小时|天|年|月|斤|价|圈|周|分钟|米|公里|千米|杯|瓶|箱)", "0.5", text
+    )
     text = re.sub(r"个0\.5", "0.5个", text)
 
     def decimal(m: re.Match[str]) -> str | None:
         return _cn_decimal(m.group())
 
-    sub_num(rf"{_CN_RUN}点[零〇一二三四五六七八九]+", decimal)
+    sub_num(rf"(?<![{_CN_CHARS}]){_CN_RUN}点[零〇一二三四五六七八九]+", decimal)
+
+    # 3万 → 30000, 1.5万 → 15000, 2千 → 2000 (千米/千克 are hidden above)
+    def scaled(m: re.Match[str]) -> str:
+        value = Fraction(m.group(1)) * {"万": 10**4, "亿": 10**8, "千": 1000, "百": 100}[m.group(2)]
+        return _format_fraction(value)
+
+    text = re.sub(r"(?<![\d.])(\d{1,15}(?:\.\d{1,15})?)(万|亿|千|百)", scaled, text)
 
     def plain(m: re.Match[str]) -> str | None:
         value = _cn_number(m.group())
@@ -393,12 +426,6 @@ def _zh_numbers(text: str) -> str:
 
     sub_num(_CN_RUN, plain)
 
-    # 3万 → 30000, 1.5万 → 15000, 2千 → 2000 (千米/千克 are hidden above)
-    def scaled(m: re.Match[str]) -> str:
-        value = Fraction(m.group(1)) * {"万": 10**4, "亿": 10**8, "千": 1000, "百": 100}[m.group(2)]
-        return _format_fraction(value)
-
-    text = re.sub(r"(\d+(?:\.\d+)?)(万|亿|千|百)", scaled, text)
     # 七五折 / 75折 / 8折 / 8.5折: the share of the price that is paid, in percent
     def discount(m: re.Match[str]) -> str:
         raw = m.group(1)
@@ -407,12 +434,20 @@ def _zh_numbers(text: str) -> str:
             value *= 10
         return f"{_format_fraction(value)}%"
 
-    text = re.sub(r"(\d+(?:\.\d+)?)折", discount, text)
-    text = re.sub(r"(\d+)边形", r"\1边形", text)
+    text = re.sub(r"(?<![\d.])(\d{1,3}(?:\.\d{1,3})?)折", discount, text)
     text = re.sub(r"零(?=\d)", "", text)  # 2小时零15分 = 2小时15分
     # "the two (of them)" repeats a count already given: 两个都是红球 = both are red, 两地相距 = A and B are
-    text = re.sub(r"(?<![\d.])2\s*(?=(?:个|张|人|管|辆|只|条|位|队|列|地|车|次)?(?:都|同时|一起|合作|相向|相背|相距))", "两", text)
+    text = re.sub(
+        r"(?<![\d.])2\s*(?=(?:个|张|人|管|辆|只|条|位|队|列|地|车|次)?(?:都|同时|一起|合作|相向|相背|相距))",
+        "两",
+        text,
+    )
     text = re.sub(r"(我们|他们|你们|她们)\s*2\s*个", r"\1两个", text)
+    # 再过3年 = 3年后; 2小时15分 = 2小时15分钟
+    text = re.sub(
+        r"再过\s*(\d+(?:\.\d+)?)\s*(个)?(天|年|小时|分钟|周|星期|月|秒)", r"\1\2\3后", text
+    )
+    text = re.sub(r"(\d)\s*(个)?小时\s*(\d+)\s*分(?![钟之])", r"\1\2小时\3分钟", text)
     text = re.sub(r"\ue000(\d+)\ue001", lambda m: hidden[int(m.group(1))], text)
     return text
 
@@ -478,7 +513,9 @@ def _en_cardinal(words: list[str]) -> int:
 
 
 _EN_WORD_RUN_RE = re.compile(
-    r"\b(?:" + "|".join(sorted(_EN_CARDINAL_WORDS | set(_EN_ORDINALS), key=len, reverse=True)) + r")"
+    r"\b(?:"
+    + "|".join(sorted(_EN_CARDINAL_WORDS | set(_EN_ORDINALS), key=len, reverse=True))
+    + r")"
     r"(?:(?:\s+|-)(?:and\s+)?(?:"
     + "|".join(sorted(_EN_CARDINAL_WORDS | set(_EN_ORDINALS), key=len, reverse=True))
     + r"))*\b"
@@ -502,7 +539,9 @@ def _en_numbers(text: str) -> str:
         # "and" joins only after hundred/thousand: "five and six" are two numbers
         if len(words) > 1 and " and " in m.group():
             parts = re.split(r"\s+and\s+", m.group())
-            if not all(re.search(r"(?:hundred|thousand|million|billion)$", p.strip()) for p in parts[:-1]):
+            if not all(
+                re.search(r"(?:hundred|thousand|million|billion)$", p.strip()) for p in parts[:-1]
+            ):
                 return " and ".join(run(re.match(r".*", p.strip())) for p in parts)  # type: ignore[arg-type]
         ordinal = words[-1] in _EN_ORDINALS and words[-1] not in _EN_CARDINAL_WORDS
         # a cardinal followed by a denominator word is a fraction: "two thirds"
@@ -565,7 +604,12 @@ _MONTHS = [
 
 def _digit_forms(text: str) -> str:
     """Thousands separators, mixed numbers, ordinals, percent words, months, digit/letter spacing."""
-    text = re.sub(r"(?<![\d.,])(\d{1,3})((?:,\d{3})+)(?![\d,])", lambda m: m.group(1) + m.group(2).replace(",", ""), text)
+    text = re.sub(
+        r"(?<![\d.,])(\d{1,3})((?:,\d{3})+)(?![\d,])",
+        lambda m: m.group(1) + m.group(2).replace(",", ""),
+        text,
+    )
+
     # mixed numbers: 2 1/2 -> 2.5 (only proper fractions)
     def mixed(m: re.Match[str]) -> str:
         whole, num, den = int(m.group(1)), int(m.group(2)), int(m.group(3))
@@ -573,8 +617,8 @@ def _digit_forms(text: str) -> str:
             return m.group()
         return _format_fraction(whole + Fraction(num, den))
 
-    text = re.sub(r"(?<![\d./])(\d+)\s+(\d+)/(\d+)(?![\d/])", mixed, text)
-    text = re.sub(r"(\d+)\s*(?:st|nd|rd|th)\b", r"\1th", text)
+    text = re.sub(r"(?<![\d./])(\d{1,15})\s+(\d{1,15})/(\d{1,15})(?![\d/])", mixed, text)
+    text = re.sub(r"(?<!\d)(\d+)\s*(?:st|nd|rd|th)\b", r"\1th", text)
     text = re.sub(r"(\d)\s*(?:percent|pct)\b", r"\1%", text)
     text = re.sub(r"\bwhat\s+percent\b", "what %", text)
     # Chinese month numbers become month names (a term, like "march" in English): 3月1日 -> march 1日
@@ -593,10 +637,47 @@ def _digit_forms(text: str) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+_ZH_UNIT_SYMBOLS = [
+    ("平方千米", "km²"), ("平方公里", "km²"), ("平方分米", "dm²"), ("平方厘米", "cm²"), ("平方毫米", "mm²"),
+    ("平方米", "m²"), ("立方千米", "km³"), ("立方分米", "dm³"), ("立方厘米", "cm³"), ("立方毫米", "mm³"),
+    ("立方米", "m³"), ("千米", "km"), ("公里", "km"), ("分米", "dm"), ("厘米", "cm"), ("毫米", "mm"),
+    ("千克", "kg"), ("公斤", "kg"), ("毫升", "ml"),
+]  # fmt: skip
+_EN_UNIT_SYMBOLS = [
+    (r"(?:square|sq\.?) (?:kilometers?|km)\b", "km²"), (r"(?:square|sq\.?) (?:decimeters?|dm)\b", "dm²"),
+    (r"(?:square|sq\.?) (?:centimeters?|cm)\b", "cm²"), (r"(?:square|sq\.?) (?:millimeters?|mm)\b", "mm²"),
+    (r"(?:square|sq\.?) (?:meters?|m)\b", "m²"), (r"cubic (?:kilometers?|km)\b", "km³"),
+    (r"cubic (?:decimeters?|dm)\b", "dm³"), (r"cubic (?:centimeters?|cm)\b", "cm³"),
+    (r"cubic (?:millimeters?|mm)\b", "mm³"), (r"cubic (?:meters?|m)\b", "m³"), (r"kilometers?\b", "km"),
+    (r"decimeters?\b", "dm"), (r"centimeters?\b", "cm"), (r"millimeters?\b", "mm"),
+    (r"kilograms?\b", "kg"), (r"milliliters?\b", "ml"), (r"(?<=\d )meters?\b|(?<=\d)meters?\b", "m"),
+    (r"(?<=\d )grams?\b", "g"), (r"(?<=how many )meters\b", "m"), (r"(?<=how many )grams\b", "g"),
+]  # fmt: skip
+_EN_UNIT_SYMBOL_RES = [(re.compile(rf"(?<![a-z]){p}"), r) for p, r in _EN_UNIT_SYMBOLS]
+
+
+def _unit_symbols(text: str) -> str:
+    """Length, area, volume and mass units written as symbols in both languages (千米, kilometers → km)."""
+    for word, symbol in _ZH_UNIT_SYMBOLS:
+        text = text.replace(word, f" {symbol} ")
+    text = re.sub(r"(?<=\d)\s*米(?!/)|(?<=多少)米|(?<=成)米|米(?=数)", " m ", text)
+    text = re.sub(r"(?<=[km\d])\s*/\s*(?:时|小时)", "/h", text)
+    text = re.sub(r"(?<=[m\d])\s*/\s*秒", "/s", text)
+    text = re.sub(r"米/秒", "m/s", text)
+    text = re.sub(r"km每小时|km/小时", "km/h", text)
+    for pattern, symbol in _EN_UNIT_SYMBOL_RES:
+        text = pattern.sub(symbol, text)
+    return text
+
+
 def _tidy_spacing(text: str) -> str:
     text = re.sub(r"(\d)([a-z])", r"\1 \2", text)
     text = re.sub(r"(?<=\d) (th)\b", r"\1", text)  # keep "20th" together
-    text = re.sub(r"([a-z])(\d)", lambda m: m.group(1) + (" " if m.group(1) not in "nxyzk^" else "") + m.group(2), text)
+    text = re.sub(
+        r"([a-z])(\d)",
+        lambda m: m.group(1) + (" " if m.group(1) not in "nxyzk^" else "") + m.group(2),
+        text,
+    )
     text = re.sub(r"([,;:!?])(?=[a-z])", r"\1 ", text)
     text = re.sub(r"(?<=[a-z])\.(?=[a-z])", ". ", text)
     text = re.sub(r"([!?])\1+", r"\1", text)
@@ -605,7 +686,9 @@ def _tidy_spacing(text: str) -> str:
     # a space between Chinese words stands for a comma ("5个人排成一排 甲不站在两端"); next to digits,
     # Latin words or punctuation it is only spacing ("相距 30 千米", "用 python 输出")
     text = re.sub(rf"(?<=[{_CJK}A-Z]) (?=[{_CJK}A-Z])", ",", text)
-    text = re.sub(rf"(?<=[{_CJK}])\s+(?=[{_CJK}\d(a-z])|(?<=[{_CJK}\d)a-z])\s+(?=[{_CJK}])", "", text)
+    text = re.sub(
+        rf"(?<=[{_CJK}])\s+(?=[{_CJK}\d(a-z])|(?<=[{_CJK}\d)a-z])\s+(?=[{_CJK}])", "", text
+    )
     text = re.sub(r"\s+([,.;:!?)])", r"\1", text)
     text = re.sub(r"\(\s+", "(", text)
     return text
@@ -628,12 +711,15 @@ def normalize(text: str) -> str:
     for _ in range(2):  # greetings may be stacked: "hi! pls help!!"
         for pattern in _FILLER_RES:
             text = pattern.sub(" ", text)
-    text = re.sub(r"(^|[,.:;?!]\s*)问[:\s]*(?=\S)", r"\1", text)  # "..., 问鸡有多少只" -> "..., 鸡有多少只"
+    text = re.sub(
+        r"(^|[,.:;?!]\s*)问[:\s]*(?=\S)", r"\1", text
+    )  # "..., 问鸡有多少只" -> "..., 鸡有多少只"
     text = _zh_numbers(text)
     text = _en_numbers(text)
     text = _digit_forms(text)
+    text = _unit_symbols(text)
     text = _tidy_spacing(text)
-    text = re.sub(r"^[\s,.:;!?-]+", "", text)
+    text = re.sub(r"^(?:[\s,.:;!?]|-(?!\d))+", "", text)
     return text
 
 
@@ -641,15 +727,26 @@ def normalize(text: str) -> str:
 # Signature pieces: numbers
 # --------------------------------------------------------------------------------------------------
 
+_MAX_DIGITS = 40
+
+
+def _exact(text: str) -> Fraction:
+    """The value of a decimal numeral; absurdly long ones get a stand-in that keeps them distinct."""
+    if len(text) <= _MAX_DIGITS:
+        return Fraction(text)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return Fraction(10**_MAX_DIGITS + int(digest, 16))
+
+
 _NUMBER_RE = re.compile(r"(?<![a-z\d.])(\d+(?:\.\d+)?)(?:/(\d+(?:\.\d+)?))?(?![\d])")
 
 
 def _numbers(canonical: str) -> list[Fraction]:
     values = []
     for m in _NUMBER_RE.finditer(canonical):
-        value = Fraction(m.group(1))
+        value = _exact(m.group(1))
         if m.group(2) is not None:
-            den = Fraction(m.group(2))
+            den = _exact(m.group(2))
             if den == 0:
                 continue
             value /= den
@@ -672,16 +769,16 @@ def _numbers(canonical: str) -> list[Fraction]:
 # (unit id, English pattern, Chinese pattern). English words match after a number, after per/a/an/each/
 # every/how many/in/into/to, or anywhere when plural; symbols only right after a number or "/" or "per".
 _UNITS: list[tuple[str, str, str]] = [
-    ("km2", r"(?:square|sq\.?) (?:kilometers?|km)", r"平方千米|平方公里"),
-    ("dm2", r"(?:square|sq\.?) (?:decimeters?|dm)", r"平方分米"),
-    ("cm2", r"(?:square|sq\.?) (?:centimeters?|cm)", r"平方厘米"),
-    ("mm2", r"(?:square|sq\.?) (?:millimeters?|mm)", r"平方毫米"),
-    ("m2", r"(?:square|sq\.?) (?:meters?|m)", r"平方米"),
-    ("km3", r"cubic (?:kilometers?|km)", r"立方千米"),
-    ("dm3", r"cubic (?:decimeters?|dm)", r"立方分米"),
-    ("cm3", r"cubic (?:centimeters?|cm)|cc", r"立方厘米"),
-    ("mm3", r"cubic (?:millimeters?|mm)", r"立方毫米"),
-    ("m3", r"cubic (?:meters?|m)", r"立方米"),
+    ("km2", r"km²", r"平方千米|平方公里"),
+    ("dm2", r"dm²", r"平方分米"),
+    ("cm2", r"cm²", r"平方厘米"),
+    ("mm2", r"mm²", r"平方毫米"),
+    ("m2", r"m²", r"平方米"),
+    ("km3", r"km³", r"立方千米"),
+    ("dm3", r"dm³", r"立方分米"),
+    ("cm3", r"cm³|cc", r"立方厘米"),
+    ("mm3", r"mm³", r"立方毫米"),
+    ("m3", r"m³", r"立方米"),
     ("ha", r"hectares?", r"公顷"),
     ("mu", r"\bmu\b", r"亩"),
     ("km", r"kilometers?|kms?|kph", r"千米|公里"),
@@ -717,18 +814,62 @@ _UNITS: list[tuple[str, str, str]] = [
     ("deg", r"degrees?|°", r"度"),
     ("%", r"%", r"%"),
 ]
-_UNIT_SYMBOLS = {"km", "kms", "kph", "mph", "dm", "cm", "mm", "ft", "m", "kg", "g", "t", "ml", "l", "h", "min", "s", "lb", "lbs", "cc", "usd", "rmb"}
+_UNIT_SYMBOLS = {
+    "km",
+    "kms",
+    "kph",
+    "mph",
+    "dm",
+    "cm",
+    "mm",
+    "ft",
+    "m",
+    "kg",
+    "g",
+    "t",
+    "ml",
+    "l",
+    "h",
+    "min",
+    "s",
+    "lb",
+    "lbs",
+    "cc",
+    "usd",
+    "rmb",
+}
 # Chinese single characters that are units only right after a number or after 每/几/多少
-_ZH_SHORT_UNITS = {"米", "克", "吨", "斤", "升", "秒", "天", "周", "年", "岁", "元", "角", "分", "度", "亩", "星期", "毛", "块钱"}
+_ZH_SHORT_UNITS = {
+    "米",
+    "克",
+    "吨",
+    "斤",
+    "升",
+    "秒",
+    "天",
+    "周",
+    "年",
+    "岁",
+    "元",
+    "角",
+    "分",
+    "度",
+    "亩",
+    "星期",
+    "毛",
+    "块钱",
+}
 
 _EN_UNIT_ALTS = "|".join(f"(?P<u{i}>{en})" for i, (_, en, _) in enumerate(_UNITS))
-_EN_UNIT_RE = re.compile(rf"(?<![a-z])(?:{_EN_UNIT_ALTS})(?![a-z])")
+_EN_UNIT_RE = re.compile(rf"(?<![a-z])(?:{_EN_UNIT_ALTS})(?![a-z²³])")
 _ZH_UNIT_ALTS = "|".join(f"(?P<z{i}>{zh})" for i, (_, _, zh) in enumerate(_UNITS))
 _ZH_UNIT_RE = re.compile(_ZH_UNIT_ALTS)
 _UNIT_CONTEXT_BEFORE_RE = re.compile(
     r"(?:\d|\d\s|\d-|/\s*|\bper\s|\ban?\s|\beach\s|\bevery\s|\bhow many\s|\bhow much\s|\bin\s|\binto\s|\bto\s|\bof\s|\bsquare\s|\bcubic\s|\bwhat\s|\b(?:number|count) of\s)$"
 )
-_ZH_UNIT_CONTEXT_BEFORE_RE = re.compile(r"(?:\d|\d\s|[每几成]|多少|[几多]个|\d个|\d多|\d余|个|0\.5|/|\d分|输入|返回|输出)$")
+_ZH_UNIT_CONTEXT_BEFORE_RE = re.compile(
+    r"(?:\d|\d\s|[每几成(]|多少|[几多]个|\d个|\d多|\d余|个|0\.5|/|\d分|输入|返回|输出)$"
+)
 
 
 def _units(canonical: str) -> set[str]:
@@ -740,17 +881,33 @@ def _units(canonical: str) -> set[str]:
         word = m.group()
         before = canonical[max(0, m.start() - 16) : m.start()]
         has_context = bool(_UNIT_CONTEXT_BEFORE_RE.search(before))
-        is_symbol = word in _UNIT_SYMBOLS or len(word) <= 2
-        if is_symbol:
-            if not re.search(r"(?:\d\s?|\d-|/\s?|\bper\s|\bin\s|\binto\s|\bhow many\s|\bto\s|多少|成)$", before):
+        is_symbol = word in _UNIT_SYMBOLS or len(word) <= 3
+        if canonical[m.end() : m.end() + 1] == "数" or _CJK_RE.match(before.rstrip()[-1:] or "x"):
+            pass  # "km数" (a number of kilometres); a symbol inside Chinese text came from 千米, 厘米, ...
+        elif is_symbol:
+            if not re.search(
+                r"(?:\d\s?|\d-|/\s?|\bper\s|\bin\s|\binto\s|\bhow many\s|\bto\s|多少|成|\()$",
+                before,
+            ):
                 continue
-            if word in ("m", "s", "h", "t", "l", "g") and not re.search(r"(?:\d\s?|\d-|/\s?|\bper\s|多少|成)$", before):
+            if word in ("m", "s", "h", "t", "l", "g") and not re.search(
+                r"(?:\d\s?|\d-|/\s?|\bper\s|\bhow many\s|多少|成)$", before
+            ):
                 continue
         elif word == "second" and not has_context:
             continue
-        elif not has_context and not word.endswith("s") and unit_id not in ("degC", "degF", "K", "year"):
+        elif (
+            not has_context
+            and not word.endswith("s")
+            and unit_id not in ("degC", "degF", "K", "year")
+        ):
             continue
-        elif unit_id == "year" and word.startswith("year") and not has_context and not word.endswith("s"):
+        elif (
+            unit_id == "year"
+            and word.startswith("year")
+            and not has_context
+            and not word.endswith("s")
+        ):
             continue
         found.add(unit_id)
     # Chinese
@@ -759,7 +916,7 @@ def _units(canonical: str) -> set[str]:
         unit_id = _UNITS[unit_index][0]
         word = m.group()
         before = canonical[max(0, m.start() - 6) : m.start()]
-        if word in _ZH_SHORT_UNITS or unit_id in ("fen", "jiao", "yuan", "week", "day", "year", "s", "m", "g", "t", "l", "deg"):
+        if word in _ZH_SHORT_UNITS or len(word) == 1:
             if not _ZH_UNIT_CONTEXT_BEFORE_RE.search(before):
                 continue
             if word == "年" and re.search(r"\d{4}$", before):
@@ -796,6 +953,7 @@ POLARITY_IDS = frozenset(
     {
         "not", "at_least", "at_most", "more", "less", "after", "before", "upstream", "downstream",
         "increase", "decrease", "toward", "away", "same_direction", "different", "or", "fill", "drain",
+        "ascending", "descending",
     }
 )  # fmt: skip
 # Persons: part of the target when the question names one of several people ("how old is Ben").
@@ -815,6 +973,7 @@ ASKABLE_IDS = frozenset(
         "price", "original", "saving", "interest", "percent", "fraction", "probability", "ways",
         "weekday", "date", "sum", "difference", "product", "quotient", "average", "next",
         "index", "gcd", "lcm", "each", "red", "blue", "white", "black", "green", "yellow", "which",
+        "whole",
         "big", "small",
     }
 )  # fmt: skip
@@ -837,6 +996,7 @@ SOFT_TERMS = frozenset(
         "divisible", "power", "sqrt", "ace", "worker", "next", "repeat",
         "ball", "child", "saving", "row", "weekday", "date", "percent", "fraction",
         "respectively",
+        "whole",
     }
 )  # fmt: skip
 
@@ -883,8 +1043,16 @@ _LEXICON: list[tuple[tuple[str, ...], str, str]] = [
     # vocabulary with a built-in negation
     (("not", "rational"), r"irrational", r"无理数"),
     (("rational",), r"rational", r"有理数"),
-    (("not", "replacement"), r"without (?:replacement|replacing|putting (?:it |them |the \w+ (?:one )?)?back)", r"不放回"),
-    (("replacement",), r"with replacement|replac(?:ed|ing) (?:it|them)|put (?:it |them )?back", r"放回"),
+    (
+        ("not", "replacement"),
+        r"without (?:replacement|replacing|putting (?:it |them |the \w+ (?:one )?)?back)",
+        r"不放回",
+    ),
+    (
+        ("replacement",),
+        r"with replacement|replac(?:ed|ing) (?:it|them)|put (?:it |them )?back",
+        r"放回",
+    ),
     (("gcd",), r"greatest common (?:divisor|factor)|highest common factor|gcd|hcf", r"最大公因数"),
     (("lcm",), r"least common multiple|lowest common multiple|lcm", r"最小公倍数"),
     (("perfect_square",), r"perfect squares?|square numbers?", r"完全平方数|平方数"),
@@ -892,25 +1060,79 @@ _LEXICON: list[tuple[tuple[str, ...], str, str]] = [
     (("infinite",), r"infinitely|infinite|infinity", r"无穷|无限"),
     (("quadratic",), r"quadratic", r"一元二次方程|二次方程|二次函数"),
     (("case",), r"case(?:-| )?(?:sensitive|insensitive)?|upper ?case|lower ?case", r"大小写"),
+    (
+        ("ascending",),
+        r"ascending|increasing order|(?:smallest|lowest) to (?:largest|highest)|low to high",
+        r"从小到大|由小到大|升序",
+    ),
+    (
+        ("descending",),
+        r"descending|decreasing order|(?:largest|highest) to (?:smallest|lowest)|high to low",
+        r"从大到小|由大到小|降序",
+    ),
     (("same_direction",), r"(?:in )?the same direction", r"同向|同方向"),
     (("toward",), r"toward(?:s)? each other", r"相向"),
     (("away",), r"opposite directions?|away from each other", r"相背|背向|反向"),
-    (("at_least",), r"at least|no (?:fewer|less) than|not (?:fewer|less) than|minimum|smallest|least|fewest|lowest|youngest|shortest", r"至少|最少|不少于|不低于|不小于|最小|最低|最短|最年轻|>="),
-    (("at_most",), r"at most|no more than|not more than|maximum|largest|greatest|biggest|highest|oldest|longest|most", r"至多|最多|不超过|不多于|不大于|不高于|最大|最高|最长|最年长|<="),
-    (("ways",), r"(?:different |distinct )?ways|(?:different |distinct )?arrangements", r"(?:多少种|几种)(?:不同的)?(?:选法|排法|站法|方法|取法|走法|结果)?|不同的(?:选法|排法|站法|方法|取法|走法)|选法|排法|站法|方法"),
+    (
+        ("at_least",),
+        r"at least|no (?:fewer|less) than|not (?:fewer|less) than|minimum|smallest|least|fewest|lowest|youngest|shortest",
+        r"至少|最少|不少于|不低于|不小于|最小|最低|最短|最年轻|>=",
+    ),
+    (
+        ("at_most",),
+        r"at most|no more than|not more than|maximum|largest|greatest|biggest|highest|oldest|longest|most",
+        r"至多|最多|不超过|不多于|不大于|不高于|最大|最高|最长|最年长|<=",
+    ),
+    (
+        ("ways",),
+        r"(?:different |distinct )?ways|(?:different |distinct )?arrangements",
+        r"(?:多少种|几种)(?:不同的)?(?:选法|排法|站法|方法|取法|走法|结果)?|不同的(?:选法|排法|站法|方法|取法|走法)|选法|排法|站法|方法",
+    ),
     (("different",), r"different|distinct|differ", r"不同|不一样|互不相同"),
-    (("not", "repeat"), r"no repeated|without repeat(?:ed|ing|s)?|non-?repeating", r"没有重复|不重复|不能重复|无重复"),
+    (
+        ("not", "repeat"),
+        r"no repeated|without repeat(?:ed|ing|s)?|non-?repeating",
+        r"没有重复|不重复|不能重复|无重复",
+    ),
     (("repeat",), r"repeated|repeat(?:s|ing)?", r"重复"),
     (("exactly",), r"exactly", r"恰好|恰有|正好|刚好"),
     (("respectively",), r"respectively", r"分别|区别|特别|别人|别的|差别"),
-    (("not",), r"not|never|no|none|neither|nor|nobody|nothing|without|excluding|except", r"不|没有|没|非(?!常)|无法|无|未|别|勿"),
+    (
+        ("not",),
+        r"not|never|no|none|neither|nor|nobody|nothing|without|excluding|except",
+        r"不|没有|没|非(?!常)|无法|无|未|别|勿",
+    ),
     (("or",), r"or|either", r"或者|或|还是|要么"),
-    (("more",), r"more|greater|larger|bigger|higher|taller|older|longer|heavier|faster|exceeds?|exceeding|above", r"多于|大于|超过|高于|较大|较多|比[^,.?!;]{0,12}?(?:多|大|高|长|重|快|贵|老)"),
-    (("less",), r"fewer|less|smaller|lower|shorter|younger|lighter|slower|cheaper|below|under", r"少于|小于|低于|较小|较少|比[^,.?!;]{0,12}?(?:少|小|低|短|轻|慢|便宜)"),
-    (("increase",), r"increases?|increased|rises?|rose|raised?|goes up|went up|go up|grows?|markup", r"提价|涨价|上涨|增加|提高|增长|涨了|涨"),
-    (("decrease",), r"decreases?|decreased|falls?(?! on)|fell(?! on)|drops?|dropped|goes down|went down|go down|reduced?|discount(?:ed)?|off|cheaper", r"降价|下降|降低|减少|便宜|打折|降了|降"),
-    (("after",), r"from now|later|in \d+(?:\.\d+)? (?:years?|days?|hours?|minutes?|months?|weeks?)(?=[^.?!;]*\b(?:will|would)\b)|in(?= how many (?:years?|days?|hours?|minutes?|months?|weeks?))|after(?= (?:how many )?(?:\d+(?:\.\d+)? )?(?:years?|days?|hours?|minutes?|months?|weeks?))", r"(?<=[年天时钟月周期秒岁])(?:以后|之后|后)|再过"),
-    (("before",), r"ago|earlier|before \d+(?:\.\d+)? (?:years?|days?|hours?)", r"(?<=[年天时钟月周期秒岁])(?:以前|之前|前)"),
+    (
+        ("more",),
+        r"more|greater|larger|bigger|higher|taller|older|longer|heavier|faster|exceeds?|exceeding|above",
+        r"多于|大于|超过|高于|较大|较多|比[^,.?!;]{0,12}?(?:多|大|高|长|重|快|贵|老)",
+    ),
+    (
+        ("less",),
+        r"fewer|less|smaller|lower|shorter|younger|lighter|slower|cheaper|below|under",
+        r"少于|小于|低于|较小|较少|比[^,.?!;]{0,12}?(?:少|小|低|短|轻|慢|便宜)",
+    ),
+    (
+        ("increase",),
+        r"increases?|increased|rises?|rose|raised?|goes up|went up|go up|grows?|markup",
+        r"提价|涨价|上涨|增加|提高|增长|涨了|涨",
+    ),
+    (
+        ("decrease",),
+        r"decreases?|decreased|falls?(?! on)|fell(?! on)|drops?|dropped|goes down|went down|go down|reduced?|discount(?:ed)?|off|cheaper",
+        r"降价|下降|降低|减少|便宜|打折|降了|降",
+    ),
+    (
+        ("after",),
+        r"from now|later|in \d+(?:\.\d+)? (?:years?|days?|hours?|minutes?|months?|weeks?)(?=[^.?!;]*\b(?:will|would)\b)|in(?= how many (?:years?|days?|hours?|minutes?|months?|weeks?))|after(?= (?:how many )?(?:\d+(?:\.\d+)? )?(?:years?|days?|hours?|minutes?|months?|weeks?))",
+        r"(?<=[年天时钟月周期秒岁])(?:以后|之后|后)|再过",
+    ),
+    (
+        ("before",),
+        r"ago|earlier|before \d+(?:\.\d+)? (?:years?|days?|hours?)",
+        r"(?<=[年天时钟月周期秒岁])(?:以前|之前|前)",
+    ),
     (("upstream",), r"upstream|against the current", r"逆流|逆水"),
     (("downstream",), r"downstream|with the current", r"顺流|顺水"),
     (("fill",), r"fills?|filled|filling", r"注满|灌满|进水"),
@@ -925,12 +1147,20 @@ _LEXICON: list[tuple[tuple[str, ...], str, str]] = [
     (("digit",), r"digits?|\d+-digit", r"数字|位数"),
     (("consecutive",), r"consecutive", r"连续"),
     # operations
-    (("sum",), r"sums?|what total|the total(?! of)|add(?:ing|ed)? up|adding|add|plus|\d\s*\+\s*\d", r"之和|的和|和是|和为|和等于|和多少|总和|加到|相加|加起来|\d\s*\+\s*\d"),
+    (
+        ("sum",),
+        r"sums?|what total|the total(?! of)|add(?:ing|ed)? up|adding|add|plus|\d\s*\+\s*\d",
+        r"之和|的和|和是|和为|和等于|和多少|总和|加到|相加|加起来|\d\s*\+\s*\d",
+    ),
     (("difference",), r"difference|minus", r"之差|的差|差是|差为"),
     (("product",), r"products?|multiplied", r"之积|的积|(?<![面体容])积是|(?<![面体容])积为|乘积"),
     (("quotient",), r"quotient", r"商是|商为|商多少|的商|商等于"),
     (("remainder",), r"remainders?", r"余数|余"),
-    (("divisible",), r"divisible|divides?|divided (?:evenly )?by|multiples? of|division", r"整除|倍数|除以"),
+    (
+        ("divisible",),
+        r"divisible|divides?|divided (?:evenly )?by|multiples? of|division",
+        r"整除|倍数|除以",
+    ),
     (("power",), r"\^|powers?|exponent", r"次方|次幂|\^"),
     (("sqrt",), r"sqrt", r"sqrt"),
     (("average",), r"average|mean", r"平均"),
@@ -962,7 +1192,11 @@ _LEXICON: list[tuple[tuple[str, ...], str, str]] = [
     (("parallelogram",), r"parallelograms?", r"平行四边形"),
     (("quadrilateral",), r"quadrilaterals?", r"四边形"),
     (("rectangle",), r"rectangles?|rectangular", r"长方形|矩形"),
-    (("square",), r"squares?(?! (?:meters?|centimeters?|kilometers?|decimeters?|millimeters?|root|cm|km|dm|mm|m)\b)", r"正方形"),
+    (
+        ("square",),
+        r"squares?(?! (?:meters?|centimeters?|kilometers?|decimeters?|millimeters?|root|cm|km|dm|mm|m)\b)",
+        r"正方形",
+    ),
     (("cuboid",), r"cuboids?|rectangular prisms?", r"长方体"),
     (("cube",), r"cubes?", r"正方体|立方体"),
     (("cylinder",), r"cylinders?", r"圆柱"),
@@ -971,7 +1205,11 @@ _LEXICON: list[tuple[tuple[str, ...], str, str]] = [
     (("circle",), r"circles?|circular", r"圆(?![柱锥桌周])"),
     (("polygon",), r"polygons?|\d+-sided|sided", r"边形"),
     (("side",), r"side lengths?|edge lengths?|edges?", r"边长|棱长"),
-    (("length",), r"length|long(?! (?:does|do|did|will|would|to|it|is it))", r"长度|多长(?!时间)|长(?=\d)"),
+    (
+        ("length",),
+        r"length|long(?! (?:does|do|did|will|would|to|it|is it))",
+        r"长度|多长(?!时间)|长(?=\d)",
+    ),
     (("width",), r"width|wide", r"宽度|宽(?=\d)"),
     (("height",), r"height|tall", r"高度|多高|高(?=\d)"),
     # rates, money, time
@@ -979,26 +1217,46 @@ _LEXICON: list[tuple[tuple[str, ...], str, str]] = [
     (("current",), r"current", r"水流|水速"),
     (("speed",), r"speeds?|velocity|how fast", r"速度|时速|速率|多快"),
     (("distance",), r"distance|how far|far apart|apart", r"距离|路程|相距|多远"),
-    (("time",), r"how long(?= (?:does|do|did|will|would|to|it|is it))|time|how many (?:hours|days|minutes|seconds|weeks|months|years)", r"时间|多久|多长时间|几(?:个)?(?:小时|天|分钟|秒|周|星期|个月|年)|多少(?:个)?(?:小时|天|分钟|秒|周|星期|个月|年)(?!的)"),
+    (
+        ("time",),
+        r"how long(?= (?:does|do|did|will|would|to|it|is it))|time|how many (?:hours|days|minutes|seconds|weeks|months|years)",
+        r"时间|多久|多长时间|几(?:个)?(?:小时|天|分钟|秒|周|星期|个月|年)|多少(?:个)?(?:小时|天|分钟|秒|周|星期|个月|年)(?!的)",
+    ),
     (("age",), r"ages?|how old|years old|as old as", r"年龄|岁数|几岁|多大|多少岁"),
     (("round_trip",), r"round trip|there and back|back and forth", r"往返"),
     (("original", "price"), r"original price|originally|original", r"原价|原来"),
     (("sale", "price"), r"sale price|sale|sold|sells?|selling", r"售价|现价|出售"),
-    (("price",), r"prices?|costs?|how much (?:does|do|is|are|was|were)|unit price|worth", r"价格|单价|价钱|多少钱|价"),
+    (
+        ("price",),
+        r"prices?|costs?|how much (?:does|do|is|are|was|were)|unit price|worth",
+        r"价格|单价|价钱|多少钱|价",
+    ),
     (("saving",), r"save|saving|savings", r"便宜了|节省|省了"),
     (("interest",), r"interest", r"利息"),
     (("percent",), r"what %|% change|percent change", r"百分之几|百分比|百分数"),
     (("fraction",), r"what fraction", r"几分之几"),
+    (
+        ("whole",),
+        r"of what (?:number|amount|value|price|sum)",
+        r"是多少的|是哪个数的",
+    ),
     (("probability",), r"probability|probabilty|chances?|likelihood|likely", r"概率|可能性|几率"),
     (("ways",), r"combinations|permutations", r""),
     (("weekday",), r"weekday|what day|which day", r"星期几|周几"),
     (("date",), r"what date|which date", r"几月几日|几号|哪天|哪一天"),
-    (("which",), r"who|which (?:person|one|of them|of us)|what (?:are|is) (?=[A-Z])", r"谁|哪个人|哪位|什么人|各是|分别是|身份"),
+    (
+        ("which",),
+        r"who|which (?:person|one|of them|of us)|what (?:are|is) (?=[A-Z])",
+        r"谁|哪个人|哪位|什么人|各是|分别是|身份",
+    ),
     (("handshake",), r"handshakes?|shakes? hands", r"握手|握"),
     (("row",), r"(?:in )?a row|in a line|lined up", r"1排|一排|1行|排成|站成"),
     (("round_table",), r"round table|in a circle|around a table", r"圆桌|围成1圈|1圈"),
     # days and months
-    *[((day,), day, day) for day in ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")],
+    *[
+        ((day,), day, day)
+        for day in ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+    ],
     *[((month,), month, month) for month in _MONTHS],
     # people and animals
     (("grandfather",), r"grandfathers?|grandpa", r"爷爷|祖父|外公"),
@@ -1098,6 +1356,9 @@ def _concepts(canonical: str) -> list[tuple[str, int]]:
     # single capital letters are names (A says ..., pipe A, 甲 → A); the canonical text keeps them upper case
     for m in re.finditer(r"(?<![a-z])([A-HJ-Z])(?![a-z])", canonical):
         found.append((m.group(1), m.start()))
+    # single lower-case letters are variables (n^2, the k-th person); unit letters (m, s, h, g, l, t) are not
+    for m in re.finditer(r"(?<![a-zA-Z'])([b-fjknpqru-z])(?![a-zA-Z'])", canonical):
+        found.append((f"var:{m.group(1)}", m.start()))
     return found
 
 
@@ -1114,10 +1375,12 @@ _IMPERATIVE_RE = re.compile(
     r"\bprove\b|^\s*(?:write|implement|print|use python|in python|given a list)\b|^\s*python:|\bwrite (?:an? |the )?(?:python )?(?:function|program|script)|证明|用python|^\s*(?:写|编写|给定)|(?:写|编写)(?:1个|个)?python|python(?:写|函数|程序)"
 )
 _SENTENCE_SPLIT_RE = re.compile(r"(?<=[?!;])|(?<=[.])(?!\d)")
-_CONDITION_RE = re.compile(r"^\s*(?:if|when|given that|given|provided that|whereas|so|yes)\b|^\s*(?:如果|假如|若|已知|照这样|要是)")
+_CONDITION_RE = re.compile(
+    r"^\s*(?:if|when|given that|given|provided that|whereas|so|yes)\b|^\s*(?:如果|假如|若|已知|照这样|要是)"
+)
 _CLAUSE_SPLIT_RE = re.compile(r",|(?=\b(?:if|when|given that|provided that)\b)|(?=如果|假如|若)")
 _COUNT_EN_RE = re.compile(
-    r"\bhow many\b(?! (?:more |fewer )?(?:hours|days|minutes|seconds|weeks|months|years|times|ways|kilometers|meters|centimeters|millimeters|grams|kilograms|liters|yuan|dollars|cents|degrees|square|cubic|km|cm|m|kg|g))|\bnumber of\b|^\s*count\b"
+    r"\bhow many\b(?! (?:more |fewer )?(?:hours|days|minutes|seconds|weeks|months|years|times|ways|kilometers|meters|centimeters|millimeters|grams|kilograms|liters|yuan|dollars|cents|degrees|square|cubic|pounds|inches|miles|(?:km|dm|cm|mm|m)[²³]?|kg|g|ml|l)(?![a-z]))|\bnumber of\b|^\s*count\b"
 )
 _COUNT_ZH_RE = re.compile(r"(?:几|多少)[个只条辆人名支本块张次位头枚颗](?!数)|的个数")
 # the thing whose price is asked: "一支铅笔多少钱", "求铅笔的单价", "how much does one pen cost"
@@ -1142,7 +1405,10 @@ def _question_span(canonical: str) -> tuple[int, int, bool]:
     def asks(span: tuple[int, int]) -> bool:
         return bool(_ASK_RE.search(canonical[span[0] : span[1]].strip(" \"'")))
 
-    chosen = next((s for s in reversed(sentences) if canonical[s[0] : s[1]].rstrip(" \"')").endswith("?")), None)
+    chosen = next(
+        (s for s in reversed(sentences) if canonical[s[0] : s[1]].rstrip(" \"')").endswith("?")),
+        None,
+    )
     if chosen is None:
         chosen = next((s for s in reversed(sentences) if asks(s)), sentences[-1])
     s0, s1 = chosen
@@ -1195,8 +1461,8 @@ class Signature:
 
     @property
     def is_specific(self) -> bool:
-        """Enough exact facts (two numbers and a known target) to trust a looser similarity."""
-        return len(self.numbers) >= 2 and bool(self.target)
+        """Enough exact facts (two distinct numbers and a known target) to trust a looser similarity."""
+        return len(set(self.numbers)) >= 2 and bool(self.target)
 
     def to_dict(self) -> dict[str, list[str]]:
         return {
@@ -1237,7 +1503,8 @@ def _target(canonical: str, concepts: list[tuple[str, int]]) -> tuple[str, ...]:
     q_start, q_end, is_task = _question_span(canonical)
     if is_task:  # "prove ..." / "write a function ...": the terms carry the content, not a target
         target = {f"in:{u}" for u in _units_converted(canonical[q_start:q_end])}
-        target |= _hypothesis(canonical, q_start, q_end, concepts)
+        if re.search(r"\bprove\b|证明", canonical[q_start:q_end]):
+            target |= _hypothesis(canonical, q_start, q_end, concepts)
         return tuple(sorted(target))
     asked = canonical[q_start:q_end]
     target = {c for c, pos in concepts if q_start <= pos < q_end and c in ASKABLE_IDS}
@@ -1289,7 +1556,10 @@ def _hypothesis(canonical: str, start: int, end: int, concepts: list[tuple[str, 
 def _units_converted(text: str) -> set[str]:
     """The unit a conversion goes to ("把摄氏温度转换为华氏温度", "convert 2.5 hours into minutes")."""
     asked: set[str] = set()
-    for m in re.finditer(r"(?:转换为|转换成|换算成|换算为|化成|化为|变成|输出|返回)(?:对应的)?(\S{1,6})|\b(?:into|to)\s+(\S+(?: \S+)?)", text):
+    for m in re.finditer(
+        r"(?:转换为|转换成|换算成|换算为|化成|化为|变成|输出|返回)(?:对应的)?(\S{1,6})|\b(?:into|to)\s+(\S+(?: \S+)?)",
+        text,
+    ):
         asked |= _units(f"1 {m.group(1) or m.group(2)}")
     return asked
 
@@ -1297,10 +1567,14 @@ def _units_converted(text: str) -> set[str]:
 def _units_asked(question: str) -> set[str]:
     """The unit an answer is asked in ("多少厘米", "how many centimeters", "换算成多少米/秒")."""
     asked: set[str] = set()
-    for m in re.finditer(r"(?:多少|几个?|成|为)(\S{1,6})|\b(?:into|how many|how much)\s+(\S+(?: \S+)?)|\bin\s+([a-z]\S*(?: \S+)?)\s*[?.!]*\s*$", question):
+    for m in re.finditer(
+        r"(?:多少|几个?|成|为|\()(\S{1,6})|\b(?:into|how many|how much)\s+(\S+(?: \S+)?)|\bin\s+([a-z]\S*(?: \S+)?)\s*[?.!]*\s*$",
+        question,
+    ):
         phrase = m.group(1) or m.group(2) or m.group(3)
         asked |= {u for u in _units(f"1 {phrase}") if u not in _TIME_UNITS | _MONEY_UNITS | {"deg"}}
     return asked
+
 
 # --------------------------------------------------------------------------------------------------
 # Content tokens: the wording, for the cache's small-edit check
@@ -1308,94 +1582,91 @@ def _units_asked(question: str) -> set[str]:
 
 _EN_STOPWORDS = frozenset(
     """a an the is are was were be been being am of in on at to for from by with as and that this these
-    those it its it's they them their there here he she his her him we us our you your i me my do does did
-    has have had will would can could should shall may might must what how which who whom whose when
+    those it its they them their there here he she his her him we us our you your i me my do does did
+    has have had will would can could should shall may might must what how which whom whose when
     where why many much find calculate compute determine please then so if than also just only very
-    really all any some one ones up out into about after before over under again further once get gets
-    got give gives given let lets say says said tell know need needs want wants like now current currently
-    whats what's question answer help thanks thank pls plz hi hello hey ok okay i'd you'd we'd
-    altogether together total in-total value number numbers""".split()
+    really all any some one ones up out into about over under again further once get gets got give
+    gives given let lets say says said tell know need needs want wants like now current currently
+    question answer help thanks thank pls plz hi hello hey ok okay altogether together total value
+    number numbers th always getting""".split()
 )
-_ZH_STOPCHARS = frozenset("的了是有在和与及个只条支块名位一这那些么呢吗啊呀吧哦嘛请问求已知就都也还又再把被给让从向对于为以而且并其它他她们我你之所多少几什哪怎样如何能可以会要需共计总合全")
+_ZH_STOPCHARS = frozenset(
+    "的了是有在与及个只条支块名位一这那些么呢吗啊呀吧哦嘛请问求已知就都也还又再把被给让从向对于为以而且并其它他她们我你之所多少几什哪怎样如何能可以会要需共计总合全等"
+)
+_TOKEN_SYNONYMS = {
+    "distinct": "different",
+    "chance": "probability",
+    "likelihood": "probability",
+    "cover": "travel",
+    "毛": "角",
+    "add": "sum",
+    "adding": "sum",
+    "added": "sum",
+    "$": "dollar",
+    "¥": "yuan",
+    # the negation characters are one token: 无理数 and 不是有理数 differ only in which one is used
+    "无": "不",
+    "没": "不",
+    "非": "不",
+    "未": "不",
+}
+_TOKEN_RE = re.compile(
+    r"\d+(?:\.\d+)?(?:/\d+(?:\.\d+)?)?%?|[a-z]+(?:'[a-z]+)?|[A-Z]|[\u3400-\u4dbf\u4e00-\u9fff]|[\^=<>□×÷$¥]|/(?=[a-z\u4e00-\u9fff])"
+)
+
+
+def word_tokens(canonical: str) -> tuple[str, ...]:
+    """Every word, Chinese character and number of a canonical text (numbers written canonically)."""
+    tokens = []
+    for m in _TOKEN_RE.finditer(canonical):
+        tok = m.group()
+        if tok[0].isdigit():
+            raw = tok.rstrip("%")
+            if len(raw) > _MAX_DIGITS:
+                tokens.append(raw)
+                continue
+            try:
+                number = Fraction(raw)
+            except (ValueError, ZeroDivisionError):
+                continue
+            tok = _format_fraction(number) + ("%" if tok.endswith("%") else "")
+        tokens.append(tok)
+    return tuple(tokens)
 
 
 @lru_cache(maxsize=4096)
 def content_tokens(canonical: str) -> tuple[str, ...]:
-    """Comparable tokens of a canonical text: words, Chinese characters, numbers and unit ids."""
-    text = canonical
-    # units to their ids so that "3 cm" and "3厘米" compare equal
-    def unit_token(m: re.Match[str]) -> str:
-        return f" \x02{m.group()}\x03 "
-
+    """The tokens that carry meaning: no stopwords, no articles (the number 1), English words stemmed."""
     tokens: list[str] = []
-    for m in re.finditer(r"\d+(?:\.\d+)?(?:/\d+(?:\.\d+)?)?%?|[a-z]+(?:'[a-z]+)?|[A-Z]|[\u3400-\u4dbf\u4e00-\u9fff]|[+\-*/^=<>□×÷√]", text):
-        tok = m.group()
-        if tok[0].isdigit():
-            value = tok.rstrip("%")
-            try:
-                number = Fraction(value)
-            except (ValueError, ZeroDivisionError):
-                continue
-            tokens.append(_format_fraction(number) + ("%" if tok.endswith("%") else ""))
-        elif tok.isascii() and tok.isalpha() and tok.islower():
+    for tok in word_tokens(canonical):
+        if tok == "1":
+            continue  # "a", "one", "一个" and "1" are the same article; see _numbers()
+        if tok.isascii() and tok.isalpha() and tok.islower():
             if tok in _EN_STOPWORDS:
                 continue
-            tokens.append(_stem(tok))
+            tok = _stem(tok)
         elif _CJK_RE.match(tok):
             if tok in _ZH_STOPCHARS:
                 continue
-            tokens.append(tok)
-        else:
-            tokens.append(tok)
-    del unit_token
-    return tuple(_unit_token_ids(tokens))
-
-
-_UNIT_TOKEN_IDS = {
-    "厘": None,
-}
-
-
-def _unit_token_ids(tokens: list[str]) -> list[str]:
-    """Chinese unit words and English unit words become the same ids (厘米 → cm, centimeter → cm)."""
-    joined = []
-    i = 0
-    zh_units = [
-        ("平方厘米", "cm2"), ("平方分米", "dm2"), ("平方千米", "km2"), ("平方公里", "km2"),
-        ("平方米", "m2"), ("立方厘米", "cm3"), ("立方分米", "dm3"), ("立方米", "m3"),
-        ("千米", "km"), ("公里", "km"), ("厘米", "cm"), ("毫米", "mm"), ("分米", "dm"), ("千克", "kg"),
-        ("公斤", "kg"), ("毫升", "ml"), ("小时", "h"), ("分钟", "min"), ("米", "m"), ("克", "g"),
-        ("秒", "s"), ("升", "l"),
-    ]  # fmt: skip
-    en_units = {
-        "centimeter": "cm", "meter": "m", "kilometer": "km", "millimeter": "mm", "decimeter": "dm",
-        "kilogram": "kg", "gram": "g", "liter": "l", "milliliter": "ml", "hour": "h", "minute": "min",
-        "second": "s", "kg": "kg", "km": "km", "cm": "cm", "mm": "mm", "dm": "dm",
-    }  # fmt: skip
-    while i < len(tokens):
-        matched = False
-        for word, unit in zh_units:
-            n = len(word)
-            if "".join(tokens[i : i + n]) == word:
-                joined.append(unit)
-                i += n
-                matched = True
-                break
-        if matched:
-            continue
-        tok = tokens[i]
-        joined.append(en_units.get(tok, tok))
-        i += 1
-    return joined
+        tokens.append(_TOKEN_SYNONYMS.get(tok, tok))
+    return tuple(tokens)
 
 
 def _stem(word: str) -> str:
     """A light English stemmer: plural and verb endings, enough to match 'rabbits' with 'rabbit'."""
-    for suffix, repl in (("ies", "y"), ("sses", "ss"), ("ches", "ch"), ("shes", "sh"), ("xes", "x")):
+    for suffix, repl in (
+        ("ies", "y"),
+        ("sses", "ss"),
+        ("ches", "ch"),
+        ("shes", "sh"),
+        ("xes", "x"),
+    ):
         if word.endswith(suffix) and len(word) > len(suffix) + 2:
             return word[: -len(suffix)] + repl
     if word.endswith("s") and not word.endswith("ss") and len(word) > 3:
-        return word[:-1]
+        word = word[:-1]
+    if word.endswith("ing") and len(word) > 6:
+        return word[:-3]
     return word
 
 

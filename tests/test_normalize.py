@@ -1,0 +1,304 @@
+"""Normalization and signatures: tables of Chinese and English wordings and the facts they must yield."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from solver.normalize import content_tokens, language, normalize, signature
+
+
+def numbers(text: str) -> list[str]:
+    return signature(text).to_dict()["numbers"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Chinese numerals
+        ("鸡兔同笼，共有三十五个头，九十四只脚", ["35", "94"]),
+        ("两个数的和是五十", ["2", "50"]),
+        ("二〇二四年一月一日是星期一", ["2024"]),
+        ("一百零五页", ["105"]),
+        ("一千二百元", ["1200"]),
+        ("三万五千人", ["35000"]),
+        ("三分之二的水", ["2/3"]),
+        ("百分之二十的学生", ["20"]),
+        ("一个半小时", ["1.5"]),
+        ("三点五千米", ["3.5"]),
+        ("2个小时零15分", ["2", "15"]),
+        ("一件衣服打七五折", ["75"]),
+        ("打八折出售", ["80"]),
+        ("打8.5折", ["85"]),
+        ("一半的苹果", ["0.5"]),
+        ("1.5万人", ["15000"]),
+        # words that look like numerals but are not counts
+        ("一起做一些题，一样多", []),
+        ("三角形的面积", []),
+        ("甲乙两人合作", []),
+        # English number words
+        ("thirty-five heads and ninety-four legs", ["35", "94"]),
+        ("a dozen eggs", ["12"]),
+        ("two thirds of the tank", ["2/3"]),
+        ("three and a half meters", ["3.5"]),
+        ("half a kilogram", ["0.5"]),
+        ("one hundred and five pages", ["105"]),
+        ("the twentieth term", ["20"]),
+        ("twice as old", ["2"]),
+        ("a hexagon", ["6"]),
+        # digit forms
+        ("a 1,200-liter tank", ["1200"]),
+        ("Is 1,001 divisible by 7?", ["7", "1001"]),
+        ("Convert 2 1/2 hours", ["2.5"]),
+        ("３５ heads and ９４ legs", ["35", "94"]),
+        ("the 21st term", ["21"]),
+        ("25% off", ["25"]),
+        ("twenty-five percent off", ["25"]),
+        ("x = -3", ["-3"]),
+        ("n^3 - n", ["3"]),
+        ("n³ − n", ["3"]),
+        # the number 1 is an article in both languages
+        ("a cage holds one rabbit", []),
+        ("一个笼子里有1只兔", []),
+    ],
+)
+def test_it_reads_numbers_in_every_written_form(text: str, expected: list[str]) -> None:
+    assert numbers(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("鸡兔同笼，共有35个头，94只脚", "鸡兔同笼，共有三十五个头，九十四只脚"),
+        ("0.5 kilograms", "half a kilogram"),
+        ("1/2 kg", "0.5 kg"),
+        ("半小时", "0.5小时"),
+        ("按原价的75%出售", "打七五折出售"),
+        ("3.5千米", "3.5 km"),
+    ],
+)
+def test_equal_values_give_equal_numbers(a: str, b: str) -> None:
+    assert signature(a).numbers == signature(b).numbers
+
+
+def test_a_percentage_is_not_a_fraction() -> None:
+    # 20% keeps the unit "%": it is never silently equal to 0.2 (a miss, never a wrong hit)
+    assert signature("20% of the price").numbers == (Fraction(20),)
+    assert "%" in signature("20% of the price").units
+    assert signature("0.2 of the price").numbers == (Fraction(1, 5),)
+
+
+@pytest.mark.parametrize(
+    ("text", "units"),
+    [
+        ("3.5千米等于多少米?", {"km", "m"}),
+        ("3.5 km is how many meters?", {"km", "m"}),
+        ("36千米/时", {"km", "h"}),
+        ("36 km/h", {"km", "h"}),
+        ("每小时60千米", {"km", "h"}),
+        ("5平方米等于多少平方分米", {"m2", "dm2"}),
+        ("how many cm² in 1 m²?", {"cm2", "m2"}),
+        ("1元5角", {"yuan", "jiao"}),
+        ("1块5毛", {"yuan", "jiao"}),
+        ("2小时15分", {"h", "min"}),
+        ("A jacket costs $80", {"usd"}),
+        ("He is 36 years old", {"year"}),
+        ("爸爸今年36岁", {"year"}),
+        ("年利率是3%", {"year", "%"}),
+        ("月利率是3%", {"month", "%"}),
+        ("2024年1月1日", set()),
+        ("a circle has a radius of 5 inches", {"inch"}),
+        ("240 miles in 3 hours", {"mile", "h"}),
+    ],
+)
+def test_it_finds_units(text: str, units: set[str]) -> None:
+    assert set(signature(text).units) == units
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("鸡兔同笼，共有35个头，94只脚，问鸡有多少只？", {"chicken", "count"}),
+        ("鸡兔同笼，共有35个头，94只脚，问兔有多少只？", {"rabbit", "count"}),
+        ("There are 35 heads and 94 legs. How many rabbits are there?", {"rabbit", "count"}),
+        ("A rectangle is 8 cm long and 5 cm wide. What is its area?", {"area"}),
+        ("A rectangle is 8 cm long and 5 cm wide. What is its perimeter?", {"perimeter"}),
+        ("一个长方形长8厘米，宽5厘米，它的周长是多少厘米？", {"perimeter", "in:cm"}),
+        ("Anna is 8 years older than Ben. How old is Ben?", {"age", "ben"}),
+        ("小明比小红大3岁，小红今年几岁？", {"age", "xiaohong"}),
+        ("Two dice are rolled. What is the probability that the sum is 7?", {"probability", "sum"}),
+        ("3.5千米等于多少厘米？", {"in:cm"}),
+        ("把36千米/时换算成多少米/秒？", {"in:m"}),
+        ("Today is Monday. What day of the week will it be 100 days from now?", {"weekday"}),
+        ("一支铅笔多少钱？", {"pencil", "price"}),
+        ("Prove that the sum of two odd integers is even.", set()),
+    ],
+)
+def test_it_finds_the_asked_quantity(text: str, expected: set[str]) -> None:
+    assert set(signature(text).target) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "cue"),
+    [
+        ("Tom has 12 more marbles than Jerry", "more"),
+        ("Tom has 12 fewer marbles than Jerry", "less"),
+        ("小明比小红大3岁", "more"),
+        ("小明比小红小3岁", "less"),
+        ("至少有一次正面朝上", "at_least"),
+        ("at most one head", "at_most"),
+        ("不超过10个", "at_most"),
+        ("不少于10个", "at_least"),
+        ("1到100中不能被3整除的数", "not"),
+        ("the probability that it is not red", "not"),
+        ("divisible by neither 3 nor 5", "not"),
+        ("Five years ago", "before"),
+        ("Five years from now", "after"),
+        ("3年后", "after"),
+        ("100天前", "before"),
+        ("逆水航行", "upstream"),
+        ("a boat goes downstream", "downstream"),
+        ("相向而行", "toward"),
+        ("不放回地取两个", "not"),
+        ("先提价20%", "increase"),
+        ("再降价20%", "decrease"),
+        ("25% off", "decrease"),
+        ("Pipe B empties it", "drain"),
+    ],
+)
+def test_it_finds_polarity_cues(text: str, cue: str) -> None:
+    assert cue in signature(text).polarity
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "判断一个字符串是不是回文",  # 是不是 asks a question, it negates nothing
+        "它们的速度分别是4和6",  # 分别 (respectively) contains 别
+        "非常简单的题",  # 非常 (very) contains 非
+        "In 3 hours a train travels 240 km.",  # a duration, not "after"
+    ],
+)
+def test_lookalike_words_are_not_cues(text: str) -> None:
+    sig = signature(text)
+    assert "not" not in sig.polarity and "after" not in sig.polarity
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (
+            "鸡兔同笼，共有35个头，94只脚，问鸡有多少只？",
+            "老师好，请问：鸡兔同笼，共有３５个头，９４只脚，鸡有多少只？谢谢！",
+        ),
+        ("A farm has chickens and rabbits.", "hi pls help!! a farm has chickens and rabbits"),
+        ("Sam walks at 4 km/h and runs at 12 km/h.", "Sam walks at 4 km/h & runs at 12 km/h"),
+        ("whats the 20th term", "What's the twentieth term?"),
+        ("prove that sqrt(2) is irrational pls", "Prove that √2 is irrational."),
+        ("今天周三，再过100天是周几？", "今天星期三，再过一百天是星期几？"),
+    ],
+)
+def test_formatting_and_filler_do_not_change_the_canonical_words(a: str, b: str) -> None:
+    assert content_tokens(normalize(a)) == content_tokens(normalize(b))
+    assert signature(a) == signature(b)
+
+
+@pytest.mark.parametrize(
+    ("chinese", "english"),
+    [
+        ("3.5千米等于多少米？", "How many meters are there in 3.5 kilometers?"),
+        (
+            "一个长方形长8厘米，宽5厘米，它的周长是多少厘米？",
+            "A rectangle is 8 cm long and 5 cm wide. What is its perimeter in centimeters?",
+        ),
+        (
+            "今天是星期三，100天后是星期几？",
+            "Today is Wednesday. What day of the week will it be 100 days from now?",
+        ),
+        (
+            "袋中有3个红球和5个白球，从中任取一个，取到红球的概率是多少？",
+            "A bag has 3 red balls and 5 white balls. One ball is drawn. What is the probability that it is red?",
+        ),
+    ],
+)
+def test_a_translation_has_the_same_signature(chinese: str, english: str) -> None:
+    assert signature(chinese).key() == signature(english).key()
+
+
+@pytest.mark.parametrize(
+    ("bank", "changed", "field"),
+    [
+        (
+            "鸡兔同笼，共有35个头，94只脚，问鸡有多少只？",
+            "鸡兔同笼，共有35个头，96只脚，问鸡有多少只？",
+            "numbers",
+        ),
+        (
+            "鸡兔同笼，共有35个头，94只脚，问鸡有多少只？",
+            "鸡兔同笼，共有35个头，94只脚，问兔有多少只？",
+            "target",
+        ),
+        ("A train travels 240 km in 3 hours.", "A train travels 240 miles in 3 hours.", "units"),
+        ("今天是星期三，100天后是星期几？", "今天是星期三，100周后是星期几？", "units"),
+        (
+            "A boat goes 24 km downstream in 2 hours.",
+            "A boat goes 24 km upstream in 2 hours.",
+            "polarity",
+        ),
+        (
+            "What is the sum of the interior angles of a hexagon?",
+            "What is the sum of the exterior angles of a hexagon?",
+            "terms",
+        ),
+        (
+            "What is the sum of the interior angles of a hexagon?",
+            "What is the sum of the interior angles of an octagon?",
+            "numbers",
+        ),
+        ("证明：如果n²是偶数，那么n是偶数。", "证明：如果n是偶数，那么n²是偶数。", "target"),
+        (
+            "Two dice are rolled. What is the probability that the sum is 7?",
+            "Two dice are rolled. What is the probability that the product is 7?",
+            "terms",
+        ),
+    ],
+)
+def test_a_changed_fact_changes_the_signature(bank: str, changed: str, field: str) -> None:
+    a, b = signature(bank).to_dict(), signature(changed).to_dict()
+    if field == "terms":
+        assert signature(bank).hard_terms != signature(changed).hard_terms
+    else:
+        assert a[field] != b[field]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "   ",
+        "\x00\x01\x1b",
+        "🐔🐰🐔",
+        "9" * 5000,
+        "三" * 3000,
+        "%%%",
+        "\u202e\u200b",
+        "1/0",
+        "x" * 20000,
+    ],
+)
+def test_odd_input_never_raises(text: str) -> None:
+    signature(text)
+    content_tokens(normalize(text))
+
+
+def test_language_follows_the_script() -> None:
+    assert language(normalize("鸡兔同笼，共有35个头")) == "zh"
+    assert language(normalize("Chickens and rabbits: 35 heads")) == "en"
+
+
+def test_names_keep_their_identity() -> None:
+    assert set(signature("A says: 'B is a knave.' Is A a knight?").terms) >= {"A", "B"}
+    assert set(signature("甲单独做10天完成，乙单独做15天完成").terms) >= {"A", "B"}
+    # the article "A" at the start of a sentence is not a person
+    assert "A" not in signature("A train travels 240 km in 3 hours.").terms
