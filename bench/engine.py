@@ -101,7 +101,9 @@ def child_optimum(model_dir: str, tokens: int, threads: int) -> dict:
     family = get_family(json.loads((Path(model_dir) / "manifest.json").read_text())["family"])
     prompt = family.render(PROMPT_TEXT)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = OVModelForCausalLM.from_pretrained(model_dir, ov_config={"INFERENCE_NUM_THREADS": threads})
+    model = OVModelForCausalLM.from_pretrained(
+        model_dir, ov_config={"INFERENCE_NUM_THREADS": threads}
+    )
     inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
 
     def timed(n: int) -> float:
@@ -112,7 +114,11 @@ def child_optimum(model_dir: str, tokens: int, threads: int) -> dict:
     timed(4)  # warm-up
     first = timed(1)
     full = timed(tokens)
-    return {"ttft_ms": first * 1000.0, "decode_tps": (tokens - 1) / (full - first), "peak_mb": peak_mb()}
+    return {
+        "ttft_ms": first * 1000.0,
+        "decode_tps": (tokens - 1) / (full - first),
+        "peak_mb": peak_mb(),
+    }
 
 
 def child_batch(model_dir: str, tokens: int, threads: int, prompts: int, sequential: int) -> dict:
@@ -122,7 +128,9 @@ def child_batch(model_dir: str, tokens: int, threads: int, prompts: int, sequent
     family = get_family(json.loads((Path(model_dir) / "manifest.json").read_text())["family"])
     texts = [family.render(f"{PROMPT_TEXT} (第{i + 1}题) 35+{i}=?") for i in range(prompts)]
     params = GenerationParams(max_new_tokens=tokens, ignore_eos=True, greedy=True)
-    with Engine(model_dir, EngineSettings(threads=threads, max_num_seqs=max(64, prompts))) as engine:
+    with Engine(
+        model_dir, EngineSettings(threads=threads, max_num_seqs=max(64, prompts))
+    ) as engine:
         engine.generate(texts[0], GenerationParams(max_new_tokens=4, greedy=True))  # warm-up
         started = time.perf_counter()
         one_by_one = sum(engine.generate(t, params).new_tokens for t in texts[:sequential])
@@ -139,11 +147,25 @@ def child_batch(model_dir: str, tokens: int, threads: int, prompts: int, sequent
     }
 
 
-CHILDREN = {"raw": child_raw, "solver": child_solver, "optimum": child_optimum, "batch": child_batch}
+CHILDREN = {
+    "raw": child_raw,
+    "solver": child_solver,
+    "optimum": child_optimum,
+    "batch": child_batch,
+}
 
 
 def run_child(kind: str, model_dir: Path, **kwargs) -> dict:
-    cmd = [sys.executable, __file__, "--child", kind, "--model-dir", str(model_dir), "--child-args", json.dumps(kwargs)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        kind,
+        "--model-dir",
+        str(model_dir),
+        "--child-args",
+        json.dumps(kwargs),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{kind} failed:\n{proc.stderr[-3000:]}")
@@ -175,14 +197,21 @@ def r1_shape_model_dir(store: Path) -> Path:
     tokenizer = tokenizer_from_gguf(embedded_gguf_path())
     # The real tokenizer cannot be downloaded here; SmolLM2's stands in. The model keeps the real
     # 151936-row embedding and output layer, so the weight bytes read per token are the real model's.
-    config = Qwen2Config(**R1_SHAPE, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = Qwen2Config(
+        **R1_SHAPE, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id
+    )
     torch.manual_seed(0)
     print("building a random 1.5B-shaped Qwen2 ...", file=sys.stderr)
     model = Qwen2ForCausalLM(config)
     model.save_pretrained(hf)
     tokenizer.save_pretrained(hf)
     del model
-    prepared = models.prepare("r1-shape-random", from_dir=hf, family="r1-distill", progress=lambda m: print(m, file=sys.stderr))
+    prepared = models.prepare(
+        "r1-shape-random",
+        from_dir=hf,
+        family="r1-distill",
+        progress=lambda m: print(m, file=sys.stderr),
+    )
     import shutil
 
     shutil.rmtree(hf, ignore_errors=True)
@@ -190,9 +219,17 @@ def r1_shape_model_dir(store: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="embedded model, short runs (< 1 minute)")
-    parser.add_argument("--models", default=None, help="comma list: embedded,r1-shape (default: both; quick: embedded)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="embedded model, short runs (< 1 minute)"
+    )
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="comma list: embedded,r1-shape (default: both; quick: embedded)",
+    )
     parser.add_argument("--store", type=Path, default=REPO / "bench" / "out" / "models")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--child")
@@ -208,7 +245,9 @@ def main() -> None:
     names = (args.models or ("embedded" if args.quick else "embedded,r1-shape")).split(",")
     rows = []
     for name in names:
-        model_dir = embedded_model_dir(args.store) if name == "embedded" else r1_shape_model_dir(args.store)
+        model_dir = (
+            embedded_model_dir(args.store) if name == "embedded" else r1_shape_model_dir(args.store)
+        )
         small = name == "embedded"
         tokens = (64 if args.quick else 128) if small else (32 if args.quick else 64)
         batch_tokens = 32 if args.quick else 64
@@ -217,10 +256,19 @@ def main() -> None:
         print(f"[{name}] single stream, {tokens} new tokens ...", file=sys.stderr)
         raw = run_child("raw", model_dir, tokens=tokens, threads=args.threads)
         mine = run_child("solver", model_dir, tokens=tokens, threads=args.threads)
-        optimum = run_child("optimum", model_dir, tokens=tokens, threads=args.threads) if not args.quick else None
+        optimum = (
+            run_child("optimum", model_dir, tokens=tokens, threads=args.threads)
+            if not args.quick
+            else None
+        )
         print(f"[{name}] batch of {prompts} x {batch_tokens} tokens ...", file=sys.stderr)
         batch = run_child(
-            "batch", model_dir, tokens=batch_tokens, threads=args.threads, prompts=prompts, sequential=sequential
+            "batch",
+            model_dir,
+            tokens=batch_tokens,
+            threads=args.threads,
+            prompts=prompts,
+            sequential=sequential,
         )
         rows.append((name, raw, mine, optimum, batch))
 
@@ -228,7 +276,11 @@ def main() -> None:
     print("| model | path | TTFT ms | decode tok/s | decode vs raw | peak MB |")
     print("|---|---|---:|---:|---:|---:|")
     for name, raw, mine, optimum, _ in rows:
-        for label, r in (("raw openvino-genai (baseline)", raw), ("solver engine", mine), ("optimum-intel + transformers", optimum)):
+        for label, r in (
+            ("raw openvino-genai (baseline)", raw),
+            ("solver engine", mine),
+            ("optimum-intel + transformers", optimum),
+        ):
             if r is None:
                 continue
             print(
@@ -236,7 +288,9 @@ def main() -> None:
                 f"{r['decode_tps'] / raw['decode_tps']:.2f} | {r['peak_mb']:.0f} |"
             )
     print()
-    print("| model | prompts | one-by-one tok/s (baseline) | generate_many tok/s | ratio | peak MB |")
+    print(
+        "| model | prompts | one-by-one tok/s (baseline) | generate_many tok/s | ratio | peak MB |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for name, _, _, _, b in rows:
         print(

@@ -209,10 +209,17 @@ def cache_folder(items: list[tuple[str, str]]) -> Path:
 
 def build_cache(items: list[tuple[str, str]]):
     """The cache over every item: loaded from bench/out/site-cache/ or embedded now (and saved)."""
+    from django.conf import settings as dj_settings
+
     from solver.cache import SemanticCache
     from solver.embed import load_embedder
 
-    embedder = load_embedder("minilm")
+    # The same embedder and backend as the server, so the baseline row measures the same lookup.
+    embedder = load_embedder(
+        dj_settings.SUANJING_EMBEDDER,
+        backend=dj_settings.SUANJING_EMBEDDER_BACKEND,
+        cache_dir=REPO / "bench" / "out" / "embedders",
+    )
     folder = cache_folder(items)
     started = time.perf_counter()
     if (folder / "entries.json").is_file():
@@ -254,7 +261,14 @@ def post_worker_init(worker) -> None:
     from tutor import services
 
     set_torch_threads(int(os.environ.get("BENCH_TORCH_THREADS", "0")))
-    cache = SemanticCache.load(folder, load_embedder(os.environ.get("SUANJING_EMBEDDER", "minilm")))
+    from django.conf import settings as dj_settings
+
+    embedder = load_embedder(
+        dj_settings.SUANJING_EMBEDDER,
+        backend=dj_settings.SUANJING_EMBEDDER_BACKEND,
+        cache_dir=REPO / "bench" / "out" / "embedders",
+    )
+    cache = SemanticCache.load(folder, embedder)
     expected = int(os.environ["BENCH_SITE_CACHE_SIZE"])
     if len(cache) != expected:
         raise RuntimeError(f"the saved cache holds {len(cache)} problems, not {expected}")

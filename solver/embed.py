@@ -150,14 +150,107 @@ class UniversalSentenceEncoderEmbedder:
         return _as_rows(vectors, self.dim)
 
 
-def load_embedder(name: str = "minilm", *, backend: str = "torch") -> Embedder:
-    """ "minilm" (the bundled default), "use-multilingual", or "st:PATH" for any sentence-transformers folder."""
+class CoalescingEmbedder:
+    """Embeds concurrent calls together in one batch.
+
+    A web server asks for one sentence per request, from many threads at once. The wrapped model runs
+    one call at a time, so without this each request waits for every request ahead of it; with it, the
+    first caller embeds everything queued so far in one model call (a batch of 10 short sentences costs
+    little more than one) and hands each caller its rows. Same vectors as the wrapped embedder.
+    """
+
+    def __init__(self, inner: Embedder, *, max_batch: int = 64) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.dim = inner.dim
+        self.max_batch = max_batch
+        self._cv = threading.Condition()
+        self._queue: list[_PendingEmbedding] = []
+        self._busy = False
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        mine = _PendingEmbedding(list(texts))
+        with self._cv:
+            self._queue.append(mine)
+            while not mine.done:
+                if self._busy:
+                    self._cv.wait()
+                    continue
+                # Lead: take queued work from the front (ours included, unless it does not fit yet).
+                self._busy = True
+                batch, size = [], 0
+                while self._queue and (
+                    not batch or size + len(self._queue[0].texts) <= self.max_batch
+                ):
+                    item = self._queue.pop(0)
+                    batch.append(item)
+                    size += len(item.texts)
+                self._cv.release()  # the model runs without holding the lock
+                try:
+                    self._run(batch)
+                finally:
+                    self._cv.acquire()
+                    for item in batch:
+                        item.done = True
+                    self._busy = False
+                    self._cv.notify_all()
+        return mine.take()
+
+    def _run(self, batch: list[_PendingEmbedding]) -> None:
+        try:
+            vectors = self.inner.embed([t for item in batch for t in item.texts])
+        except BaseException as exc:  # every waiting caller gets the error; none hangs
+            for item in batch:
+                item.error = exc
+            return
+        start = 0
+        for item in batch:
+            item.result = vectors[start : start + len(item.texts)]
+            start += len(item.texts)
+
+
+class _PendingEmbedding:
+    __slots__ = ("texts", "result", "error", "done")
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+        self.result: np.ndarray | None = None
+        self.error: BaseException | None = None
+        self.done = False
+
+    def take(self) -> np.ndarray:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+def load_embedder(
+    name: str = "minilm", *, backend: str = "torch", cache_dir: str | Path | None = None
+) -> Embedder:
+    """ "minilm" (the bundled default), "use-multilingual", or "st:PATH" for any sentence-transformers folder.
+    Sentence-transformers models come wrapped in a CoalescingEmbedder (concurrent calls share a batch).
+    backend="openvino" is about 2x faster per sentence on 2 cores (6.4 vs 14.9 ms for MiniLM, measured
+    here); its export is kept under `cache_dir` so only the first load pays for it."""
+
+    def ov_dir(label: str) -> Path | None:
+        if backend != "openvino" or cache_dir is None:
+            return None
+        return Path(cache_dir) / f"{label}-openvino"
+
     if name == "minilm":
-        return SentenceTransformerEmbedder(backend=backend, name=f"minilm:{backend}")
+        return CoalescingEmbedder(
+            SentenceTransformerEmbedder(
+                backend=backend, name=f"minilm:{backend}", openvino_dir=ov_dir("minilm")
+            )
+        )
     if name == "use-multilingual":
         return UniversalSentenceEncoderEmbedder()
     if name.startswith("st:") and len(name) > 3:
-        return SentenceTransformerEmbedder(name[3:], backend=backend)
+        label = Path(name[3:]).name or "st"
+        return CoalescingEmbedder(
+            SentenceTransformerEmbedder(name[3:], backend=backend, openvino_dir=ov_dir(label))
+        )
     raise ValueError(f"unknown embedder {name!r}: use one of {', '.join(EMBEDDER_NAMES)}")
 
 

@@ -15,7 +15,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def solver_cmd(*args: str, store: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def solver_cmd(
+    *args: str, store: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "solver", *args]
     if store is not None:
         cmd += ["--store", str(store)]
@@ -28,10 +30,26 @@ def store(tiny_model) -> Path:
 
 
 def test_solve_json_has_the_documented_fields(store):
-    proc = solver_cmd("solve", "一个笼子里有鸡和兔子共35只，脚共94只，问各有多少只？", "--json", "--max-new-tokens", "16", store=store)
+    proc = solver_cmd(
+        "solve",
+        "一个笼子里有鸡和兔子共35只，脚共94只，问各有多少只？",
+        "--json",
+        "--max-new-tokens",
+        "16",
+        store=store,
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    for key in ("reasoning", "answer", "final", "finish_reason", "new_tokens", "ttft_ms", "tokens_per_s", "model"):
+    for key in (
+        "reasoning",
+        "answer",
+        "final",
+        "finish_reason",
+        "new_tokens",
+        "ttft_ms",
+        "tokens_per_s",
+        "model",
+    ):
         assert key in data
     assert data["model"] == "tiny-qwen2"
     assert data["new_tokens"] <= 16
@@ -72,11 +90,17 @@ def test_solve_without_a_model_says_how_to_prepare_one(tmp_path):
 
 def test_generate_answers_a_file_in_order_of_completion_and_resumes(store, tmp_path):
     inp = tmp_path / "in.jsonl"
-    inp.write_text("".join(json.dumps({"id": f"p{i}", "text": f"问题 {i}: {i}+{i}=?"}) + "\n" for i in range(6)))
+    inp.write_text(
+        "".join(
+            json.dumps({"id": f"p{i}", "text": f"问题 {i}: {i}+{i}=?"}) + "\n" for i in range(6)
+        )
+    )
     out = tmp_path / "out.jsonl"
     # pretend an earlier run finished p0 and died while writing a line
     out.write_text(json.dumps({"id": "p0", "final": None}) + "\n" + '{"id": "p1", "fin')
-    proc = solver_cmd("generate", "--in", str(inp), "--out", str(out), "--max-new-tokens", "8", store=store)
+    proc = solver_cmd(
+        "generate", "--in", str(inp), "--out", str(out), "--max-new-tokens", "8", store=store
+    )
     assert proc.returncode == 0, proc.stderr
     ids = []
     for line in out.read_text().splitlines():
@@ -114,7 +138,21 @@ def test_generate_stops_cleanly_on_sigint_and_keeps_finished_work(store, tmp_pat
     inp.write_text("".join(json.dumps({"id": i, "text": f"long {i}"}) + "\n" for i in range(200)))
     out = tmp_path / "out.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "solver", "generate", "--in", str(inp), "--out", str(out), "--max-new-tokens", "200", "--greedy", "--store", str(store)],
+        [
+            sys.executable,
+            "-m",
+            "solver",
+            "generate",
+            "--in",
+            str(inp),
+            "--out",
+            str(out),
+            "--max-new-tokens",
+            "200",
+            "--greedy",
+            "--store",
+            str(store),
+        ],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -144,5 +182,7 @@ def test_importing_solver_does_not_import_django_or_heavy_libraries():
         "heavy = [m for m in ('django', 'torch', 'openvino', 'openvino_genai', 'transformers') if m in sys.modules]\n"
         "assert not heavy, heavy"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=dict(os.environ))
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=dict(os.environ)
+    )
     assert proc.returncode == 0, proc.stderr

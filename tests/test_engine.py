@@ -46,7 +46,9 @@ def test_concurrent_callers_are_batched_not_refused(tiny_engine):
     results = {}
 
     def ask(i: int) -> None:
-        results[i] = tiny_engine.generate(f"thread {i} asks", GenerationParams(max_new_tokens=32, greedy=True))
+        results[i] = tiny_engine.generate(
+            f"thread {i} asks", GenerationParams(max_new_tokens=32, greedy=True)
+        )
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
     steps_before = tiny_engine.stats.steps
@@ -61,7 +63,9 @@ def test_concurrent_callers_are_batched_not_refused(tiny_engine):
 
 
 def test_cancel_stops_a_generation_early(tiny_engine):
-    generation = tiny_engine.stream("a long story", GenerationParams(max_new_tokens=3000, ignore_eos=True, greedy=True))
+    generation = tiny_engine.stream(
+        "a long story", GenerationParams(max_new_tokens=3000, ignore_eos=True, greedy=True)
+    )
     iterator = iter(generation)
     next(iterator)
     generation.cancel()
@@ -82,7 +86,9 @@ def test_generate_many_stops_when_asked(tiny_engine):
 
 def test_sampling_with_a_seed_is_reproducible(tiny_engine):
     params = GenerationParams(max_new_tokens=16, temperature=0.6, top_p=0.95, seed=7)
-    assert tiny_engine.generate("seeded", params).text == tiny_engine.generate("seeded", params).text
+    assert (
+        tiny_engine.generate("seeded", params).text == tiny_engine.generate("seeded", params).text
+    )
 
 
 def test_an_empty_prompt_is_refused(tiny_engine):

@@ -30,7 +30,12 @@ def test_the_tiny_model_has_a_complete_manifest(tiny_model):
     assert manifest.source["kind"] == "dir"
     assert manifest.quantization["weights"] == "int8_asym"
     assert manifest.tools["openvino"] != "missing"
-    for needed in ("openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "openvino_detokenizer.xml"):
+    for needed in (
+        "openvino_model.xml",
+        "openvino_model.bin",
+        "openvino_tokenizer.xml",
+        "openvino_detokenizer.xml",
+    ):
         assert needed in manifest.files
     assert len(manifest.manifest_id) == 16
     on_disk = json.loads((tiny_model.path / "manifest.json").read_text())
@@ -41,7 +46,11 @@ def test_the_weights_really_are_int8(tiny_model):
     import openvino as ov
 
     model = ov.Core().read_model(tiny_model.path / "openvino_model.xml")
-    types = {op.get_output_element_type(0).get_type_name() for op in model.get_ops() if op.get_type_name() == "Constant"}
+    types = {
+        op.get_output_element_type(0).get_type_name()
+        for op in model.get_ops()
+        if op.get_type_name() == "Constant"
+    }
     assert "u8" in types or "i8" in types
 
 
@@ -96,9 +105,19 @@ def test_unknown_model_names_say_how_to_use_from_dir(tmp_path):
 
 def test_without_network_the_download_fails_with_one_sentence_of_advice(tmp_path):
     # No model hub is reachable from this machine or CI; the real download code runs and must fail calmly.
-    env = dict(os.environ, MODELSCOPE_DOMAIN="127.0.0.1:9", MODELSCOPE_CACHE=str(tmp_path / "cache"))
+    env = dict(
+        os.environ, MODELSCOPE_DOMAIN="127.0.0.1:9", MODELSCOPE_CACHE=str(tmp_path / "cache")
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", "solver", "prepare", "deepseek-r1-distill-qwen-1.5b", "--store", str(tmp_path / "store")],
+        [
+            sys.executable,
+            "-m",
+            "solver",
+            "prepare",
+            "deepseek-r1-distill-qwen-1.5b",
+            "--store",
+            str(tmp_path / "store"),
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -134,9 +153,13 @@ def test_the_embedded_model_prepares_and_solves_a_question(embedded_model):
     assert embedded_model.manifest.weak_at_math
     family = get_family(embedded_model.manifest.family)
     with Engine(embedded_model.path) as engine:
-        result = engine.generate(family.render("What is 3 squared?"), GenerationParams(max_new_tokens=128, greedy=True))
+        result = engine.generate(
+            family.render("What is 3 squared?"), GenerationParams(max_new_tokens=128, greedy=True)
+        )
     assert result.finish_reason in ("stop", "length")
     assert result.new_tokens > 0
-    parsed = parse_output(result.text, finish_reason=result.finish_reason, implicit_think=family.implicit_think)
+    parsed = parse_output(
+        result.text, finish_reason=result.finish_reason, implicit_think=family.implicit_think
+    )
     assert parsed.answer  # SmolLM2 writes an answer in plain text
     assert "9" in result.text  # greedy SmolLM2 gets this one right (it says 2 + 3 = 6)

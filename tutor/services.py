@@ -124,7 +124,12 @@ def get_cache() -> Any:
             kwargs = {}
             if settings.SUANJING_CACHE_THRESHOLD:
                 kwargs["threshold"] = settings.SUANJING_CACHE_THRESHOLD
-            cache = SemanticCache(load_embedder(settings.SUANJING_EMBEDDER), **kwargs)
+            embedder = load_embedder(
+                settings.SUANJING_EMBEDDER,
+                backend=settings.SUANJING_EMBEDDER_BACKEND,
+                cache_dir=settings.VAR_DIR / "embedders",
+            )
+            cache = SemanticCache(embedder, **kwargs)
             started = time.perf_counter()
             entries = [(str(pk), text) for pk, text in Problem.objects.values_list("pk", "text")]
             if entries:
@@ -159,9 +164,8 @@ def _cache_drop(problem_id: int) -> None:
 def _lookup(text: str) -> Any | None:
     """The cache's decision, or None when the cache cannot be used (then every question is a miss)."""
     try:
-        cache = get_cache()
-        with _runtime.cache_lock:
-            return cache.lookup(text)
+        # SemanticCache is safe for concurrent lookups; cache_lock only guards building/swapping it.
+        return get_cache().lookup(text)
     except Exception:  # a broken embedder must not stop students asking; generation still works
         log.error("answer cache unavailable", exc_info=True)
         return None
