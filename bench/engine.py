@@ -191,24 +191,13 @@ def r1_shape_model_dir(store: Path) -> Path:
     models = ModelStore(store)
     if (store / "r1-shape-random" / "manifest.json").is_file():
         return store / "r1-shape-random"
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from solver.modelstore import embedded_gguf_path, tokenizer_from_gguf
+    from tests.conftest import build_tiny_qwen2
 
     hf = store / ".r1-shape-hf"
-    tokenizer = tokenizer_from_gguf(embedded_gguf_path())
     # The real tokenizer cannot be downloaded here; SmolLM2's stands in. The model keeps the real
     # 151936-row embedding and output layer, so the weight bytes read per token are the real model's.
-    config = Qwen2Config(
-        **R1_SHAPE, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id
-    )
-    torch.manual_seed(0)
     print("building a random 1.5B-shaped Qwen2 ...", file=sys.stderr)
-    model = Qwen2ForCausalLM(config)
-    model.save_pretrained(hf)
-    tokenizer.save_pretrained(hf)
-    del model
+    build_tiny_qwen2(hf, **R1_SHAPE)
     prepared = models.prepare(
         "r1-shape-random",
         from_dir=hf,

@@ -13,9 +13,20 @@ from pathlib import Path
 
 import pytest
 
+TINY_SHAPE = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=4096,
+    tie_word_embeddings=True,
+)
 
-def build_tiny_qwen2(dest: Path) -> Path:
-    """A random Qwen2 in Hugging Face format, with a tokenizer that round-trips text."""
+
+def build_tiny_qwen2(dest: Path, **shape) -> Path:
+    """A random Qwen2 in Hugging Face format (TINY_SHAPE unless `shape` says otherwise; bench/engine.py
+    builds the 1.5B distill's shape with it), with SmolLM2's tokenizer, which round-trips text."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -23,14 +34,7 @@ def build_tiny_qwen2(dest: Path) -> Path:
 
     tokenizer = tokenizer_from_gguf(embedded_gguf_path())
     config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
+        **{"vocab_size": len(tokenizer), **TINY_SHAPE, **shape},
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
