@@ -34,7 +34,6 @@ import os
 import random
 import secrets
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,39 +97,63 @@ def _pens(rng):
     return {"a": a, "b": b}, a * b
 
 
+# (banked text, numbers -> (fields, answer), language, a student's rewording with the same numbers and
+# the same unknown). Each rewording was checked to be served by the cache for every draw of its numbers;
+# its canonical text differs from the banked one, so it takes the embedder and the vector search.
 TEMPLATES = [
-    ("What is {a} times {b}?", _times, "en"),
-    ("一个数加上{a}等于{b}，这个数是多少？", _add_to, "zh"),
+    ("What is {a} times {b}?", _times, "en", "What do you get when you multiply {a} by {b}?"),
+    ("一个数加上{a}等于{b}，这个数是多少？", _add_to, "zh", "某数加{a}得{b}，求这个数。"),
     (
         "A train travels {d} km in {t} hours at a steady speed. What is its average speed in km/h?",
         _train,
         "en",
+        "In {t} hours a train travels {d} km at a steady speed. What is its average speed in km/h?",
     ),
-    ("鸡兔同笼，共有{h}个头，{l}只脚，问兔有几只？", _cage, "zh"),
+    (
+        "鸡兔同笼，共有{h}个头，{l}只脚，问兔有几只？",
+        _cage,
+        "zh",
+        "鸡兔同笼，一共{h}个头、{l}只脚，兔有多少只？",
+    ),
     (
         "A rectangle is {a} cm long and {b} cm wide. What is its area in square centimetres?",
         _rectangle,
         "en",
+        "A rectangle is {b} cm wide and {a} cm long. What is its area in square centimetres?",
     ),
-    ("小明有{a}本书，小红比他多{b}本，小红有几本书？", _books, "zh"),
-    ("{a}的{p}%是多少？", _percent, "zh"),
-    ("A pen costs {a} yuan. How many yuan do {b} pens cost?", _pens, "en"),
+    (
+        "小明有{a}本书，小红比他多{b}本，小红有几本书？",
+        _books,
+        "zh",
+        "小红比小明多{b}本书，小明有{a}本书，小红有几本书？",
+    ),
+    ("{a}的{p}%是多少？", _percent, "zh", "{a}的百分之{p}是多少？"),
+    (
+        "A pen costs {a} yuan. How many yuan do {b} pens cost?",
+        _pens,
+        "en",
+        "How many yuan do {b} pens cost if a pen costs {a} yuan?",
+    ),
 ]
+QUESTION_SETS = {
+    "word for word": "the banked text itself, as a student pastes the homework (exact tier)",
+    "reworded": "a rewording with the same numbers (embedder and vector search)",
+}
 
 
-def make_bank(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
-    """n distinct (text, answer, lang) problems, round-robin over the templates."""
+def make_bank(n: int, seed: int = 0) -> list[tuple[str, str, str, str]]:
+    """n distinct (text, answer, lang, reworded text) problems, round-robin over the templates."""
     rng = random.Random(seed)
     seen: set[tuple] = set()
     bank = []
     while len(bank) < n:
-        template, draw, lang = TEMPLATES[len(bank) % len(TEMPLATES)]
+        template, draw, lang, reworded = TEMPLATES[len(bank) % len(TEMPLATES)]
         fields, answer = draw(rng)
         key = (template, tuple(sorted(fields.values())))
         if key in seen:
             continue
         seen.add(key)
-        bank.append((template.format(**fields), str(answer), lang))
+        bank.append((template.format(**fields), str(answer), lang, reworded.format(**fields)))
     return bank
 
 
@@ -159,7 +182,7 @@ def server_env(var: Path, database_url: str) -> dict[str, str]:
     return env
 
 
-def fill_database(bank: list[tuple[str, str, str]]) -> tuple[list[int], str]:
+def fill_database(bank: list[tuple[str, str, str, str]]) -> tuple[list[int], str]:
     """Insert the bank with one verified answer per problem; returns (problem ids, a student's token)."""
     from django.contrib.auth.models import Group, User
     from django.core.management import call_command
@@ -176,7 +199,7 @@ def fill_database(bank: list[tuple[str, str, str]]) -> tuple[list[int], str]:
     problems = Problem.objects.bulk_create(
         [
             Problem(text=text, lang=lang, topic="bench", reference_answer=answer, origin="import")
-            for text, answer, lang in bank
+            for text, answer, lang, _reworded in bank
         ],
         batch_size=1000,
     )
@@ -502,18 +525,20 @@ def main() -> None:
         bank = make_bank(n)
         ids, token = fill_database(bank)
         insert_s = time.perf_counter() - started
-        items = [(str(pk), text) for pk, (text, _, _) in zip(ids, bank, strict=True)]
+        items = [(str(pk), text) for pk, (text, *_) in zip(ids, bank, strict=True)]
         torch_threads = set_torch_threads(args.torch_threads)
         cache, folder, cache_note = in_thread(build_cache, items)
-        rng = random.Random(7)
-        questions = [
-            (text, pk)
-            for pk, (text, _, _) in rng.sample(list(zip(ids, bank, strict=True)), min(n, 2000))
-        ]
+        sample = random.Random(7).sample(list(zip(ids, bank, strict=True)), min(n, 2000))
+        question_sets = {
+            "word for word": [(text, pk) for pk, (text, *_) in sample],
+            "reworded": [(reworded, pk) for pk, (_t, _a, _l, reworded) in sample],
+        }
 
-        # Baseline first, while no server is running: the cache alone, one question at a time.
-        baseline = in_thread(time_lookups, cache, questions, lookups)
-        base = (percentile(baseline["times"], 50), percentile(baseline["times"], 99))
+        # Baselines first, while no server is running: the cache alone, one question at a time.
+        baselines = {
+            name: in_thread(time_lookups, cache, questions, lookups)
+            for name, questions in question_sets.items()
+        }
         del cache
         connection.close()
 
@@ -528,9 +553,12 @@ def main() -> None:
         server = start_server(server_env_final, port, log)
         try:
             started = time.perf_counter()
-            wait_ready(server, port, token, questions[0], log)
+            wait_ready(server, port, token, question_sets["reworded"][0], log)
             ready_s = time.perf_counter() - started
-            results = {c: run_clients(port, token, questions, c, per_level[c]) for c in CONCURRENCY}
+            results = {
+                name: {c: run_clients(port, token, questions, c, per_level[c]) for c in CONCURRENCY}
+                for name, questions in question_sets.items()
+            }
         finally:
             server.terminate()
             try:
@@ -552,31 +580,39 @@ def main() -> None:
         f"(torch + MiniLM + the saved cache). Clients: threads of the benchmark process on keep-alive "
         f"loopback connections with a student's Bearer token; CPU cores: {os.cpu_count()}; torch "
         f"threads for MiniLM: {torch_threads} (--torch-threads {args.torch_threads}, same in the "
-        f"server).\n"
+        f"server). Questions: {len(sample)} banked problems, asked "
+        + "; ".join(f"{name}: {how}" for name, how in QUESTION_SETS.items())
+        + ". Each row's ratios are against the lookup baseline of its own question set.\n"
     )
     print(
-        "| what | clients | requests | errors | p50 ms | p99 ms | req/s | p50 / lookup p50 | p99 / lookup p99 |"
+        "| questions | what | clients | requests | errors | p50 ms | p99 ms | req/s | p50 / lookup p50 | p99 / lookup p99 |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    print(row("`SemanticCache.lookup` alone (baseline)", 1, baseline, base))
-    for c in CONCURRENCY:
-        print(row("`POST /api/ask` (hit)", c, results[c], base))
+    print("|---|---|---|---|---|---|---|---|---|---|")
     all_errors: dict[str, int] = {}
-    for result in results.values():
-        for kind, count in result["errors"].items():
-            all_errors[kind] = all_errors.get(kind, 0) + count
-    total_errors = sum(all_errors.values()) + baseline["errors"]
-    ten = results[TARGET_CLIENTS]["times"]
-    p50, p99 = percentile(ten, 50), percentile(ten, 99)
-    verdict = (
-        "met" if p50 <= TARGET_P50_MS and p99 <= TARGET_P99_MS and total_errors == 0 else "NOT met"
-    )
+    verdicts = []
+    for name in QUESTION_SETS:
+        baseline = baselines[name]
+        base = (percentile(baseline["times"], 50), percentile(baseline["times"], 99))
+        print(f"| {name} " + row("`SemanticCache.lookup` alone (baseline)", 1, baseline, base))
+        for c in CONCURRENCY:
+            print(f"| {name} " + row("`POST /api/ask` (hit)", c, results[name][c], base))
+        if baseline["errors"]:
+            all_errors[f"{name}: baseline misses"] = baseline["errors"]
+        for result in results[name].values():
+            for kind, count in result["errors"].items():
+                all_errors[f"{name}: {kind}"] = all_errors.get(f"{name}: {kind}", 0) + count
+        ten = results[name][TARGET_CLIENTS]["times"]
+        p50, p99 = percentile(ten, 50), percentile(ten, 99)
+        met = p50 <= TARGET_P50_MS and p99 <= TARGET_P99_MS
+        verdicts.append(
+            f"{name}: {'met' if met else 'NOT met'} (p50 {p50:.1f} ms, p99 {p99:.1f} ms)"
+        )
+    total_errors = sum(all_errors.values())
     print(
         f"\nTarget (p50 <= {TARGET_P50_MS:.0f} ms, p99 <= {TARGET_P99_MS:.0f} ms with {TARGET_CLIENTS} "
-        f"clients, no errors): {verdict} (p50 {p50:.1f} ms, p99 {p99:.1f} ms, {total_errors} errors"
+        f"clients, no errors): {'; '.join(verdicts)}; {total_errors} errors"
         + (f": {all_errors}" if all_errors else "")
-        + f"). Baseline misses/wrong hits: {baseline['errors']}; "
-        f"mean lookup {statistics.fmean(baseline['times']):.2f} ms."
+        + "."
     )
     if total_errors:
         sys.exit(1)

@@ -516,6 +516,9 @@ class SemanticCache:
         self._entries: dict[int, _Entry] = {}
         self._key_of: dict[str, int] = {}
         self._by_signature: dict[str, set[int]] = {}
+        # Entries by their canonical text: a question that normalises to a banked text word for word is
+        # decided without the embedder (see `_exact_hit`).
+        self._by_canonical: dict[str, set[int]] = {}
         self._next_key = 0
         self._lock = threading.RLock()
 
@@ -592,6 +595,7 @@ class SemanticCache:
                 self._entries[key] = entry
                 self._key_of[entry.entry_id] = key
                 self._by_signature.setdefault(entry.signature.key(), set()).add(key)
+                self._by_canonical.setdefault(entry.canonical, set()).add(key)
                 keys.append(key)
             self._index.add(np.asarray(keys, dtype=np.int64), vectors)
             self._maybe_switch_index()
@@ -636,6 +640,11 @@ class SemanticCache:
             bucket.discard(key)
             if not bucket:
                 del self._by_signature[entry.signature.key()]
+        twins = self._by_canonical.get(entry.canonical)
+        if twins is not None:
+            twins.discard(key)
+            if not twins:
+                del self._by_canonical[entry.canonical]
         self._index.remove(key)
         return True
 
@@ -660,13 +669,30 @@ class SemanticCache:
                     "the question has no words to match (only numbers, symbols or emoji)"
                 )
                 continue
-            pending.append((i, _analyze(canonical)))
+            question = _analyze(canonical)
+            decisions[i] = self._exact_hit(question)
+            if decisions[i] is None:
+                pending.append((i, question))
         for start in range(0, len(pending), batch_size):
             chunk = pending[start : start + batch_size]
             vectors = self.embedder.embed([a.canonical for _, a in chunk])
             for (i, question), vector in zip(chunk, vectors, strict=True):
                 decisions[i] = self._lookup_vector(question, vector)
         return [d for d in decisions if d is not None]
+
+    def _exact_hit(self, question: _Analysis) -> Decision | None:
+        """The decision for a question whose canonical text (numerals, width, case and spacing folded by
+        `normalize`) is a banked entry's, or None. It is the decision the vector search would reach:
+        the same canonical text has the same embedding (similarity 1), the same signature and the same
+        words, so every gate passes; only the embedder call is saved. Students paste the same homework
+        text again and again, so this is the common case on a busy day."""
+        with self._lock:
+            twins = self._by_canonical.get(question.canonical)
+            if not twins:
+                return None
+            entry = self._entries[min(twins)]  # the oldest, when the bank holds the text twice
+        reason = f"the same text as #{entry.entry_id} once normalised (similarity 1.00)"
+        return self._decide(question, [(entry, 1.0, None, reason)])
 
     def _lookup_vector(self, question: _Analysis, vector: np.ndarray) -> Decision:
         with self._lock:

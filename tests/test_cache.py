@@ -189,6 +189,42 @@ def test_an_added_entry_is_served_at_once_and_a_removed_one_is_not(cache):
     assert len(cache) == len(BANK)
 
 
+def test_a_banked_text_asked_again_is_decided_without_the_embedder(cache):
+    """Word for word (after folding width, numerals, case and spacing) is the exact tier: no model call."""
+    calls = cache.embedder.calls
+    again = "鸡兔同笼，共有３５个头，９４只脚，问鸡有多少只？"  # full-width digits: the same canonical text
+    decision = cache.lookup(again)
+    assert decision.hit and decision.entry_id == "chickens" and decision.score == 1.0
+    assert any(r.startswith("same numbers") for r in decision.reasons)
+    assert cache.embedder.calls == calls
+    changed = "鸡兔同笼，共有35个头，96只脚，问鸡有多少只？"
+    assert not cache.lookup(changed).hit
+    assert cache.embedder.calls == calls + 1
+
+
+def test_the_exact_tier_reaches_the_vector_searchs_decision(cache):
+    from solver.cache import _analyze
+    from solver.normalize import normalize
+
+    for _entry_id, text in BANK:
+        question = _analyze(normalize(text))
+        fast = cache._exact_hit(question)
+        slow = cache._lookup_vector(question, cache.embedder.embed([question.canonical])[0])
+        assert fast is not None and slow.hit
+        assert (fast.entry_id, fast.score) == (slow.entry_id, pytest.approx(slow.score))
+        assert fast.reasons[:4] == slow.reasons[:4]
+
+
+def test_a_text_banked_twice_is_served_until_both_are_removed(cache):
+    original, text = BANK[1]
+    cache.add("copy", text)
+    assert cache.lookup(text).entry_id == original  # the older of the two
+    cache.remove(original)
+    assert cache.lookup(text).entry_id == "copy"
+    cache.remove("copy")
+    assert not cache.lookup(text).hit
+
+
 def test_adding_an_id_again_replaces_the_entry(cache):
     cache.add("train", "A car travels 300 km in 5 hours. What is its average speed?")
     assert len(cache) == len(BANK)

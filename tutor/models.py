@@ -70,8 +70,20 @@ class Problem(models.Model):
         return f"#{self.pk} {self.text[:40]}"
 
     def best_solution(self) -> Solution | None:
-        """The answer a student is served: approved, then verified, then unverified (newest first)."""
-        return Solution.objects.filter(problem=self).servable().best_first().first()
+        """The answer a student is served: approved, then verified, then unverified (newest first).
+
+        The order of `Solution.objects.filter(problem=...).servable().best_first()`, in one raw statement:
+        every cache hit asks this, and building that ORM query cost a third of a hit's time."""
+        statuses = Solution.servable_statuses()
+        sql = (
+            f"SELECT * FROM {Solution._meta.db_table} WHERE problem_id = %s "
+            f"AND status IN ({', '.join(['%s'] * len(statuses))}) "
+            "ORDER BY CASE status WHEN %s THEN 0 WHEN %s THEN 1 ELSE 2 END, created DESC, id DESC "
+            "LIMIT 1"
+        )
+        params = [self.pk, *statuses, Solution.Status.APPROVED, Solution.Status.VERIFIED]
+        found = list(Solution.objects.raw(sql, params))
+        return found[0] if found else None
 
     @property
     def best_status(self) -> str | None:
@@ -82,10 +94,7 @@ class Problem(models.Model):
 class SolutionQuerySet(models.QuerySet):
     def servable(self) -> SolutionQuerySet:
         """Never rejected, failed or flagged; unverified only while SUANJING_SERVE_UNVERIFIED is on."""
-        statuses = [Solution.Status.APPROVED, Solution.Status.VERIFIED]
-        if settings.SUANJING_SERVE_UNVERIFIED:
-            statuses.append(Solution.Status.UNVERIFIED)
-        return self.filter(status__in=statuses)
+        return self.filter(status__in=Solution.servable_statuses())
 
     def best_first(self) -> SolutionQuerySet:
         rank = models.Case(
@@ -164,6 +173,14 @@ class Solution(models.Model):
 
     def __str__(self) -> str:
         return f"solution {self.pk} of problem {self.problem_id} ({self.status})"
+
+    @staticmethod
+    def servable_statuses() -> list[str]:
+        """What students may be served, best first (unverified only while SUANJING_SERVE_UNVERIFIED)."""
+        statuses = [Solution.Status.APPROVED, Solution.Status.VERIFIED]
+        if settings.SUANJING_SERVE_UNVERIFIED:
+            statuses.append(Solution.Status.UNVERIFIED)
+        return statuses
 
     @property
     def is_servable(self) -> bool:
@@ -250,7 +267,7 @@ class Question(models.Model):
     def served_solution(self) -> Solution | None:
         """What this question shows now: its solution unless a teacher has since taken it out of
         service, in which case the problem's best remaining one (or nothing)."""
-        if self.solution_id and self.solution.status in self._servable_statuses():
+        if self.solution_id and self.solution.status in Solution.servable_statuses():
             return self.solution
         if self.outcome in (self.Outcome.HIT, self.Outcome.GENERATED) and self.problem_id:
             return self.problem.best_solution()
@@ -290,13 +307,6 @@ class Question(models.Model):
         if self.feedback:
             data["feedback"] = self.feedback
         return data
-
-    @staticmethod
-    def _servable_statuses() -> set[str]:
-        statuses = {Solution.Status.APPROVED, Solution.Status.VERIFIED}
-        if settings.SUANJING_SERVE_UNVERIFIED:
-            statuses.add(Solution.Status.UNVERIFIED)
-        return statuses
 
 
 class ApiToken(models.Model):
