@@ -325,7 +325,6 @@ def run_batch(
 
     def report(finished: list[_InFlight]) -> None:
         for work in finished:
-            in_flight.remove(work)
             checked = _finish(work, family, min_agreement, min_samples_for_agreement)
             if checked is None:
                 progress.lost += 1
@@ -340,15 +339,21 @@ def run_batch(
     try:
         while True:
             finished = [w for w in in_flight if w.is_done]
-            report(finished)
+            for work in finished:
+                in_flight.remove(work)
             if should_stop is not None and should_stop():
                 progress.stopped = True
+                report(finished)
                 # Keep what completed while the cancellations land; drop the rest.
                 _cancel_all(in_flight)
-                report([w for w in in_flight if w.is_done])
+                landed = [w for w in in_flight if w.is_done]
+                for work in landed:
+                    in_flight.remove(work)
+                report(landed)
                 break
-            # Top up the window. Items are pulled one at a time, so `items` may be a generator that
-            # claims work from a shared queue only when there is room for it.
+            # Top up the window first, then report what finished: the engine starts the next items
+            # while `on_item` stores the last ones. Items are pulled one at a time, so `items` may be a
+            # generator that claims work from a shared queue only when there is room for it.
             sequences = len(in_flight) * samples
             while not exhausted and (not in_flight or sequences + samples <= batch_size):
                 item = next(source, None)
@@ -357,6 +362,7 @@ def run_batch(
                     break
                 in_flight.append(submit(item))
                 sequences += samples
+            report(finished)
             progress.in_flight = len(in_flight)
             if exhausted and not in_flight:
                 break

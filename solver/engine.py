@@ -97,6 +97,7 @@ class Generation:
         self._result: GenerationResult | None = None
         self.cancel_requested = False
         self.handle = None  # the pipeline's GenerationHandle, set by the driver thread
+        self.tag: object = None  # the submitter's label (solver.engine_process: the parent's id)
 
     # -- caller side -------------------------------------------------------------------------
 
@@ -122,6 +123,10 @@ class Generation:
     def done(self) -> bool:
         return self._done.is_set()
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the generation ends or `timeout` passes; True if it ended."""
+        return self._done.wait(timeout)
+
     # -- driver side -------------------------------------------------------------------------
 
     def _take(self, ids: Sequence[int], decode: Callable[[list[int]], str]) -> None:
@@ -137,7 +142,7 @@ class Generation:
         # Byte-level BPE splits multi-byte characters across tokens: hold back a trailing partial
         # character (decoded as U+FFFD) until the next token completes it.
         if text and not text.endswith("\ufffd"):
-            self._pieces.put(text)
+            self._emit(text)
             self._pending = []
 
     def _finish(
@@ -146,11 +151,11 @@ class Generation:
         self.finished_at = time.perf_counter()
         text = decode(self.token_ids) if self.token_ids else ""
         if not self.streaming and text:
-            self._pieces.put(text)
+            self._emit(text)
         elif self._pending:
             tail = decode(self._pending).rstrip("\ufffd")
             if tail:
-                self._pieces.put(tail)
+                self._emit(tail)
             self._pending = []
         n = len(self.token_ids)
         first = self.first_token_at or self.finished_at
@@ -169,6 +174,15 @@ class Generation:
         )
         self._pieces.put(None)
         self._done.set()
+        listener = self._engine.listener
+        if listener is not None:
+            listener(self, None)
+
+    def _emit(self, piece: str) -> None:
+        self._pieces.put(piece)
+        listener = self._engine.listener
+        if listener is not None:
+            listener(self, piece)
 
 
 @dataclass
@@ -179,7 +193,73 @@ class _Stats:
     started: float = field(default_factory=time.perf_counter)
 
 
-class Engine:
+class GeneratingAPI:
+    """What callers use, on top of `submit`: shared by `Engine` and `solver.engine_process.EngineProcess`."""
+
+    def submit(
+        self, prompt: str, params: GenerationParams | None = None, *, streaming: bool = False
+    ) -> Generation:
+        raise NotImplementedError
+
+    def stream(self, prompt: str, params: GenerationParams | None = None) -> Generation:
+        """Submit and iterate the returned Generation for text as it is generated."""
+        return self.submit(prompt, params, streaming=True)
+
+    def generate(self, prompt: str, params: GenerationParams | None = None) -> GenerationResult:
+        return self.submit(prompt, params).result()
+
+    def generate_many(
+        self,
+        prompts: Sequence[str],
+        params: GenerationParams | Sequence[GenerationParams] | None = None,
+        *,
+        on_result: Callable[[int, GenerationResult], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[GenerationResult]:
+        """Run a batch with continuous batching; results come back in the order of `prompts`.
+        `on_result(index, result)` is called as each one finishes (in finishing order).
+        `should_stop()` is polled; when it returns True the rest is cancelled."""
+        if params is None or isinstance(params, GenerationParams):
+            params_list = [params or GenerationParams()] * len(prompts)
+        else:
+            params_list = list(params)
+            if len(params_list) != len(prompts):
+                raise ValueError("one GenerationParams per prompt")
+        generations = [self.submit(p, q) for p, q in zip(prompts, params_list, strict=True)]
+        index_of = {g.request_id: i for i, g in enumerate(generations)}
+        remaining = set(index_of)
+        results: list[GenerationResult | None] = [None] * len(generations)
+        try:
+            while remaining:
+                if should_stop is not None and should_stop():
+                    for g in generations:
+                        g.cancel()
+                for rid in list(remaining):
+                    g = generations[index_of[rid]]
+                    if g.done:
+                        remaining.discard(rid)
+                        results[index_of[rid]] = g.result()
+                        if on_result is not None:
+                            on_result(index_of[rid], g.result())
+                if remaining:
+                    next(iter(generations[index_of[r]] for r in remaining)).wait(0.05)
+        except BaseException:
+            for g in generations:
+                g.cancel()
+            raise
+        return [r for r in results if r is not None]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class Engine(GeneratingAPI):
     """An INT8 OpenVINO model, ready to generate. Create one per process and share it."""
 
     def __init__(self, model_dir: str | os.PathLike, settings: EngineSettings | None = None):
@@ -224,6 +304,9 @@ class Engine:
         self._running: dict[int, Generation] = {}
         self._closed = False
         self.stats = _Stats()
+        # Called by the driver thread with (generation, text piece) as text is produced and with
+        # (generation, None) when it ends; solver.engine_process forwards these to another process.
+        self.listener: Callable[[Generation, str | None], None] | None = None
         self._driver = threading.Thread(target=self._drive, name="suanjing-engine", daemon=True)
         self._driver.start()
 
@@ -233,7 +316,12 @@ class Engine:
         return int(self.tokenizer.encode(text, add_special_tokens=False).input_ids.get_shape()[-1])
 
     def submit(
-        self, prompt: str, params: GenerationParams | None = None, *, streaming: bool = False
+        self,
+        prompt: str,
+        params: GenerationParams | None = None,
+        *,
+        streaming: bool = False,
+        tag: object = None,
     ) -> Generation:
         """Queue one generation of raw model input `prompt` (already rendered by `solver.prompts`).
         With streaming=False the text arrives in one piece at the end (cheaper for batch work)."""
@@ -244,60 +332,13 @@ class Engine:
         # second time by openvino-genai.
         ids = self.tokenizer.encode(prompt, add_special_tokens=False).input_ids
         generation = Generation(self, next(self._ids), ids, params, streaming=streaming)
+        generation.tag = tag
         with self._lock:
             if self._closed:
                 raise EngineClosed("the engine is shut down")
             self._waiting.append(generation)
             self._lock.notify()
         return generation
-
-    def stream(self, prompt: str, params: GenerationParams | None = None) -> Generation:
-        """Submit and iterate the returned Generation for text as it is generated."""
-        return self.submit(prompt, params, streaming=True)
-
-    def generate(self, prompt: str, params: GenerationParams | None = None) -> GenerationResult:
-        return self.submit(prompt, params).result()
-
-    def generate_many(
-        self,
-        prompts: Sequence[str],
-        params: GenerationParams | Sequence[GenerationParams] | None = None,
-        *,
-        on_result: Callable[[int, GenerationResult], None] | None = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> list[GenerationResult]:
-        """Run a batch with continuous batching; results come back in the order of `prompts`.
-        `on_result(index, result)` is called as each one finishes (in finishing order).
-        `should_stop()` is polled; when it returns True the rest is cancelled."""
-        if params is None or isinstance(params, GenerationParams):
-            params_list = [params or GenerationParams()] * len(prompts)
-        else:
-            params_list = list(params)
-            if len(params_list) != len(prompts):
-                raise ValueError("one GenerationParams per prompt")
-        generations = [self.submit(p, q) for p, q in zip(prompts, params_list, strict=True)]
-        index_of = {g.request_id: i for i, g in enumerate(generations)}
-        remaining = set(index_of)
-        results: list[GenerationResult | None] = [None] * len(generations)
-        try:
-            while remaining:
-                if should_stop is not None and should_stop():
-                    for g in generations:
-                        g.cancel()
-                for rid in list(remaining):
-                    g = generations[index_of[rid]]
-                    if g.done:
-                        remaining.discard(rid)
-                        results[index_of[rid]] = g.result()
-                        if on_result is not None:
-                            on_result(index_of[rid], g.result())
-                if remaining:
-                    next(iter(generations[index_of[r]] for r in remaining))._done.wait(0.05)
-        except BaseException:
-            for g in generations:
-                g.cancel()
-            raise
-        return [r for r in results if r is not None]
 
     @property
     def load(self) -> int:
@@ -312,12 +353,6 @@ class Engine:
                 g.cancel_requested = True
             self._lock.notify()
         self._driver.join(timeout=30)
-
-    def __enter__(self) -> Engine:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     # -- the driver thread -------------------------------------------------------------------
 

@@ -66,6 +66,17 @@ def tiny_engine(tiny_model):
 
 
 @pytest.fixture(scope="session")
+def tiny_engine_process(tiny_model):
+    """The same model behind `solver.engine_process.EngineProcess` (the site's and workers' engine)."""
+    from solver.engine import EngineSettings
+    from solver.engine_process import EngineProcess
+
+    engine = EngineProcess(tiny_model.path, EngineSettings(threads=2, kv_cache_gb=1))
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
 def embedded_model(tmp_path_factory):
     """The real SmolLM2-135M-Instruct, through the same INT8 export path (~40 s)."""
     from solver.modelstore import ModelStore

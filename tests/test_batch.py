@@ -291,7 +291,9 @@ def test_items_are_taken_lazily_as_the_window_frees():
         batch_size=2,
     )
     assert taken == list(range(6))
-    assert taken_when_first_done[0] <= 3  # not all six claimed up front
+    # Not all six claimed up front: the window of two, plus the two that replace them before the first
+    # finished item is reported (the window is topped up before `on_item` runs).
+    assert taken_when_first_done[0] <= 4
 
 
 # -- the real engine (tiny random model) ---------------------------------------------------------------

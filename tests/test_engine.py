@@ -1,4 +1,7 @@
-"""The engine on a real (tiny, random) OpenVINO INT8 model: streaming, batching, cancel, threads."""
+"""The engine on a real (tiny, random) OpenVINO INT8 model: streaming, batching, cancel, threads.
+
+Each behaviour runs twice: on `Engine` in this process, and on `EngineProcess` (the same engine in a child
+process, as the site and the workers run it). The child process's own failure modes are at the end."""
 
 from __future__ import annotations
 
@@ -7,9 +10,16 @@ import time
 
 import pytest
 
-from solver.engine import Engine, EngineError, GenerationParams
+from solver.engine import Engine, EngineClosed, EngineError, GenerationParams
+from solver.engine_process import STATS_EVERY_S, EngineProcess
 
 FIXED = GenerationParams(max_new_tokens=24, greedy=True)
+
+
+@pytest.fixture(params=["in-process", "child-process"])
+def tiny_engine(request):
+    name = "tiny_engine" if request.param == "in-process" else "tiny_engine_process"
+    return request.getfixturevalue(name)
 
 
 def test_it_streams_text_that_adds_up_to_the_result(tiny_engine):
@@ -51,6 +61,7 @@ def test_concurrent_callers_are_batched_not_refused(tiny_engine):
         )
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+    time.sleep(2 * STATS_EVERY_S)  # the child process reports its counters every STATS_EVERY_S
     steps_before = tiny_engine.stats.steps
     for t in threads:
         t.start()
@@ -58,8 +69,9 @@ def test_concurrent_callers_are_batched_not_refused(tiny_engine):
         t.join(timeout=60)
     assert len(results) == 8
     assert all(r.finish_reason == "length" and r.new_tokens == 32 for r in results.values())
+    time.sleep(2 * STATS_EVERY_S)
     # 8 x 32 tokens one by one would take >= 256 steps; batched they share steps.
-    assert tiny_engine.stats.steps - steps_before < 8 * 32
+    assert 32 <= tiny_engine.stats.steps - steps_before < 8 * 32
 
 
 def test_cancel_stops_a_generation_early(tiny_engine):
@@ -99,3 +111,50 @@ def test_an_empty_prompt_is_refused(tiny_engine):
 def test_a_folder_without_a_model_is_a_clear_error(tmp_path):
     with pytest.raises(EngineError, match="prepare"):
         Engine(tmp_path)
+
+
+def test_a_folder_without_a_model_is_a_clear_error_from_the_child_process_too(tmp_path):
+    with pytest.raises(EngineError, match="prepare"):
+        EngineProcess(tmp_path)
+
+
+def test_the_child_process_gives_the_in_process_engines_text(tiny_engine, tiny_engine_process):
+    prompts = ["鸡兔同笼 35 94", "What is 2 + 3?", "knights and knaves"]
+    local = [tiny_engine.generate(p, FIXED) for p in prompts]
+    remote = tiny_engine_process.generate_many(prompts, FIXED)
+    assert [r.text for r in remote] == [r.text for r in local]
+    assert [r.new_tokens for r in remote] == [r.new_tokens for r in local]
+
+
+def test_a_killed_engine_process_fails_its_generations_and_refuses_new_ones(tiny_model):
+    import os
+    import signal
+
+    engine = EngineProcess(tiny_model.path)
+    try:
+        long = engine.stream(
+            "a long story", GenerationParams(max_new_tokens=5000, ignore_eos=True, greedy=True)
+        )
+        next(iter(long))
+        assert engine.alive
+        os.kill(engine.pid, signal.SIGKILL)
+        result = long.result(timeout=30)
+        assert result.finish_reason == "error"
+        assert "engine process stopped" in result.error
+        assert not engine.alive
+        with pytest.raises(EngineClosed):
+            engine.submit("anything", FIXED)
+    finally:
+        engine.close()
+
+
+def test_closing_the_engine_process_cancels_what_runs_and_ends_the_child(tiny_model):
+    engine = EngineProcess(tiny_model.path)
+    running = engine.submit(
+        "a long story", GenerationParams(max_new_tokens=5000, ignore_eos=True, greedy=True)
+    )
+    engine.close()
+    assert running.result(timeout=30).finish_reason == "cancelled"
+    assert not engine.alive and engine._process.exitcode is not None
+    with pytest.raises(EngineClosed):
+        engine.submit("anything", FIXED)

@@ -11,6 +11,7 @@ import time
 import pytest
 from django.test import Client
 
+from solver.engine import GenerationParams
 from tests.site_fixtures import *  # noqa: F403
 from tests.site_fixtures import FakeManifest, ScriptedEngine
 from tutor import services
@@ -28,6 +29,9 @@ GOOD = [
     "\\boxed{12}",
     " rabbits.",
 ]
+
+
+FIXED_SHORT = GenerationParams(max_new_tokens=4, greedy=True)
 
 
 def ask(client: Client, text: str):
@@ -204,11 +208,18 @@ def test_the_queue_is_bounded(site, cast, alice, settings):
 # -- the real tiny OpenVINO model --------------------------------------------------------------------
 
 
+@pytest.fixture(params=["in-process", "child-process"])
+def any_tiny_engine(request):
+    """The real tiny engine in this process, and behind EngineProcess as the site runs it by default."""
+    name = "tiny_engine" if request.param == "in-process" else "tiny_engine_process"
+    return request.getfixturevalue(name)
+
+
 @pytest.fixture
-def real_engine(tiny_engine, tiny_model, settings):
+def real_engine(any_tiny_engine, tiny_model, settings):
     settings.SUANJING_MAX_NEW_TOKENS = 12
-    services.use_engine(tiny_engine, tiny_model.manifest)
-    return tiny_engine
+    services.use_engine(any_tiny_engine, tiny_model.manifest)
+    return any_tiny_engine
 
 
 def test_a_real_generation_streams_and_its_unfinished_reasoning_is_stored_failed(
@@ -242,11 +253,11 @@ def test_a_real_generation_streams_and_its_unfinished_reasoning_is_stored_failed
 
 
 def test_a_real_generation_is_cancelled_when_its_student_leaves(
-    site, cast, alice, tiny_engine, tiny_model, settings
+    site, cast, alice, any_tiny_engine, tiny_model, settings
 ):
     settings.SUANJING_MAX_NEW_TOKENS = 4000
     settings.SUANJING_LIVE_ORPHAN_S = 1
-    services.use_engine(tiny_engine, tiny_model.manifest)
+    services.use_engine(any_tiny_engine, tiny_model.manifest)
     data = ask(alice, "Write a very long story about numbers?").json()
     response = alice.get(f"/api/questions/{data['id']}/stream")
     stream = iter(response.streaming_content)
@@ -258,3 +269,32 @@ def test_a_real_generation_is_cancelled_when_its_student_leaves(
     assert time.monotonic() - started < 30
     question = Question.objects.get(pk=data["id"])
     assert question.outcome == "failed" and "cancelled" in question.error
+
+
+def test_the_site_runs_its_engine_in_a_child_process_and_replaces_it_if_it_dies(
+    site, tiny_model, settings
+):
+    import os
+    import signal
+
+    from solver.engine_process import EngineProcess
+
+    settings.SUANJING_MODELS = str(tiny_model.path.parent)
+    settings.SUANJING_MODEL = tiny_model.manifest.name
+    engine, manifest = services.get_engine()
+    try:
+        assert isinstance(engine, EngineProcess) and engine.pid != os.getpid()
+        assert manifest.manifest_id == tiny_model.manifest.manifest_id
+        os.kill(engine.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while engine.alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not engine.alive
+        again, _ = services.get_engine()
+        assert again is not engine and again.alive
+        assert again.generate("2+3=", FIXED_SHORT).new_tokens == 4
+    finally:
+        current = services._runtime.engine
+        if current is not None:
+            current.close()
+        engine.close()

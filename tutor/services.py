@@ -75,6 +75,9 @@ def get_engine(model: str | None = None) -> tuple[Any, Any]:
     """(engine, manifest), loading the configured model (or `model`, by name) on first use. One engine per
     process: asking for another model than the loaded one raises EngineUnavailable."""
     with _runtime.lock:
+        if _runtime.engine is not None and not getattr(_runtime.engine, "alive", True):
+            log.error("the engine process stopped; starting a new one")
+            _runtime.engine = None
         if _runtime.engine is not None and model and _runtime.manifest.name != model:
             raise EngineUnavailable(
                 f"this process runs the model {_runtime.manifest.name!r}, not {model!r}; "
@@ -88,13 +91,16 @@ def get_engine(model: str | None = None) -> tuple[Any, Any]:
                 prepared = ModelStore(settings.SUANJING_MODELS).default(
                     model or settings.SUANJING_MODEL or None
                 )
-                engine = Engine(
-                    prepared.path,
-                    EngineSettings(
-                        threads=settings.SUANJING_THREADS or None,
-                        kv_cache_gb=settings.SUANJING_KV_CACHE_GB,
-                    ),
+                engine_settings = EngineSettings(
+                    threads=settings.SUANJING_THREADS or None,
+                    kv_cache_gb=settings.SUANJING_KV_CACHE_GB,
                 )
+                if settings.SUANJING_ENGINE_PROCESS:
+                    from solver.engine_process import EngineProcess
+
+                    engine = EngineProcess(prepared.path, engine_settings)
+                else:
+                    engine = Engine(prepared.path, engine_settings)
             except (ModelError, EngineError) as exc:
                 raise EngineUnavailable(str(exc)) from exc
             _runtime.engine, _runtime.manifest = engine, prepared.manifest

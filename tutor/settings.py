@@ -132,6 +132,9 @@ SUANJING_MODELS = Path(os.getenv("SUANJING_MODELS", str(BASE_DIR / "models")))
 SUANJING_MODEL = os.getenv("SUANJING_MODEL", "")  # empty: the best prepared model
 SUANJING_THREADS = envint("SUANJING_THREADS", "0")  # 0: all cores
 SUANJING_KV_CACHE_GB = envfloat("SUANJING_KV_CACHE_GB", "1")
+# The engine runs in a child process of the site / worker (solver.engine_process): its decode steps hold
+# the GIL, so in-process they would stall every cache hit and database call. False: in this process.
+SUANJING_ENGINE_PROCESS = envbool("SUANJING_ENGINE_PROCESS", "True")
 SUANJING_MAX_NEW_TOKENS = envint("SUANJING_MAX_NEW_TOKENS", "2048")
 
 LOGGING = {

@@ -1,0 +1,331 @@
+"""The engine in a child process, behind the same API as `solver.engine.Engine`.
+
+Why: openvino-genai's `ContinuousBatchingPipeline.step()` keeps Python's GIL for the whole step (its
+binding does not release it; measured here: a 0.5 ms sleep in another thread took 20 ms while SmolLM2
+decoded 16 sequences, and one SQLite commit 15 ms). In the process that runs the engine, every other
+thread therefore waits up to one engine step each time it gives up the GIL (a socket read, a database
+call). With the engine in its own process, the site's cache hits and a precompute worker's database work
+no longer queue behind decode steps; the parent only moves small messages.
+
+Protocol (pickled tuples over one `multiprocessing.Pipe`):
+  parent -> child  ("submit", id, prompt, params, streaming) | ("cancel", id) | ("close",)
+  child -> parent  ("ready", eos_token_id) | ("failed", message) at start;
+                   ("piece", id, text) | ("done", id, result fields) | ("stats", steps, tokens, busy_s)
+The child is started with the "spawn" method (no forked locks or threads), ignores Ctrl-C (the parent
+decides when to stop), and exits when the parent closes the pipe or dies.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+from solver.engine import (
+    EngineClosed,
+    EngineError,
+    EngineSettings,
+    GeneratingAPI,
+    GenerationParams,
+    GenerationResult,
+    _Stats,
+)
+
+START_TIMEOUT_S = 600.0  # loading the 1.5B model from a cold disk takes a minute or two
+STATS_EVERY_S = 0.5
+
+
+class RemoteGeneration:
+    """A generation running in the engine process: the same surface as `solver.engine.Generation`."""
+
+    def __init__(self, owner: EngineProcess, request_id: int, params: GenerationParams, streaming):
+        self._owner = owner
+        self.request_id = request_id
+        self.params = params
+        self.streaming = streaming
+        self.submitted = time.perf_counter()
+        self._pieces: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._done = threading.Event()
+        self._result: GenerationResult | None = None
+        self.cancel_requested = False
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            piece = self._pieces.get()
+            if piece is None:
+                return
+            yield piece
+
+    def cancel(self) -> None:
+        if not self.cancel_requested and not self.done:
+            self.cancel_requested = True
+            self._owner._send(("cancel", self.request_id))
+
+    def result(self, timeout: float | None = None) -> GenerationResult:
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"generation {self.request_id} still running")
+        assert self._result is not None
+        return self._result
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def _finish(self, result: GenerationResult) -> None:
+        self._result = result
+        self._pieces.put(None)
+        self._done.set()
+
+
+class EngineProcess(GeneratingAPI):
+    """`Engine(model_dir, settings)` run in a child process. Raises EngineError if it cannot start."""
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike,
+        settings: EngineSettings | None = None,
+        *,
+        start_timeout: float = START_TIMEOUT_S,
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self.settings = settings or EngineSettings()
+        self.stats = _Stats()
+        self._ids = itertools.count(1)
+        self._running: dict[int, RemoteGeneration] = {}
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._closed = False
+        context = multiprocessing.get_context("spawn")
+        self._conn, child_end = context.Pipe()
+        self._process = context.Process(
+            target=_child_main,
+            args=(child_end, str(self.model_dir), self.settings),
+            name="suanjing-engine",
+            daemon=True,
+        )
+        self._process.start()
+        child_end.close()
+        try:
+            if not self._conn.poll(start_timeout):
+                raise EngineError(f"the engine process did not start within {start_timeout:.0f} s")
+            message = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            self._process.join(5)
+            raise EngineError(
+                f"the engine process stopped while loading {self.model_dir} "
+                f"(exit code {self._process.exitcode})"
+            ) from exc
+        except EngineError:
+            self._process.kill()
+            raise
+        if message[0] == "failed":
+            self._process.join(10)
+            raise EngineError(message[1])
+        self.eos_token_id = message[1]
+        self.pid = self._process.pid
+        self._reader = threading.Thread(
+            target=self._read, name="suanjing-engine-reader", daemon=True
+        )
+        self._reader.start()
+
+    # -- the API -------------------------------------------------------------------------------
+
+    def submit(
+        self, prompt: str, params: GenerationParams | None = None, *, streaming: bool = False
+    ) -> RemoteGeneration:
+        params = params or GenerationParams()
+        if not prompt:
+            raise ValueError("empty prompt")
+        generation = RemoteGeneration(self, next(self._ids), params, streaming)
+        with self._lock:
+            if self._closed:
+                raise EngineClosed("the engine is shut down")
+            self._running[generation.request_id] = generation
+        try:
+            self._send(("submit", generation.request_id, prompt, params, streaming))
+        except EngineClosed:
+            with self._lock:
+                self._running.pop(generation.request_id, None)
+            raise
+        return generation
+
+    @property
+    def load(self) -> int:
+        """Requests queued or running."""
+        with self._lock:
+            return len(self._running)
+
+    @property
+    def alive(self) -> bool:
+        return self._process.is_alive() and not self._closed
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._send(("close",), closing=True)
+        except EngineClosed:
+            pass
+        self._process.join(30)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(5)
+        self._reader.join(5)
+        self._conn.close()
+        self._fail_all("the engine was shut down", "cancelled")
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _send(self, message: tuple, *, closing: bool = False) -> None:
+        with self._send_lock:
+            if self._closed and not closing and message[0] != "cancel":
+                raise EngineClosed("the engine is shut down")
+            try:
+                self._conn.send(message)
+            except (OSError, ValueError) as exc:  # the child is gone
+                raise EngineClosed(f"the engine process is gone: {exc}") from None
+
+    def _read(self) -> None:
+        """Hand the child's events to their generations, until the pipe closes."""
+        while True:
+            try:
+                message = self._conn.recv()
+            except (EOFError, OSError):
+                break
+            kind = message[0]
+            if kind == "piece":
+                generation = self._running.get(message[1])
+                if generation is not None:
+                    generation._pieces.put(message[2])
+            elif kind == "done":
+                with self._lock:
+                    generation = self._running.pop(message[1], None)
+                if generation is not None:
+                    generation._finish(GenerationResult(**message[2]))
+            elif kind == "stats":
+                self.stats.steps, self.stats.tokens, self.stats.busy_s = message[1:4]
+        with self._lock:
+            crashed = not self._closed
+            self._closed = True
+        if crashed:
+            code = self._process.exitcode
+            self._fail_all(f"the engine process stopped (exit code {code})", "error")
+
+    def _fail_all(self, why: str, reason: str) -> None:
+        with self._lock:
+            left, self._running = list(self._running.values()), {}
+        for generation in left:
+            generation._finish(
+                GenerationResult(
+                    text="",
+                    prompt_tokens=0,
+                    new_tokens=0,
+                    finish_reason=reason,
+                    ttft_ms=0.0,
+                    tokens_per_s=0.0,
+                    elapsed_s=time.perf_counter() - generation.submitted,
+                    error=why if reason == "error" else None,
+                )
+            )
+
+
+# -- the child process ---------------------------------------------------------------------------
+
+
+def _child_main(conn, model_dir: str, settings: EngineSettings) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from solver.engine import Engine
+
+    try:
+        engine = Engine(model_dir, settings)
+    except EngineError as exc:
+        conn.send(("failed", str(exc)))
+        return
+    except Exception as exc:  # anything else that stops loading: say it in one line
+        conn.send(("failed", f"the engine could not load {model_dir}: {exc}"))
+        return
+    send_lock = threading.Lock()
+    by_id: dict[int, object] = {}
+    stop = threading.Event()
+
+    def send(message: tuple) -> None:
+        with send_lock:
+            try:
+                conn.send(message)
+            except (OSError, ValueError):
+                stop.set()
+
+    def listener(generation, piece: str | None) -> None:
+        # Runs in the engine's driver thread: no waiting here, one small message per event.
+        if piece is not None:
+            if generation.streaming:
+                send(("piece", generation.tag, piece))
+            return
+        by_id.pop(generation.tag, None)
+        result = generation.result(0)
+        if not generation.streaming and result.text:
+            send(("piece", generation.tag, result.text))
+        send(("done", generation.tag, asdict(result)))
+
+    def report_stats() -> None:
+        last = None
+        while not stop.wait(STATS_EVERY_S):
+            now = (engine.stats.steps, engine.stats.tokens, engine.stats.busy_s)
+            if now != last:
+                send(("stats", *now))
+                last = now
+
+    engine.listener = listener
+    conn.send(("ready", engine.eos_token_id))
+    threading.Thread(target=report_stats, daemon=True).start()
+    try:
+        while not stop.is_set():
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break  # the parent is gone
+            kind = message[0]
+            if kind == "submit":
+                _, rid, prompt, params, streaming = message
+                try:
+                    by_id[rid] = engine.submit(prompt, params, streaming=streaming, tag=rid)
+                except Exception as exc:  # a prompt the tokenizer refuses: that request fails
+                    send(("done", rid, _error_result(str(exc)[:300])))
+            elif kind == "cancel":
+                generation = by_id.get(message[1])
+                if generation is not None:
+                    generation.cancel()
+            elif kind == "close":
+                break
+    finally:
+        stop.set()
+        engine.close()
+        send(("stats", engine.stats.steps, engine.stats.tokens, engine.stats.busy_s))
+        conn.close()
+
+
+def _error_result(message: str) -> dict:
+    return asdict(
+        GenerationResult(
+            text="",
+            prompt_tokens=0,
+            new_tokens=0,
+            finish_reason="error",
+            ttft_ms=0.0,
+            tokens_per_s=0.0,
+            elapsed_s=0.0,
+            error=message,
+        )
+    )
