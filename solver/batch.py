@@ -302,6 +302,9 @@ def run_batch(
     tokens_before = getattr(stats, "tokens", 0)
     in_flight: list[_InFlight] = []
     exhausted = False
+    # Set whenever a generation ends, so the loop refills the window at once rather than at its next
+    # poll (engines without done callbacks, like the tests' scripted one, are polled every `poll_s`).
+    wake = threading.Event()
 
     def submit(item: BatchItem) -> _InFlight:
         work = _InFlight(item)
@@ -309,7 +312,10 @@ def run_batch(
         try:
             for j in range(samples):
                 seeded = replace(params, seed=_sample_seed(base_seed, item, j, samples))
-                work.generations.append(engine.submit(prompt, seeded))
+                generation = engine.submit(prompt, seeded)
+                work.generations.append(generation)
+                if hasattr(generation, "add_done_callback"):
+                    generation.add_done_callback(wake.set)
         except EngineClosed:
             for g in work.generations:
                 g.cancel()
@@ -367,7 +373,7 @@ def run_batch(
             if exhausted and not in_flight:
                 break
             if not finished:
-                _wait_any(in_flight, poll_s)
+                _wait_any(in_flight, poll_s, wake)
     finally:
         _cancel_all(in_flight)
         progress.in_flight = 0
@@ -377,8 +383,13 @@ def run_batch(
     return progress
 
 
-def _wait_any(in_flight: list[_InFlight], timeout: float) -> None:
-    """Sleep until the oldest unfinished generation ends or `timeout` passes (the loop then looks at all)."""
+def _wait_any(in_flight: list[_InFlight], timeout: float, wake: threading.Event) -> None:
+    """Sleep until a generation ends (`wake`, set by done callbacks) or `timeout` passes; engines
+    without callbacks: until the oldest unfinished generation ends. The loop then looks at all."""
+    if any(hasattr(g, "add_done_callback") for w in in_flight for g in w.generations):
+        wake.wait(timeout)
+        wake.clear()
+        return
     for work in in_flight:
         for g in work.generations:
             if not g.done:

@@ -98,6 +98,7 @@ class Generation:
         self.cancel_requested = False
         self.handle = None  # the pipeline's GenerationHandle, set by the driver thread
         self.tag: object = None  # the submitter's label (solver.engine_process: the parent's id)
+        self._callbacks: list[Callable[[], None]] = []
 
     # -- caller side -------------------------------------------------------------------------
 
@@ -126,6 +127,11 @@ class Generation:
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the generation ends or `timeout` passes; True if it ended."""
         return self._done.wait(timeout)
+
+    def add_done_callback(self, fn: Callable[[], None]) -> None:
+        """Call `fn()` when the generation ends (at once if it has): from the engine's thread, so
+        `fn` must be quick, like setting an Event."""
+        _add_done_callback(self, fn)
 
     # -- driver side -------------------------------------------------------------------------
 
@@ -173,7 +179,7 @@ class Generation:
             error=error,
         )
         self._pieces.put(None)
-        self._done.set()
+        _run_done_callbacks(self)
         listener = self._engine.listener
         if listener is not None:
             listener(self, None)
@@ -183,6 +189,26 @@ class Generation:
         listener = self._engine.listener
         if listener is not None:
             listener(self, piece)
+
+
+_callback_lock = threading.Lock()
+
+
+def _add_done_callback(generation, fn: Callable[[], None]) -> None:
+    with _callback_lock:
+        if not generation._done.is_set():
+            generation._callbacks.append(fn)
+            return
+    fn()
+
+
+def _run_done_callbacks(generation) -> None:
+    """Set the generation done and call its callbacks, each exactly once."""
+    with _callback_lock:
+        generation._done.set()
+        callbacks, generation._callbacks = generation._callbacks, []
+    for fn in callbacks:
+        fn()
 
 
 @dataclass

@@ -35,6 +35,8 @@ from solver.engine import (
     GeneratingAPI,
     GenerationParams,
     GenerationResult,
+    _add_done_callback,
+    _run_done_callbacks,
     _Stats,
 )
 
@@ -55,6 +57,7 @@ class RemoteGeneration:
         self._done = threading.Event()
         self._result: GenerationResult | None = None
         self.cancel_requested = False
+        self._callbacks: list = []
 
     def __iter__(self) -> Iterator[str]:
         while True:
@@ -81,10 +84,14 @@ class RemoteGeneration:
     def wait(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
 
+    def add_done_callback(self, fn) -> None:
+        """Call `fn()` when the generation ends (at once if it has), from the reader thread."""
+        _add_done_callback(self, fn)
+
     def _finish(self, result: GenerationResult) -> None:
         self._result = result
         self._pieces.put(None)
-        self._done.set()
+        _run_done_callbacks(self)
 
 
 class EngineProcess(GeneratingAPI):

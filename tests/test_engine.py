@@ -158,3 +158,13 @@ def test_closing_the_engine_process_cancels_what_runs_and_ends_the_child(tiny_mo
     assert not engine.alive and engine._process.exitcode is not None
     with pytest.raises(EngineClosed):
         engine.submit("anything", FIXED)
+
+
+def test_done_callbacks_run_once_when_a_generation_ends(tiny_engine):
+    calls = []
+    generation = tiny_engine.submit("callback", FIXED)
+    ended = threading.Event()
+    generation.add_done_callback(lambda: (calls.append("first"), ended.set()))
+    assert ended.wait(30) and generation.done
+    generation.add_done_callback(lambda: calls.append("late"))  # already done: called at once
+    assert calls == ["first", "late"]
