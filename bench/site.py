@@ -6,19 +6,27 @@ the site's own settings) or a scratch PostgreSQL database (--database-url). The 
 problem, embedded once with the bundled MiniLM; its vectors are kept under bench/out/site-cache/ and
 reused while the bank and solver's cache code are unchanged.
 
-Measured in one run of this script:
+Two sets of questions, each asking 2 000 banked problems: "word for word" (the banked text, as students
+paste their homework: the cache's exact tier, no embedder call) and "reworded" (a rewording per template
+with the same numbers and unknown, checked to be served: the embedder and the vector search). Every answer
+must be a hit on the asked problem: anything else (an HTTP error, a miss, another problem) is an error.
+
+Measured in one run of this script, for each set:
   - baseline: `solver.cache.SemanticCache.lookup` alone, in this process, one question at a time;
   - the site: a real server process (`gunicorn -k gthread --workers 1 --threads 64 tutor.wsgi`, DEBUG=False)
     on a free loopback port, asked by 1, 10 and 50 concurrent clients (threads of this process, keep-alive
-    connections, a student's Bearer token). Every question is a banked problem's text, so every answer
-    must be a hit on that problem: anything else (an HTTP error, a miss, another problem) is an error.
-p50 and p99 latency per row, requests per second, and each row's ratio to the baseline. The target of
-issue 4: p50 <= 30 ms and p99 <= 100 ms with 10 clients on 2 cores, no errors.
+    connections, a student's Bearer token).
+  - with --live N: word-for-word hits at 1 and 10 clients while N other students' answers are generated
+    live by SmolLM2 and streamed, once with the engine in a child process (the default) and once inside
+    the web process (SUANJING_ENGINE_PROCESS=False).
+p50 and p99 latency per row, requests per second, and each row's ratio to its set's baseline. The target
+of issue 4: p50 <= 30 ms and p99 <= 100 ms with 10 clients on 2 cores, no errors.
 
 The clients share the machine's cores with the server, so the figures include their cost too.
 
     python bench/site.py --quick          # 1 000 problems, fewer requests (< 1 min after embedding)
     python bench/site.py                  # 10 000 problems (embedding them takes a minute or two, once)
+    python bench/site.py --live 4         # and hits while 4 live generations stream
 
 This file is also the server's gunicorn config (`-c bench/site.py`): its `post_worker_init` hook installs
 the saved cache in the worker with `tutor.services.use_cache`, so the server does not embed the bank again.

@@ -106,7 +106,10 @@ class EngineProcess(GeneratingAPI):
     ) -> None:
         self.model_dir = Path(model_dir)
         self.settings = settings or EngineSettings()
+        # The child's counters arrive every STATS_EVERY_S; tokens of finished generations are added at
+        # once, so `stats.tokens` never lags behind the results callers hold.
         self.stats = _Stats()
+        self._finished_tokens = 0
         self._ids = itertools.count(1)
         self._running: dict[int, RemoteGeneration] = {}
         self._lock = threading.Lock()
@@ -219,10 +222,14 @@ class EngineProcess(GeneratingAPI):
             elif kind == "done":
                 with self._lock:
                     generation = self._running.pop(message[1], None)
+                result = GenerationResult(**message[2])
+                self._finished_tokens += result.new_tokens
+                self.stats.tokens = max(self.stats.tokens, self._finished_tokens)
                 if generation is not None:
-                    generation._finish(GenerationResult(**message[2]))
+                    generation._finish(result)
             elif kind == "stats":
-                self.stats.steps, self.stats.tokens, self.stats.busy_s = message[1:4]
+                self.stats.steps, tokens, self.stats.busy_s = message[1:4]
+                self.stats.tokens = max(tokens, self._finished_tokens)
         with self._lock:
             crashed = not self._closed
             self._closed = True

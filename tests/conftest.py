@@ -76,6 +76,14 @@ def tiny_engine_process(tiny_model):
     engine.close()
 
 
+@pytest.fixture(params=["in-process", "child-process"])
+def any_tiny_engine(request):
+    """Each test twice: the tiny engine in this process, and behind EngineProcess (as the site and the
+    precompute workers run it)."""
+    name = "tiny_engine" if request.param == "in-process" else "tiny_engine_process"
+    return request.getfixturevalue(name)
+
+
 @pytest.fixture(scope="session")
 def embedded_model(tmp_path_factory):
     """The real SmolLM2-135M-Instruct, through the same INT8 export path (~40 s)."""

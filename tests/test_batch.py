@@ -299,14 +299,14 @@ def test_items_are_taken_lazily_as_the_window_frees():
 # -- the real engine (tiny random model) ---------------------------------------------------------------
 
 
-def test_run_batch_on_the_real_engine_reports_every_item_once(tiny_engine):
+def test_run_batch_on_the_real_engine_reports_every_item_once(any_tiny_engine):
     items = [
         BatchItem(f"p{i}", f"How many legs do {i} rabbits have?", reference=str(4 * i))
         for i in range(6)
     ]
     seen = []
     progress = run_batch(
-        tiny_engine, R1, items, samples=2, params=SHORT, on_item=seen.append, batch_size=4
+        any_tiny_engine, R1, items, samples=2, params=SHORT, on_item=seen.append, batch_size=4
     )
     assert sorted(c.problem_id for c in seen) == sorted(i.id for i in items)
     for checked in seen:
@@ -321,16 +321,16 @@ def test_run_batch_on_the_real_engine_reports_every_item_once(tiny_engine):
     assert progress.new_tokens == sum(c.new_tokens for c in seen)
     assert progress.generated_tokens >= progress.new_tokens
     assert progress.tokens_per_s() > 0 and not progress.stopped
-    assert tiny_engine.load == 0
+    assert any_tiny_engine.load == 0
 
 
-def test_run_batch_stops_promptly_when_asked(tiny_engine):
+def test_run_batch_stops_promptly_when_asked(any_tiny_engine):
     long = GenerationParams(max_new_tokens=4000, temperature=0.6, ignore_eos=True)
     items = [BatchItem(f"p{i}", f"Tell a long story number {i}.") for i in range(6)]
     seen = []
     started = time.perf_counter()
     progress = run_batch(
-        tiny_engine,
+        any_tiny_engine,
         R1,
         items,
         params=long,
@@ -340,7 +340,7 @@ def test_run_batch_stops_promptly_when_asked(tiny_engine):
     )
     assert time.perf_counter() - started < 10
     assert progress.stopped and seen == [] and progress.done == 0
-    assert tiny_engine.load == 0  # nothing left running in the shared engine
+    assert any_tiny_engine.load == 0  # nothing left running in the shared engine
 
 
 @pytest.mark.slow

@@ -16,14 +16,8 @@ from solver.engine_process import STATS_EVERY_S, EngineProcess
 FIXED = GenerationParams(max_new_tokens=24, greedy=True)
 
 
-@pytest.fixture(params=["in-process", "child-process"])
-def tiny_engine(request):
-    name = "tiny_engine" if request.param == "in-process" else "tiny_engine_process"
-    return request.getfixturevalue(name)
-
-
-def test_it_streams_text_that_adds_up_to_the_result(tiny_engine):
-    generation = tiny_engine.stream("Hello there, 35 heads", FIXED)
+def test_it_streams_text_that_adds_up_to_the_result(any_tiny_engine):
+    generation = any_tiny_engine.stream("Hello there, 35 heads", FIXED)
     pieces = list(generation)
     result = generation.result(timeout=30)
     assert "".join(pieces) == result.text
@@ -33,36 +27,36 @@ def test_it_streams_text_that_adds_up_to_the_result(tiny_engine):
     assert result.ttft_ms > 0 and result.tokens_per_s > 0
 
 
-def test_greedy_generation_is_deterministic(tiny_engine):
-    a = tiny_engine.generate("鸡兔同笼 35 94", FIXED)
-    b = tiny_engine.generate("鸡兔同笼 35 94", FIXED)
+def test_greedy_generation_is_deterministic(any_tiny_engine):
+    a = any_tiny_engine.generate("鸡兔同笼 35 94", FIXED)
+    b = any_tiny_engine.generate("鸡兔同笼 35 94", FIXED)
     assert a.text == b.text
 
 
-def test_generate_many_returns_results_in_prompt_order(tiny_engine):
+def test_generate_many_returns_results_in_prompt_order(any_tiny_engine):
     prompts = [f"question number {i} " * (1 + i % 3) for i in range(12)]
     lengths = [4 + i for i in range(12)]
     params = [GenerationParams(max_new_tokens=n, greedy=True) for n in lengths]
     seen = []
-    results = tiny_engine.generate_many(prompts, params, on_result=lambda i, r: seen.append(i))
+    results = any_tiny_engine.generate_many(prompts, params, on_result=lambda i, r: seen.append(i))
     assert [r.new_tokens for r in results] == lengths
     assert sorted(seen) == list(range(12))
     # the same prompt alone gives the same text as inside the batch (batching does not mix requests)
-    alone = tiny_engine.generate(prompts[5], params[5])
+    alone = any_tiny_engine.generate(prompts[5], params[5])
     assert alone.text == results[5].text
 
 
-def test_concurrent_callers_are_batched_not_refused(tiny_engine):
+def test_concurrent_callers_are_batched_not_refused(any_tiny_engine):
     results = {}
 
     def ask(i: int) -> None:
-        results[i] = tiny_engine.generate(
+        results[i] = any_tiny_engine.generate(
             f"thread {i} asks", GenerationParams(max_new_tokens=32, greedy=True)
         )
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
     time.sleep(2 * STATS_EVERY_S)  # the child process reports its counters every STATS_EVERY_S
-    steps_before = tiny_engine.stats.steps
+    steps_before = any_tiny_engine.stats.steps
     for t in threads:
         t.start()
     for t in threads:
@@ -71,11 +65,11 @@ def test_concurrent_callers_are_batched_not_refused(tiny_engine):
     assert all(r.finish_reason == "length" and r.new_tokens == 32 for r in results.values())
     time.sleep(2 * STATS_EVERY_S)
     # 8 x 32 tokens one by one would take >= 256 steps; batched they share steps.
-    assert 32 <= tiny_engine.stats.steps - steps_before < 8 * 32
+    assert 32 <= any_tiny_engine.stats.steps - steps_before < 8 * 32
 
 
-def test_cancel_stops_a_generation_early(tiny_engine):
-    generation = tiny_engine.stream(
+def test_cancel_stops_a_generation_early(any_tiny_engine):
+    generation = any_tiny_engine.stream(
         "a long story", GenerationParams(max_new_tokens=3000, ignore_eos=True, greedy=True)
     )
     iterator = iter(generation)
@@ -86,9 +80,9 @@ def test_cancel_stops_a_generation_early(tiny_engine):
     assert result.new_tokens < 3000
 
 
-def test_generate_many_stops_when_asked(tiny_engine):
+def test_generate_many_stops_when_asked(any_tiny_engine):
     started = time.perf_counter()
-    results = tiny_engine.generate_many(
+    results = any_tiny_engine.generate_many(
         ["x"] * 4,
         GenerationParams(max_new_tokens=5000, ignore_eos=True, greedy=True),
         should_stop=lambda: time.perf_counter() - started > 0.5,
@@ -96,16 +90,17 @@ def test_generate_many_stops_when_asked(tiny_engine):
     assert [r.finish_reason for r in results] == ["cancelled"] * 4
 
 
-def test_sampling_with_a_seed_is_reproducible(tiny_engine):
+def test_sampling_with_a_seed_is_reproducible(any_tiny_engine):
     params = GenerationParams(max_new_tokens=16, temperature=0.6, top_p=0.95, seed=7)
     assert (
-        tiny_engine.generate("seeded", params).text == tiny_engine.generate("seeded", params).text
+        any_tiny_engine.generate("seeded", params).text
+        == any_tiny_engine.generate("seeded", params).text
     )
 
 
-def test_an_empty_prompt_is_refused(tiny_engine):
+def test_an_empty_prompt_is_refused(any_tiny_engine):
     with pytest.raises(ValueError):
-        tiny_engine.submit("", FIXED)
+        any_tiny_engine.submit("", FIXED)
 
 
 def test_a_folder_without_a_model_is_a_clear_error(tmp_path):
@@ -160,9 +155,9 @@ def test_closing_the_engine_process_cancels_what_runs_and_ends_the_child(tiny_mo
         engine.submit("anything", FIXED)
 
 
-def test_done_callbacks_run_once_when_a_generation_ends(tiny_engine):
+def test_done_callbacks_run_once_when_a_generation_ends(any_tiny_engine):
     calls = []
-    generation = tiny_engine.submit("callback", FIXED)
+    generation = any_tiny_engine.submit("callback", FIXED)
     ended = threading.Event()
     generation.add_done_callback(lambda: (calls.append("first"), ended.set()))
     assert ended.wait(30) and generation.done

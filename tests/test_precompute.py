@@ -52,10 +52,11 @@ def scripted(db, settings):
 
 
 @pytest.fixture
-def tiny_site(db, settings, tiny_model, tiny_engine):
+def tiny_site(db, settings, tiny_model, tiny_engine_process):
+    """The tiny model behind EngineProcess, as a precompute worker runs it by default."""
     settings.SUANJING_MODELS = str(tiny_model.path.parent)
     settings.SUANJING_MODEL = "tiny-qwen2"
-    services.use_engine(tiny_engine, tiny_model.manifest)
+    services.use_engine(tiny_engine_process, tiny_model.manifest)
     yield tiny_model
     services.use_engine(None, None)
 

@@ -208,13 +208,6 @@ def test_the_queue_is_bounded(site, cast, alice, settings):
 # -- the real tiny OpenVINO model --------------------------------------------------------------------
 
 
-@pytest.fixture(params=["in-process", "child-process"])
-def any_tiny_engine(request):
-    """The real tiny engine in this process, and behind EngineProcess as the site runs it by default."""
-    name = "tiny_engine" if request.param == "in-process" else "tiny_engine_process"
-    return request.getfixturevalue(name)
-
-
 @pytest.fixture
 def real_engine(any_tiny_engine, tiny_model, settings):
     settings.SUANJING_MAX_NEW_TOKENS = 12

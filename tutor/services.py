@@ -5,8 +5,9 @@ process-wide engine and answer cache, the live-generation job manager, storing s
 provenance, teachers' bank edits and reviews, feedback, API tokens and loading the fixture bank.
 Does not own: HTTP (views), who may do what (`tutor.permissions`), or the data rules (`tutor.models`).
 
-One engine per deployment: the site runs as ONE process (`manage.py runserver`, or
-`gunicorn -k gthread --workers 1 --threads 16 tutor.wsgi`); the engine and the live jobs live in it.
+One engine per deployment: the site runs as ONE web process (`manage.py runserver`, or
+`gunicorn -k gthread --workers 1 --threads 16 tutor.wsgi`); the live jobs live in it, and the engine in a
+child process it starts (`solver.engine_process`, unless SUANJING_ENGINE_PROCESS is off).
 Writes are small functions with keyword-only arguments under `@transaction.atomic`.
 """
 
