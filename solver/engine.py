@@ -68,39 +68,22 @@ class GenerationResult:
     error: str | None = None
 
 
-class Generation:
-    """One request in flight: iterate it for text pieces as they are generated; `cancel()` stops it;
-    `result()` waits for the end."""
+class GenerationHandle:
+    """What a caller holds for one request in flight, in this process (`Generation`) or in the engine's
+    child process (`solver.engine_process.RemoteGeneration`): iterate it for text pieces as they are
+    generated; `cancel()` stops it; `result()` waits for the end."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        request_id: int,
-        prompt_ids,
-        params: GenerationParams,
-        *,
-        streaming: bool,
-    ):
-        self._engine = engine
+    def __init__(self, request_id: int, params: GenerationParams, streaming: bool) -> None:
+        self.request_id = request_id
+        self.params = params
         # Only streamed generations decode text token by token; batch work decodes once at the end.
         self.streaming = streaming
-        self.request_id = request_id
-        self.prompt_ids = prompt_ids
-        self.params = params
         self.submitted = time.perf_counter()
-        self.first_token_at: float | None = None
-        self.finished_at: float | None = None
-        self.token_ids: list[int] = []
-        self._pending: list[int] = []  # ids not yet turned into streamed text (partial UTF-8)
+        self.cancel_requested = False
         self._pieces: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._done = threading.Event()
         self._result: GenerationResult | None = None
-        self.cancel_requested = False
-        self.handle = None  # the pipeline's GenerationHandle, set by the driver thread
-        self.tag: object = None  # the submitter's label (solver.engine_process: the parent's id)
         self._callbacks: list[Callable[[], None]] = []
-
-    # -- caller side -------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[str]:
         while True:
@@ -110,9 +93,7 @@ class Generation:
             yield piece
 
     def cancel(self) -> None:
-        """Stop generating (safe from any thread, idempotent). The result keeps what was produced."""
-        self.cancel_requested = True
-        self._engine._wake()
+        raise NotImplementedError
 
     def result(self, timeout: float | None = None) -> GenerationResult:
         if not self._done.wait(timeout):
@@ -129,9 +110,54 @@ class Generation:
         return self._done.wait(timeout)
 
     def add_done_callback(self, fn: Callable[[], None]) -> None:
-        """Call `fn()` when the generation ends (at once if it has): from the engine's thread, so
+        """Call `fn()` once when the generation ends (at once if it has), from the engine's thread:
         `fn` must be quick, like setting an Event."""
-        _add_done_callback(self, fn)
+        with _callback_lock:
+            if not self._done.is_set():
+                self._callbacks.append(fn)
+                return
+        fn()
+
+    def _set_done(self, result: GenerationResult) -> None:
+        """Store the result, end the piece stream, set done and run the callbacks (each exactly once)."""
+        self._result = result
+        self._pieces.put(None)
+        with _callback_lock:
+            self._done.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            fn()
+
+
+_callback_lock = threading.Lock()
+
+
+class Generation(GenerationHandle):
+    """A request running on this process's engine."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        request_id: int,
+        prompt_ids,
+        params: GenerationParams,
+        *,
+        streaming: bool,
+    ):
+        super().__init__(request_id, params, streaming)
+        self._engine = engine
+        self.prompt_ids = prompt_ids
+        self.first_token_at: float | None = None
+        self.finished_at: float | None = None
+        self.token_ids: list[int] = []
+        self._pending: list[int] = []  # ids not yet turned into streamed text (partial UTF-8)
+        self.handle = None  # the pipeline's GenerationHandle, set by the driver thread
+        self.tag: object = None  # the submitter's label (solver.engine_process: the parent's id)
+
+    def cancel(self) -> None:
+        """Stop generating (safe from any thread, idempotent). The result keeps what was produced."""
+        self.cancel_requested = True
+        self._engine._wake()
 
     # -- driver side -------------------------------------------------------------------------
 
@@ -166,7 +192,7 @@ class Generation:
         n = len(self.token_ids)
         first = self.first_token_at or self.finished_at
         decode_time = self.finished_at - first
-        self._result = GenerationResult(
+        result = GenerationResult(
             text=text,
             prompt_tokens=int(self.prompt_ids.get_shape()[-1])
             if self.prompt_ids is not None
@@ -178,8 +204,7 @@ class Generation:
             elapsed_s=self.finished_at - self.submitted,
             error=error,
         )
-        self._pieces.put(None)
-        _run_done_callbacks(self)
+        self._set_done(result)
         listener = self._engine.listener
         if listener is not None:
             listener(self, None)
@@ -189,26 +214,6 @@ class Generation:
         listener = self._engine.listener
         if listener is not None:
             listener(self, piece)
-
-
-_callback_lock = threading.Lock()
-
-
-def _add_done_callback(generation, fn: Callable[[], None]) -> None:
-    with _callback_lock:
-        if not generation._done.is_set():
-            generation._callbacks.append(fn)
-            return
-    fn()
-
-
-def _run_done_callbacks(generation) -> None:
-    """Set the generation done and call its callbacks, each exactly once."""
-    with _callback_lock:
-        generation._done.set()
-        callbacks, generation._callbacks = generation._callbacks, []
-    for fn in callbacks:
-        fn()
 
 
 @dataclass

@@ -20,11 +20,9 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
-import queue
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,10 +31,9 @@ from solver.engine import (
     EngineError,
     EngineSettings,
     GeneratingAPI,
+    GenerationHandle,
     GenerationParams,
     GenerationResult,
-    _add_done_callback,
-    _run_done_callbacks,
     _Stats,
 )
 
@@ -44,54 +41,17 @@ START_TIMEOUT_S = 600.0  # loading the 1.5B model from a cold disk takes a minut
 STATS_EVERY_S = 0.5
 
 
-class RemoteGeneration:
+class RemoteGeneration(GenerationHandle):
     """A generation running in the engine process: the same surface as `solver.engine.Generation`."""
 
     def __init__(self, owner: EngineProcess, request_id: int, params: GenerationParams, streaming):
+        super().__init__(request_id, params, streaming)
         self._owner = owner
-        self.request_id = request_id
-        self.params = params
-        self.streaming = streaming
-        self.submitted = time.perf_counter()
-        self._pieces: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self._done = threading.Event()
-        self._result: GenerationResult | None = None
-        self.cancel_requested = False
-        self._callbacks: list = []
-
-    def __iter__(self) -> Iterator[str]:
-        while True:
-            piece = self._pieces.get()
-            if piece is None:
-                return
-            yield piece
 
     def cancel(self) -> None:
         if not self.cancel_requested and not self.done:
             self.cancel_requested = True
             self._owner._send(("cancel", self.request_id))
-
-    def result(self, timeout: float | None = None) -> GenerationResult:
-        if not self._done.wait(timeout):
-            raise TimeoutError(f"generation {self.request_id} still running")
-        assert self._result is not None
-        return self._result
-
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._done.wait(timeout)
-
-    def add_done_callback(self, fn) -> None:
-        """Call `fn()` when the generation ends (at once if it has), from the reader thread."""
-        _add_done_callback(self, fn)
-
-    def _finish(self, result: GenerationResult) -> None:
-        self._result = result
-        self._pieces.put(None)
-        _run_done_callbacks(self)
 
 
 class EngineProcess(GeneratingAPI):
@@ -226,7 +186,7 @@ class EngineProcess(GeneratingAPI):
                 self._finished_tokens += result.new_tokens
                 self.stats.tokens = max(self.stats.tokens, self._finished_tokens)
                 if generation is not None:
-                    generation._finish(result)
+                    generation._set_done(result)
             elif kind == "stats":
                 self.stats.steps, tokens, self.stats.busy_s = message[1:4]
                 self.stats.tokens = max(tokens, self._finished_tokens)
@@ -241,7 +201,7 @@ class EngineProcess(GeneratingAPI):
         with self._lock:
             left, self._running = list(self._running.values()), {}
         for generation in left:
-            generation._finish(
+            generation._set_done(
                 GenerationResult(
                     text="",
                     prompt_tokens=0,

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from tutor import permissions, services
 from tutor.models import PrecomputeRun
+from tutor.views import render_form
 
 
 def require_admin(request: HttpRequest) -> None:
@@ -74,12 +75,7 @@ def runs(request: HttpRequest) -> HttpResponse:
             messages.success(request, f"Run {run.pk} queued: {run.total} problems.")
             return redirect("run", run_id=run.pk)
     history = [(run, run.counts()) for run in PrecomputeRun.objects.all()[:100]]
-    return render(
-        request,
-        "tutor/runs.html",
-        {"form": form, "history": history},
-        status=400 if form.errors else 200,
-    )
+    return render_form(request, "tutor/runs.html", form, history=history)
 
 
 @require_GET

@@ -28,6 +28,12 @@ EXAMPLES = [
 ]
 
 
+def render_form(request: HttpRequest, template: str, form, **context) -> HttpResponse:
+    """A page with a form: 400 when the form came back with errors (so clients and tests see the refusal),
+    200 otherwise."""
+    return render(request, template, {"form": form, **context}, status=400 if form.errors else 200)
+
+
 def require_teacher(request: HttpRequest) -> None:
     if not request.user.is_authenticated:
         raise PermissionDenied  # login_required runs first on every teacher page; this is a backstop
@@ -225,12 +231,7 @@ def problem_add(request: HttpRequest) -> HttpResponse:
                 request, f"Problem #{problem.pk} added; students asking it get a hit now."
             )
             return redirect("problem", problem_id=problem.pk)
-    return render(
-        request,
-        "tutor/problem_form.html",
-        {"form": form, "problem": None},
-        status=400 if form.errors else 200,
-    )
+    return render_form(request, "tutor/problem_form.html", form, problem=None)
 
 
 @login_required
@@ -247,12 +248,7 @@ def problem_edit(request: HttpRequest, problem_id: int) -> HttpResponse:
         else:
             messages.success(request, "Saved.")
             return redirect("problem", problem_id=problem.pk)
-    return render(
-        request,
-        "tutor/problem_form.html",
-        {"form": form, "problem": problem},
-        status=400 if form.errors else 200,
-    )
+    return render_form(request, "tutor/problem_form.html", form, problem=problem)
 
 
 @require_POST
@@ -284,12 +280,7 @@ def solution_edit(request: HttpRequest, solution_id: int) -> HttpResponse:
         )
         messages.success(request, f"Answer {solution.pk} corrected and approved.")
         return redirect("problem", problem_id=solution.problem_id)
-    return render(
-        request,
-        "tutor/solution_form.html",
-        {"form": form, "solution": solution},
-        status=400 if form.errors else 200,
-    )
+    return render_form(request, "tutor/solution_form.html", form, solution=solution)
 
 
 @require_GET
