@@ -5,7 +5,8 @@ binding does not release it; measured here: a 0.5 ms sleep in another thread too
 decoded 16 sequences, and one SQLite commit 15 ms). In the process that runs the engine, every other
 thread therefore waits up to one engine step each time it gives up the GIL (a socket read, a database
 call). With the engine in its own process, the site's cache hits and a precompute worker's database work
-no longer queue behind decode steps; the parent only moves small messages.
+no longer queue behind decode steps; the parent only moves small messages. Used by the site, the
+precompute workers, and `python -m solver generate|precompute` (which write a file per answer).
 
 Protocol (pickled tuples over one `multiprocessing.Pipe`):
   parent -> child  ("submit", id, prompt, params, streaming) | ("cancel", id) | ("close",)

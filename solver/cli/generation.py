@@ -52,9 +52,13 @@ def register(subparsers) -> None:
     g.set_defaults(func=run_generate)
 
 
-def open_engine(args):
-    """(engine, prepared model, prompt family) for the command's arguments; exits 1 with advice if no model."""
+def open_engine(args, *, child_process: bool = False):
+    """(engine, prepared model, prompt family) for the command's arguments; exits 1 with advice if no model.
+
+    `child_process`: run the engine in a child process (`solver.engine_process`), for commands that write
+    a file per answer while the batch runs: in this process each write would wait for a decode step."""
     from solver.engine import Engine, EngineError, EngineSettings
+    from solver.engine_process import EngineProcess
     from solver.modelstore import ModelError, ModelStore
     from solver.prompts import get_family
 
@@ -62,9 +66,8 @@ def open_engine(args):
     try:
         model = store.default(args.model)
         family = get_family(model.manifest.family)
-        engine = Engine(
-            model.path, EngineSettings(threads=args.threads, kv_cache_gb=args.kv_cache_gb)
-        )
+        settings = EngineSettings(threads=args.threads, kv_cache_gb=args.kv_cache_gb)
+        engine = (EngineProcess if child_process else Engine)(model.path, settings)
     except (ModelError, EngineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -272,7 +275,7 @@ def run_generate(args) -> int:
     if not todo:
         print(f"all {len(problems)} problems already answered in {args.out}", file=sys.stderr)
         return 0
-    engine, model, family = open_engine(args)
+    engine, model, family = open_engine(args, child_process=True)
     params = params_from(args, family, 4096)
     stop = {"now": False}
 

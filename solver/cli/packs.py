@@ -164,7 +164,7 @@ def _answer(args, writer, todo, settled: int, manifest_id: str, prompt_version: 
     from solver.engine import EngineError
     from solver.packs import PackError
 
-    engine, model, family = open_engine(args)
+    engine, model, family = open_engine(args, child_process=True)
     params = params_from(args, family, DEFAULT_MAX_NEW_TOKENS)
     progress = BatchProgress(total=settled + len(todo), initial=settled)
     stop = threading.Event()
