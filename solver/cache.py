@@ -711,12 +711,12 @@ class SemanticCache:
                     {k: float(s) for k, s in zip(twins, twin_scores.tolist(), strict=True)}
                 )
             ranked = sorted(
-                ((k, s) for k, s in scored.items() if k in self._entries), key=lambda ks: -ks[1]
+                ((self._entries[k], s) for k, s in scored.items() if k in self._entries),
+                key=lambda es: -es[1],
             )
-            checks = [
-                (self._entries[k], s, *self._judge(question, self._entries[k], s))
-                for k, s in ranked
-            ]
+        # Entries are immutable: judge them without holding the lock, so that concurrent lookups
+        # (and the exact tier) do not queue behind this one's gates.
+        checks = [(entry, s, *self._judge(question, entry, s)) for entry, s in ranked]
         return self._decide(question, checks)
 
     def _judge(self, question: _Analysis, entry: _Entry, score: float) -> tuple[str | None, str]:
