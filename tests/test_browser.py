@@ -62,9 +62,11 @@ class GreedyEngine:
 
 @pytest.fixture
 def smollm2(embedded_model):
-    from solver.engine import Engine, EngineSettings
+    """The real SmolLM2 in a child process, as the site runs its engine."""
+    from solver.engine import EngineSettings
+    from solver.engine_process import EngineProcess
 
-    engine = Engine(embedded_model.path, EngineSettings(threads=2, kv_cache_gb=0.5))
+    engine = EngineProcess(embedded_model.path, EngineSettings(threads=2, kv_cache_gb=0.5))
     yield GreedyEngine(engine), embedded_model.manifest
     engine.close()
 
