@@ -393,6 +393,15 @@ def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
     )
 
 
+def stop_server(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
 def wait_ready(
     server: subprocess.Popen, port: int, token: str, question: tuple[str, int], log: Path
 ) -> None:
@@ -561,12 +570,7 @@ def hits_during_generation(
             out[label]["generations"] = len(started)
         finally:
             stop.set()
-            server.terminate()
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop_server(server)
             for g in generators:
                 g.join(10)
     return out
@@ -675,12 +679,7 @@ def main() -> None:
                 for name, questions in question_sets.items()
             }
         finally:
-            server.terminate()
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop_server(server)
         live = (
             hits_during_generation(
                 env, folder, n, token, question_sets["word for word"], args.live, per_level, var

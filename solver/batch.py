@@ -302,8 +302,8 @@ def run_batch(
     tokens_before = getattr(stats, "tokens", 0)
     in_flight: list[_InFlight] = []
     exhausted = False
-    # Set whenever a generation ends, so the loop refills the window at once rather than at its next
-    # poll (engines without done callbacks, like the tests' scripted one, are polled every `poll_s`).
+    # Set whenever a generation ends (done callbacks), so the loop refills the window at once; the
+    # loop still looks every `poll_s` for `should_stop`.
     wake = threading.Event()
 
     def submit(item: BatchItem) -> _InFlight:
@@ -314,8 +314,7 @@ def run_batch(
                 seeded = replace(params, seed=_sample_seed(base_seed, item, j, samples))
                 generation = engine.submit(prompt, seeded)
                 work.generations.append(generation)
-                if hasattr(generation, "add_done_callback"):
-                    generation.add_done_callback(wake.set)
+                generation.add_done_callback(wake.set)
         except EngineClosed:
             for g in work.generations:
                 g.cancel()
@@ -344,6 +343,7 @@ def run_batch(
 
     try:
         while True:
+            wake.clear()  # before looking: an end after this point wakes the wait below
             finished = [w for w in in_flight if w.is_done]
             for work in finished:
                 in_flight.remove(work)
@@ -373,7 +373,7 @@ def run_batch(
             if exhausted and not in_flight:
                 break
             if not finished:
-                _wait_any(in_flight, poll_s, wake)
+                wake.wait(poll_s)
     finally:
         _cancel_all(in_flight)
         progress.in_flight = 0
@@ -381,23 +381,6 @@ def run_batch(
         if stats is not None:
             progress.generated_tokens = getattr(stats, "tokens", 0) - tokens_before
     return progress
-
-
-def _wait_any(in_flight: list[_InFlight], timeout: float, wake: threading.Event) -> None:
-    """Sleep until a generation ends (`wake`, set by done callbacks) or `timeout` passes; engines
-    without callbacks: until the oldest unfinished generation ends. The loop then looks at all."""
-    if any(hasattr(g, "add_done_callback") for w in in_flight for g in w.generations):
-        wake.wait(timeout)
-        wake.clear()
-        return
-    for work in in_flight:
-        for g in work.generations:
-            if not g.done:
-                try:
-                    g.result(timeout=timeout)
-                except TimeoutError:
-                    pass
-                return
 
 
 def _cancel_all(in_flight: list[_InFlight], wait_s: float = 10.0) -> None:

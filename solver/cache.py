@@ -486,6 +486,15 @@ def _has_words(canonical: str) -> bool:
     return letters >= 2
 
 
+def _discard(buckets: dict[str, set[int]], name: str, key: int) -> None:
+    """Take `key` out of `buckets[name]`, dropping the bucket when it empties."""
+    bucket = buckets.get(name)
+    if bucket is not None:
+        bucket.discard(key)
+        if not bucket:
+            del buckets[name]
+
+
 class SemanticCache:
     """Bank entries (id, question text) searchable by meaning, guarded by exact gates."""
 
@@ -635,16 +644,8 @@ class SemanticCache:
         if key is None:
             return False
         entry = self._entries.pop(key)
-        bucket = self._by_signature.get(entry.signature.key())
-        if bucket is not None:
-            bucket.discard(key)
-            if not bucket:
-                del self._by_signature[entry.signature.key()]
-        twins = self._by_canonical.get(entry.canonical)
-        if twins is not None:
-            twins.discard(key)
-            if not twins:
-                del self._by_canonical[entry.canonical]
+        _discard(self._by_signature, entry.signature.key(), key)
+        _discard(self._by_canonical, entry.canonical, key)
         self._index.remove(key)
         return True
 

@@ -13,6 +13,7 @@ refuses a second simultaneous `generate`; a `ContinuousBatchingPipeline` driven 
 
 from __future__ import annotations
 
+import abc
 import itertools
 import os
 import queue
@@ -68,7 +69,7 @@ class GenerationResult:
     error: str | None = None
 
 
-class GenerationHandle:
+class GenerationHandle(abc.ABC):
     """What a caller holds for one request in flight, in this process (`Generation`) or in the engine's
     child process (`solver.engine_process.RemoteGeneration`): iterate it for text pieces as they are
     generated; `cancel()` stops it; `result()` waits for the end."""
@@ -92,8 +93,9 @@ class GenerationHandle:
                 return
             yield piece
 
+    @abc.abstractmethod
     def cancel(self) -> None:
-        raise NotImplementedError
+        """Stop generating (safe from any thread, idempotent). The result keeps what was produced."""
 
     def result(self, timeout: float | None = None) -> GenerationResult:
         if not self._done.wait(timeout):
@@ -224,15 +226,17 @@ class _Stats:
     started: float = field(default_factory=time.perf_counter)
 
 
-class GeneratingAPI:
+class GeneratingAPI(abc.ABC):
     """What callers use, on top of `submit`: shared by `Engine` and `solver.engine_process.EngineProcess`."""
 
+    @abc.abstractmethod
     def submit(
         self, prompt: str, params: GenerationParams | None = None, *, streaming: bool = False
-    ) -> Generation:
-        raise NotImplementedError
+    ) -> GenerationHandle:
+        """Queue one generation of raw model input `prompt` (already rendered by `solver.prompts`).
+        With streaming=False the text arrives in one piece at the end (cheaper for batch work)."""
 
-    def stream(self, prompt: str, params: GenerationParams | None = None) -> Generation:
+    def stream(self, prompt: str, params: GenerationParams | None = None) -> GenerationHandle:
         """Submit and iterate the returned Generation for text as it is generated."""
         return self.submit(prompt, params, streaming=True)
 
@@ -257,11 +261,15 @@ class GeneratingAPI:
             if len(params_list) != len(prompts):
                 raise ValueError("one GenerationParams per prompt")
         generations = [self.submit(p, q) for p, q in zip(prompts, params_list, strict=True)]
+        wake = threading.Event()
+        for g in generations:
+            g.add_done_callback(wake.set)
         index_of = {g.request_id: i for i, g in enumerate(generations)}
         remaining = set(index_of)
         results: list[GenerationResult | None] = [None] * len(generations)
         try:
             while remaining:
+                wake.clear()  # before looking: an end after this point wakes the wait below
                 if should_stop is not None and should_stop():
                     for g in generations:
                         g.cancel()
@@ -273,7 +281,7 @@ class GeneratingAPI:
                         if on_result is not None:
                             on_result(index_of[rid], g.result())
                 if remaining:
-                    next(iter(generations[index_of[r]] for r in remaining)).wait(0.05)
+                    wake.wait(0.05)  # a generation ended, or time to ask should_stop again
         except BaseException:
             for g in generations:
                 g.cancel()
@@ -286,8 +294,9 @@ class GeneratingAPI:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Stop taking requests, cancel what runs, release the model."""
 
 
 class Engine(GeneratingAPI):

@@ -10,7 +10,7 @@ precompute workers, and `python -m solver generate|precompute` (which write a fi
 
 Protocol (pickled tuples over one `multiprocessing.Pipe`):
   parent -> child  ("submit", id, prompt, params, streaming) | ("cancel", id) | ("close",)
-  child -> parent  ("ready", eos_token_id) | ("failed", message) at start;
+  child -> parent  ("ready",) | ("failed", message) at start;
                    ("piece", id, text) | ("done", id, result fields) | ("stats", steps, tokens, busy_s)
 The child is started with the "spawn" method (no forked locks or threads), ignores Ctrl-C (the parent
 decides when to stop), and exits when the parent closes the pipe or dies.
@@ -102,7 +102,6 @@ class EngineProcess(GeneratingAPI):
         if message[0] == "failed":
             self._process.join(10)
             raise EngineError(message[1])
-        self.eos_token_id = message[1]
         self.pid = self._process.pid
         self._reader = threading.Thread(
             target=self._read, name="suanjing-engine-reader", daemon=True
@@ -203,15 +202,10 @@ class EngineProcess(GeneratingAPI):
             left, self._running = list(self._running.values()), {}
         for generation in left:
             generation._set_done(
-                GenerationResult(
-                    text="",
-                    prompt_tokens=0,
-                    new_tokens=0,
-                    finish_reason=reason,
-                    ttft_ms=0.0,
-                    tokens_per_s=0.0,
-                    elapsed_s=time.perf_counter() - generation.submitted,
+                _ended_early(
+                    reason,
                     error=why if reason == "error" else None,
+                    elapsed_s=time.perf_counter() - generation.submitted,
                 )
             )
 
@@ -243,16 +237,13 @@ def _child_main(conn, model_dir: str, settings: EngineSettings) -> None:
                 stop.set()
 
     def listener(generation, piece: str | None) -> None:
-        # Runs in the engine's driver thread: no waiting here, one small message per event.
+        # Runs in the engine's driver thread: no waiting here, one small message per event. (A batch
+        # generation's text comes as one piece at its end.)
         if piece is not None:
-            if generation.streaming:
-                send(("piece", generation.tag, piece))
+            send(("piece", generation.tag, piece))
             return
         by_id.pop(generation.tag, None)
-        result = generation.result(0)
-        if not generation.streaming and result.text:
-            send(("piece", generation.tag, result.text))
-        send(("done", generation.tag, asdict(result)))
+        send(("done", generation.tag, asdict(generation.result(0))))
 
     def report_stats() -> None:
         last = None
@@ -263,7 +254,7 @@ def _child_main(conn, model_dir: str, settings: EngineSettings) -> None:
                 last = now
 
     engine.listener = listener
-    conn.send(("ready", engine.eos_token_id))
+    conn.send(("ready",))
     threading.Thread(target=report_stats, daemon=True).start()
     try:
         while not stop.is_set():
@@ -275,9 +266,14 @@ def _child_main(conn, model_dir: str, settings: EngineSettings) -> None:
             if kind == "submit":
                 _, rid, prompt, params, streaming = message
                 try:
-                    by_id[rid] = engine.submit(prompt, params, streaming=streaming, tag=rid)
+                    by_id[rid] = generation = engine.submit(
+                        prompt, params, streaming=streaming, tag=rid
+                    )
                 except Exception as exc:  # a prompt the tokenizer refuses: that request fails
-                    send(("done", rid, _error_result(str(exc)[:300])))
+                    send(("done", rid, asdict(_ended_early("error", error=str(exc)[:300]))))
+                    continue
+                if generation.done:  # it ended before it was filed: the listener did not find it
+                    by_id.pop(rid, None)
             elif kind == "cancel":
                 generation = by_id.get(message[1])
                 if generation is not None:
@@ -291,16 +287,15 @@ def _child_main(conn, model_dir: str, settings: EngineSettings) -> None:
         conn.close()
 
 
-def _error_result(message: str) -> dict:
-    return asdict(
-        GenerationResult(
-            text="",
-            prompt_tokens=0,
-            new_tokens=0,
-            finish_reason="error",
-            ttft_ms=0.0,
-            tokens_per_s=0.0,
-            elapsed_s=0.0,
-            error=message,
-        )
+def _ended_early(finish_reason: str, *, error: str | None = None, elapsed_s: float = 0.0):
+    """The result of a generation that produced nothing (refused, or its engine went away)."""
+    return GenerationResult(
+        text="",
+        prompt_tokens=0,
+        new_tokens=0,
+        finish_reason=finish_reason,
+        ttft_ms=0.0,
+        tokens_per_s=0.0,
+        elapsed_s=elapsed_s,
+        error=error,
     )

@@ -7,6 +7,7 @@ and the shape of the batching, on a scripted stand-in engine. One slow test runs
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -129,6 +130,7 @@ class ScriptedGeneration:
         self.text = text
         self.ends = time.perf_counter() + seconds
         self.cancelled = False
+        self.callbacks: list = []  # called when it ends (a timer) or is cancelled; may run twice
 
     @property
     def done(self) -> bool:
@@ -136,6 +138,14 @@ class ScriptedGeneration:
 
     def cancel(self) -> None:
         self.cancelled = True
+        for fn in self.callbacks:
+            fn()
+
+    def add_done_callback(self, fn) -> None:
+        self.callbacks.append(fn)
+        timer = threading.Timer(max(0.0, self.ends - time.perf_counter()), fn)
+        timer.daemon = True
+        timer.start()
 
     def result(self, timeout: float | None = None) -> GenerationResult:
         wait = self.ends - time.perf_counter()

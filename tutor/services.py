@@ -62,7 +62,7 @@ class BadFixture(Exception):
 
 @dataclass
 class _Runtime:
-    engine: Any = None  # solver.engine.Engine, or a stand-in with the same stream() in unit tests
+    engine: Any = None  # solver.engine.Engine or EngineProcess (unit tests may install their own)
     manifest: Any = None  # solver.modelstore.Manifest
     cache: Any = None  # solver.cache.SemanticCache
     lock: threading.Lock = field(default_factory=threading.Lock)
