@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "solver.cli.generation",  # solve, generate
     "solver.cli.match",  # match
     "solver.cli.packs",  # precompute, pack-info
+    "solver.cli.grade",  # grade
 )
 
 

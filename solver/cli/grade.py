@@ -1,0 +1,220 @@
+"""`grade`: read graded model outputs with solver.answers and count where it agrees with their grader.
+
+    python -m solver grade FILE.jsonl [FILE.jsonl:START-END ...] [--show-disagreements]
+
+Each line is one problem in the layout of the Qwen2.5-Math evaluation toolkit's output files: "gt" (the
+reference answer), "code" (a list whose first item is the model's whole output) and "score" (a list whose
+first item is the toolkit's verdict); "idx" and "pred" (what the toolkit extracted) are shown when present.
+For every line the final answer is extracted from code[0] (parse_output), compared with gt
+(answers_equivalent), and our verdict is set against score[0]. A `:START-END` suffix grades only those
+lines of the file (1-based, inclusive), so a file can be split into a tuning part and a held-out part.
+
+Owns the reading of those files and the report; how answers are read and compared is solver.answers'.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from solver.answers import answers_equivalent, parse_output
+from solver.cli import UsageError
+
+_LINE_RANGE = re.compile(r"^(?P<path>.+):(?P<start>\d+)-(?P<end>\d+)$")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "grade",
+        help="compare solver.answers' verdicts with a grader's on graded model outputs",
+        description="For each line of graded outputs ({gt, code: [output], score: [verdict]}), extract "
+        "the final answer from code[0], compare it with gt, and count agreement with score[0]. "
+        "Prints per file and overall: n, agreement, and both kinds of disagreement.",
+    )
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="a JSONL file, optionally FILE:START-END to grade only those lines (1-based, inclusive)",
+    )
+    p.add_argument(
+        "--show-disagreements",
+        action="store_true",
+        help="print every line where our verdict differs from the grader's",
+    )
+    p.set_defaults(func=run_grade)
+
+
+@dataclass
+class GradedLine:
+    line: int
+    idx: object
+    gt: str
+    output: str
+    grader_pred: object
+    grader_accepts: bool
+
+
+@dataclass
+class Tally:
+    n: int = 0
+    agree: int = 0
+    we_accept_grader_rejects: int = 0
+    we_reject_grader_accepts: int = 0
+    failures: int = 0  # lines whose reading raised (counted as a rejection by us)
+    disagreements: list[tuple[GradedLine, str | None, bool]] = field(default_factory=list)
+
+    def add(self, item: GradedLine, final: str | None, ours: bool) -> None:
+        self.n += 1
+        if ours == item.grader_accepts:
+            self.agree += 1
+            return
+        if ours:
+            self.we_accept_grader_rejects += 1
+        else:
+            self.we_reject_grader_accepts += 1
+        self.disagreements.append((item, final, ours))
+
+    def merge(self, other: Tally) -> None:
+        self.n += other.n
+        self.agree += other.agree
+        self.we_accept_grader_rejects += other.we_accept_grader_rejects
+        self.we_reject_grader_accepts += other.we_reject_grader_accepts
+        self.failures += other.failures
+
+
+# -- reading ----------------------------------------------------------------------------------------
+
+
+def parse_file_argument(argument: str) -> tuple[Path, int | None, int | None]:
+    """'FILE' or 'FILE:START-END' (when FILE itself does not exist under the full name)."""
+    m = _LINE_RANGE.match(argument)
+    if m and not Path(argument).exists():
+        start, end = int(m.group("start")), int(m.group("end"))
+        if start < 1 or end < start:
+            raise UsageError(f"{argument}: the line range must be START-END with 1 <= START <= END")
+        return Path(m.group("path")), start, end
+    return Path(argument), None, None
+
+
+def read_graded(path: Path, start: int | None = None, end: int | None = None) -> list[GradedLine]:
+    """The lines of a graded file (only lines START..END when given); one clear error for a bad line."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory, not a JSONL file") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    lines = []
+    for number, line in enumerate(raw.splitlines(), start=1):
+        if start is not None and not start <= number <= end:
+            continue
+        if not line.strip():
+            continue
+        lines.append(_graded_line(line, f"{path}, line {number}", number))
+    if not lines:
+        raise UsageError(f"{path}: no graded lines" + (f" in {start}-{end}" if start else ""))
+    return lines
+
+
+def _graded_line(line: str, where: str, number: int) -> GradedLine:
+    try:
+        row: Any = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{where}: not valid JSON ({exc.msg})") from None
+    if not isinstance(row, dict):
+        raise UsageError(f"{where}: expected a JSON object")
+    gt = row.get("gt")
+    if isinstance(gt, bool) or not isinstance(gt, (str, int, float)):
+        raise UsageError(f'{where}: "gt" must be a string or a number')
+    code, score = row.get("code"), row.get("score")
+    if not isinstance(code, list) or not code or not isinstance(code[0], str):
+        raise UsageError(
+            f'{where}: "code" must be a list whose first item is the output (a string)'
+        )
+    if not isinstance(score, list) or not score or not isinstance(score[0], bool):
+        raise UsageError(f'{where}: "score" must be a list whose first item is true or false')
+    pred = row.get("pred")
+    grader_pred = pred[0] if isinstance(pred, list) and pred else pred
+    return GradedLine(number, row.get("idx"), str(gt), code[0], grader_pred, score[0])
+
+
+# -- grading ----------------------------------------------------------------------------------------
+
+
+def grade_lines(lines: list[GradedLine]) -> Tally:
+    tally = Tally()
+    for item in lines:
+        try:
+            final = parse_output(item.output).final
+            ours = answers_equivalent(final, item.gt)
+        except Exception as exc:  # one bad line must not stop the run; it counts as a rejection
+            print(f"line {item.line}: reading failed ({exc!r})", file=sys.stderr)
+            tally.failures += 1
+            final, ours = None, False
+        tally.add(item, final, ours)
+    return tally
+
+
+def _percent(count: int, n: int) -> str:
+    return f"{100 * count / n:.1f}%" if n else "-"
+
+
+def format_tally(name: str, t: Tally) -> str:
+    return (
+        f"{name}: n={t.n}  agreement {t.agree} ({_percent(t.agree, t.n)})  "
+        f"we accept, grader rejects {t.we_accept_grader_rejects} "
+        f"({_percent(t.we_accept_grader_rejects, t.n)})  "
+        f"we reject, grader accepts {t.we_reject_grader_accepts} "
+        f"({_percent(t.we_reject_grader_accepts, t.n)})"
+        + (f"  reading failed {t.failures}" if t.failures else "")
+    )
+
+
+def _one_line(text: object, limit: int) -> str:
+    s = re.sub(r"\s+", " ", str(text)).strip()
+    return s if len(s) <= limit else "…" + s[-limit:]
+
+
+def format_disagreement(name: str, item: GradedLine, final: str | None, ours: bool) -> str:
+    verdict = "we accept, grader rejects" if ours else "we reject, grader accepts"
+    return (
+        f"--- {name}, line {item.line} (idx {item.idx}): {verdict}\n"
+        f"    gt:     {item.gt}\n"
+        f"    ours:   {final}\n"
+        f"    grader: {item.grader_pred}\n"
+        f"    output: {_one_line(item.output, 240)}"
+    )
+
+
+def run_grade(args) -> int:
+    started = time.perf_counter()
+    # Read every file first, so a malformed line stops the run before anything is printed.
+    files = []
+    for argument in args.files:
+        path, start, end = parse_file_argument(argument)
+        files.append((argument if start else str(path), read_graded(path, start, end)))
+    overall = Tally()
+    reports = []
+    for name, lines in files:
+        tally = grade_lines(lines)
+        overall.merge(tally)
+        if args.show_disagreements:
+            for item, final, ours in tally.disagreements:
+                print(format_disagreement(name, item, final, ours))
+        reports.append(format_tally(name, tally))
+    for report in reports:
+        print(report)
+    if len(files) > 1:
+        print(format_tally("overall", overall))
+    print(f"graded {overall.n} lines in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return 0
