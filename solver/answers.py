@@ -35,6 +35,7 @@ __all__ = [
     "ParsedAnswer",
     "answers_equivalent",
     "extract_final_answer",
+    "looks_cut_off",
     "majority_answer",
     "normalize_answer",
     "parse_output",
@@ -56,9 +57,11 @@ class ParsedAnswer:
 # ---------------------------------------------------------------------------------------------------
 # Splitting reasoning from answer
 
-_THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
-_THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
-_THINK_ANY = re.compile(r"</?think>", re.IGNORECASE)
+# Sky-T1 (and other NovaSky/Bespoke models) write <|begin_of_thought|> ... <|end_of_thought|> and then
+# <|begin_of_solution|> ... <|end_of_solution|>: the thought is the reasoning, the solution the answer.
+_THINK_OPEN = re.compile(r"<think>|<\|begin_of_thought\|>", re.IGNORECASE)
+_THINK_CLOSE = re.compile(r"</think>|<\|end_of_thought\|>", re.IGNORECASE)
+_THINK_ANY = re.compile(r"</?think>|<\|(?:begin|end)_of_(?:thought|solution)\|>", re.IGNORECASE)
 
 
 def split_reasoning(text: str) -> tuple[str, str, bool]:
@@ -70,7 +73,7 @@ def split_reasoning(text: str) -> tuple[str, str, bool]:
     opening = _THINK_OPEN.search(text)
     if close is None:
         if opening is None:
-            return "", text.strip(), True
+            return "", _THINK_ANY.sub("", text).strip(), True
         return _THINK_ANY.sub("", text[opening.end() :]).strip(), "", False
     # Split at the first </think>: the answer is everything after it, so a model that "closes" twice
     # still has its last \boxed in the answer part. Stray tags are removed from both halves.
@@ -114,6 +117,7 @@ _ANSWER_PHRASE = re.compile(
     r"|答案\s*(?:是(?!否)|为|应该是|应为|[:：])"
     r"|(?<![\u4e00-\u9fff])答\s*[:：]"
     r"|\b(?:final\s+)?answer\s*(?:\*\*\s*)?(?:is|would\s+be|should\s+be|=|[:：])(?:\s*\*\*)?"
+    r"|\bfinal\s+result\s*(?:is|would\s+be|should\s+be|=|[:：])"
     r"|####",
     re.IGNORECASE,
 )
@@ -123,8 +127,9 @@ _MAX_PHRASE_ANSWER = 100
 
 def extract_final_answer(text: str) -> str | None:
     """The last \\boxed{...} (nested braces, also \\fbox{}, '\\boxed {'), else fallbacks: '答案是…',
-    '答案：…', '最终答案…', 'the answer is …', 'Final answer: …', '#### …'. Strip $, trailing punctuation,
-    surrounding whitespace. None when there is none."""
+    '答案：…', '最终答案…', 'the answer is …', 'Final answer: …', 'the final result is …', '#### …',
+    else the value stated by the closing sentence ('Therefore, the height is 5 cm.'). Strip $, trailing
+    punctuation, surrounding whitespace. None when there is none."""
     if not text:
         return None
     boxed = _last_boxed(text)
@@ -134,15 +139,115 @@ def extract_final_answer(text: str) -> str | None:
         rest = text[match.end() :].lstrip(" \t:：")
         end = _SENTENCE_END.search(rest)
         value = _clean_final(rest[: end.start()] if end else rest)
-        if value and len(value) <= _MAX_PHRASE_ANSWER and not _ECHOED_INSTRUCTION.search(value):
+        if (
+            value
+            and len(value) <= _MAX_PHRASE_ANSWER
+            and not _ECHOED_INSTRUCTION.search(value)
+            and not _VERDICT_WORD.match(value)
+        ):
             return value
-    return None
+    return _closing_statement(text)
 
 
 # "The answer is within \boxed{}." / "...in the specified format": the prompt's instruction echoed back.
 _ECHOED_INSTRUCTION = re.compile(
     r"\\boxed|\\fbox|^(?:within|in|inside)\b|specified format|step by step", re.IGNORECASE
 )
+# "So, our answer is correct.": a verdict on an answer given earlier, not the answer itself.
+_VERDICT_WORD = re.compile(
+    r"(?:indeed\s+)?(?:correct|incorrect|right|wrong|valid|invalid|consistent|confirmed|verified|"
+    r"reasonable|plausible|the same|as follows|as expected|below|above|clear|obvious)\b",
+    re.IGNORECASE,
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The closing statement: the answer of a finished output that never boxes it
+
+# Long reasoning models (Sky-T1 and its kind) often end in prose: "Therefore, the number of divisors of
+# 196 is 9." then "I think that's the answer." The value of the last sentence that states one is the
+# answer, read only under strict conditions: the text ends like finished prose, the sentence is not a
+# question, an aside or a second thought, and it is English (a Chinese closing sentence often lists
+# several quantities: 鸡23只，兔12只).
+_DISPLAY_MATH = re.compile(r"\$\$.*?\$\$|\\\[.*?\\\]", re.DOTALL)
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[^a-z\s])|\n+")
+_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]")
+_BARE_NUMBER = re.compile(
+    r"(?<![\w.^_{\\])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?(?![\w^_])(?:\s*(?:\\?%|percent\b))?"
+)
+_SECOND_THOUGHT = re.compile(
+    r"^\W*(?:wait|but|however|alternatively|hmm|let\b|let's|maybe|perhaps|if|suppose|assume|"
+    r"now|next|first|then|check|verify|consider|note|recall|try|is|are|does|do|can|what|how|why)\b",
+    re.IGNORECASE,
+)
+_MAX_CLOSING_SENTENCE = 400
+_MAX_SKIPPED_SENTENCES = 3
+
+
+def looks_cut_off(text: str) -> bool:
+    """Whether an output whose finish reason is unknown stops mid-sentence, as one cut at a token limit
+    does: its last character closes nothing (no '.', '!', '?', bracket, '$', code fence or end tag).
+    For stored outputs without a finish_reason: pass finish_reason='length' to parse_output when True."""
+    tail = re.sub(r"(?:<\|end_of_solution\|>|</think>|<\|end_of_thought\|>|\s)+$", "", text or "")
+    if not tail:
+        return False
+    return not re.search(r"[.!?。！？)\]}$`*>\"']$", tail)
+
+
+def _closing_statement(text: str) -> str | None:
+    """The value stated by the last sentence of finished English prose that states one, or None."""
+    if looks_cut_off(text) or re.search(r"`{3}\s*$", text):
+        return None  # cut off, or the output ends in a code block: no closing sentence
+    flat = _DISPLAY_MATH.sub(lambda m: " " + m.group(0).replace("\n", " ") + " ", text)
+    sentences = [x.strip() for x in _SENTENCE_SPLIT.split(flat) if x and x.strip()]
+    skipped = 0
+    for sentence in reversed(sentences[-(_MAX_SKIPPED_SENTENCES + 1) :]):
+        if not (re.search(r"\d", sentence) or _MATH_SPAN.search(sentence)):
+            # "I think that's the answer.": it points back at the sentence before it.
+            skipped += 1
+            continue
+        if (
+            len(sentence) > _MAX_CLOSING_SENTENCE
+            or re.search(r"[\u3000-\u9fff\uff00-\uffef]", sentence)
+            or sentence.rstrip("*").endswith(("?", ":"))
+            or _SECOND_THOUGHT.match(sentence)
+        ):
+            return None
+        return _stated_value(sentence)
+    return None
+
+
+def _stated_value(sentence: str) -> str | None:
+    """The last value of a sentence: its last math span or bare number, whichever comes later. From
+    'a = b = 2' the right-hand side: the sentence states the value ('we have confirmed that tan A = 2')."""
+    spans = [
+        (m.end(), next(g for g in m.groups() if g is not None))
+        for m in _MATH_SPAN.finditer(sentence)
+    ]
+    outside = _MATH_SPAN.sub(lambda m: " " * len(m.group(0)), sentence)
+    numbers = [(m.end(), m.group(0)) for m in _BARE_NUMBER.finditer(outside)]
+    candidates = sorted(spans + numbers)
+    if not candidates:
+        return None
+    value = candidates[-1][1]
+    _, sides = _split_equals(value)
+    value = _clean_final(sides[-1]) if sides else ""
+    return value or None
+
+
+def _split_equals(s: str) -> tuple[bool, list[str]]:
+    """(whether s has a top-level '=', the sides). '=' inside brackets or braces does not split."""
+    sides, depth, start = [], 0, 0
+    for i, ch in enumerate(s):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "=" and depth == 0 and s[i - 1 : i] not in ("<", ">", "!", "\\"):
+            sides.append(s[start:i])
+            start = i + 1
+    sides.append(s[start:])
+    return len(sides) > 1, [x.strip() for x in sides]
 
 
 def _last_boxed(text: str) -> str | None:
@@ -210,9 +315,13 @@ def _prepare(s: str) -> str:
     s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
     s = re.sub(r"\\(?:left|right|bigl|bigr|big|Big|bigg|Bigg|displaystyle)(?![A-Za-z])", "", s)
     s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?", "°", s)
-    s = re.sub(r"\\[,;:! ]|\\q?quad(?![A-Za-z])|~", " ", s)
+    # "11,\! 111,\! 100" is latex for 11,111,100: a thin space after a thousands separator.
+    s = re.sub(r"(?<=\d),\s*\\[!,]\s*(?=\d{3}(?!\d))", ",", s)
+    # A space macro, but not the second half of a "\\" row break ("a \\ b" keeps its rows).
+    s = re.sub(r"(?<!\\)\\[,;:! ]|\\q?quad(?![A-Za-z])|~", " ", s)
     s = s.replace("\\%", "%").replace("\\$", "").replace("$", "")
     s = re.sub(r"\\[()\[\]]", "", s)
+    s = re.sub(r"^[A-Za-z]\s*\\in(?![A-Za-z])\s*", "", s)  # "x \in [-2, 7]" is the interval [-2, 7]
     s = re.sub(r"\s+", " ", s).replace("**", "")
     return s.strip().rstrip(" .,;:?。、").strip()
 
@@ -278,6 +387,18 @@ _UNITS: dict[str, tuple[str, ...]] = {
     "m/s": ("m/s", "米/秒", "米每秒"),
     "m/min": ("m/min", "米/分", "米/分钟", "米每分", "米每分钟"),
     "deg": ("°", "度", "degree", "degrees"),
+    "in": ("inch", "inches"),
+    "ft": ("ft", "foot", "feet"),
+    "yd": ("yd", "yard", "yards"),
+    "mi": ("mile", "miles"),
+    "in^2": ("in^2", "inches^2", "square inches", "sq in"),
+    "ft^2": ("ft^2", "feet^2", "square feet", "sq ft"),
+    "in^3": ("in^3", "inches^3", "cubic inches"),
+    "ft^3": ("ft^3", "feet^3", "cubic feet"),
+    # "12 square units": the unit of a figure drawn on a grid.
+    "unit": ("unit", "units"),
+    "unit^2": ("units^2", "square units", "sq units"),
+    "unit^3": ("units^3", "cubic units"),
 }
 
 
@@ -659,7 +780,16 @@ def _structure(text: str) -> _Numbers | _Token | None:
 
 def _same_item(a: _Item, b: _Item) -> bool:
     qa, qb = a.quantity, b.quantity
-    return qa.value == qb.value and (qa.unit is None or qb.unit is None or qa.unit == qb.unit)
+    if not (qa.unit is None or qb.unit is None or qa.unit == qb.unit):
+        return False
+    if qa.value == qb.value:
+        return True
+    # "10%" against a bare 10: references write a percentage without its sign ("What percent ...?
+    # 10"), so a percent sign on one side only compares the numbers as written.
+    pa, pb = qa.display.endswith("%"), qb.display.endswith("%")
+    if pa != pb and qa.unit is None and qb.unit is None:
+        return (qa.value * 100 if pa else qa.value) == (qb.value * 100 if pb else qb.value)
+    return False
 
 
 def _same_multiset(a: tuple[_Item, ...], b: tuple[_Item, ...]) -> bool:
@@ -824,6 +954,75 @@ def _result_of_sum(text: str) -> str:
     return m.group("rhs").strip() if m and re.search(r"[+\-*/×÷·^]", text.split("=")[0]) else text
 
 
+_MATRIX = re.compile(
+    r"\\begin\{(?P<env>[pbB]?matrix|[vV]matrix|array)\}(?:\{[^{}]*\})?(?P<body>.*)\\end\{(?P=env)\}",
+    re.DOTALL,
+)
+
+
+class _Matrix(NamedTuple):
+    kind: str  # "matrix" (pmatrix, bmatrix, matrix, array: brackets only) or "det" (vmatrix)
+    rows: tuple[tuple[str, ...], ...]
+    is_tuple: bool  # written as a tuple "(a, b, c)": a vector that may stand for a row or a column
+
+
+def _matrix(text: str) -> _Matrix | None:
+    """A latex matrix or vector, cell by cell: \\begin{pmatrix} -1/3 \\\\ 2/3 \\end{pmatrix}."""
+    m = _MATRIX.fullmatch(text.strip())
+    if m is None:
+        return None
+    body = m.group("body").strip()
+    rows = [r for r in (_split_cells(row, "&") for row in _split_cells(body, "\\\\")) if any(r)]
+    if not rows or len({len(r) for r in rows}) != 1 or not all(all(c for c in r) for r in rows):
+        return None
+    kind = "det" if m.group("env").lower() == "vmatrix" else "matrix"
+    return _Matrix(kind, tuple(tuple(r) for r in rows), False)
+
+
+def _split_cells(s: str, separator: str) -> list[str]:
+    """s split at separator outside braces and brackets, each part stripped."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(s):
+        if s.startswith(separator, i) and depth == 0:
+            parts.append(s[start:i])
+            i = start = i + len(separator)
+            continue
+        if s[i] == "\\":
+            i += 2
+            continue
+        if s[i] in "{([":
+            depth += 1
+        elif s[i] in "})]":
+            depth -= 1
+        i += 1
+    parts.append(s[start:])
+    return [p.strip() for p in parts]
+
+
+def _as_vector(text: str) -> _Matrix | None:
+    kind, parts = _split_top(text, words=False)
+    if kind != "()" or len(parts) < 2 or not all(parts):
+        return None
+    return _Matrix("matrix", tuple((p,) for p in parts), True)
+
+
+def _same_matrix(a: _Matrix, b: _Matrix) -> bool:
+    """Same kind and shape, cell by cell; a tuple also matches a row or a column of its length."""
+    if a.kind != b.kind:
+        return False
+    cells_a = [c for row in a.rows for c in row]
+    cells_b = [c for row in b.rows for c in row]
+    shape_a, shape_b = (len(a.rows), len(a.rows[0])), (len(b.rows), len(b.rows[0]))
+    if shape_a != shape_b and not (
+        (a.is_tuple or b.is_tuple)
+        and len(cells_a) == len(cells_b)
+        and 1 in shape_a
+        and 1 in shape_b
+    ):
+        return False
+    return all(_equivalent(*sorted((x, y))) for x, y in zip(cells_a, cells_b, strict=True))
+
+
 @lru_cache(maxsize=4096)
 def _equivalent(a: str, b: str) -> bool:
     a, b = _result_of_sum(a), _result_of_sum(b)
@@ -832,6 +1031,11 @@ def _equivalent(a: str, b: str) -> bool:
         return False
     if _text_key(ta) == _text_key(tb):
         return True
+    ma, mb = _matrix(ta), _matrix(tb)
+    if ma is not None or mb is not None:
+        # Vectors and matrices compare cell by cell, so "-\\frac{1}{3}" meets "-1/3" as a number.
+        ma, mb = ma or _as_vector(ta), mb or _as_vector(tb)
+        return ma is not None and mb is not None and _same_matrix(ma, mb)
     sa, sb = _structure(ta), _structure(tb)
     if sa is not None and sb is not None:
         return _same_structure(sa, sb)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from solver.answers import answers_equivalent, parse_output
+from solver.answers import answers_equivalent, looks_cut_off, parse_output
 from solver.cli import UsageError
 
 _LINE_RANGE = re.compile(r"^(?P<path>.+):(?P<start>\d+)-(?P<end>\d+)$")
@@ -155,7 +155,9 @@ def grade_lines(lines: list[GradedLine]) -> Tally:
     tally = Tally()
     for item in lines:
         try:
-            final = parse_output(item.output).final
+            # The files keep no finish reason: an output that stops mid-sentence was cut off.
+            finish_reason = "length" if looks_cut_off(item.output) else "stop"
+            final = parse_output(item.output, finish_reason=finish_reason).final
             ours = answers_equivalent(final, item.gt)
         except Exception as exc:  # one bad line must not stop the run; it counts as a rejection
             print(f"line {item.line}: reading failed ({exc!r})", file=sys.stderr)
