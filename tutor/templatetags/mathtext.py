@@ -1,20 +1,32 @@
-"""`{{ text|mathtext }}`: untrusted text (a student's question, a model's answer) as safe HTML with math.
+"""`{{ text|mathtext }}`: untrusted text (a student's question, a model's answer) as safe HTML —
+Markdown with math.
 
-Everything is escaped; only math segments ($…$, $$…$$, \\(…\\), \\[…\\], \\boxed{…}) are turned into
-MathML by latex2mathml, which browsers render natively (no CDN, no JavaScript). latex2mathml copies
-some input into its output unescaped (e.g. `\\text{<script>}`), so its MathML is rebuilt through an
-allow-list of MathML elements and attributes with every text node escaped.
+This module owns turning one string into HTML that is safe to insert as-is: CommonMark (plus tables)
+rendered by markdown-it-py with raw HTML disabled, links kept only for http/https/mailto, no images,
+and math as MathML, which browsers render natively (no CDN, no JavaScript). It knows nothing about
+where the HTML goes: the boxes it sits in (scrolling code, wrapping long lines) are site.css's.
+
+Math is found only in `$…$`, `$$…$$`, `\\(…\\)`, `\\[…\\]` and `\\boxed{…}` (a bare `\\boxed{}` counts),
+never inside code spans or code blocks. Math segments are taken by markdown-it rules of our own that run
+before Markdown's escapes and emphasis, so `_`, `*` and `\\\\` inside a formula reach latex2mathml as
+written. latex2mathml keeps the formula's own text unescaped in its tree (e.g. `\\text{<script>}`), so
+its MathML is rebuilt from that tree through an allow-list of MathML elements and attributes, with
+markup-looking text dropped and every text node escaped. A segment that cannot be converted or rebuilt,
+for whatever reason, is shown as the escaped text it was written as: rendering never raises.
+Formulas are memoized per process (a pure function of the LaTeX; nothing that processes must share).
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import re
-from html.parser import HTMLParser
 
 from django import template
 from django.utils.safestring import SafeString, mark_safe
+from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
 
 register = template.Library()
 log = logging.getLogger(__name__)
@@ -32,113 +44,238 @@ MATHML_ATTRS = frozenset(
     "width height depth linethickness open close separators form largeop symmetric columnlines rowlines "
     "frame framespacing equalrows equalcolumns align voffset mathsize".split()
 )
-VOID = frozenset({"mspace", "none", "mprescripts"})
+LINK_SCHEMES = re.compile(r"(?i)(?:https?|mailto):")
 
-_MATH = re.compile(
-    r"\$\$(?P<dd>.+?)\$\$|\\\[(?P<br>.+?)\\\]|\\\((?P<pa>.+?)\\\)|(?<![\\$])\$(?P<d>[^\s$](?:[^$\n]*?[^\s$\\])?)\$(?!\d)|\\boxed\{",
-    re.S,
-)
+# `$x$`: no space just inside the dollars, one line, and not followed by a digit ("costs $5 and $6").
+_INLINE_DOLLAR = re.compile(r"\$(?P<d>[^\s$](?:[^$\n]*?[^\s$\\])?)\$(?!\d)")
+_BETWEEN_TAGS = re.compile(r">\n+(?=<)")
 
 
-class _MathMLCleaner(HTMLParser):
-    """Re-emits allowed MathML only; anything else is dropped, its text kept and escaped."""
+# latex2mathml keeps what the formula said in text nodes as it was written (`\\text{<b>}` holds "<b>")
+# beside the character references it writes itself ("&#x0003D;"). Markup-looking text is dropped,
+# as the HTML parser this replaced did; the rest is unescaped once and escaped again.
+_TAGLIKE = re.compile(r"<[A-Za-z/!?][^<>]*>?")
 
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
 
-    def handle_starttag(self, tag, attrs):
-        if tag not in MATHML_TAGS:
-            return
+def _text(raw: str) -> str:
+    return html.escape(html.unescape(_TAGLIKE.sub("", raw)), quote=False)
+
+
+def _emit_mathml(element, out: list[str]) -> None:
+    """Allowed MathML elements and attributes of latex2mathml's tree; other elements are dropped, their
+    content kept."""
+    tag = element.tag if element.tag in MATHML_TAGS else None
+    if tag is not None:
         kept = "".join(
-            f' {name}="{html.escape(value or "", quote=True)}"'
-            for name, value in attrs
-            if name in MATHML_ATTRS and not (value or "").lower().lstrip().startswith("javascript")
+            f' {name}="{html.escape(str(value), quote=True)}"'
+            for name, value in element.attrib.items()
+            if name in MATHML_ATTRS and not str(value).lower().lstrip().startswith("javascript")
         )
         if tag == "math":
             kept = ' xmlns="http://www.w3.org/1998/Math/MathML"' + kept
-        self.out.append(f"<{tag}{kept}>")
-
-    def handle_startendtag(self, tag, attrs):
-        self.handle_starttag(tag, attrs)
-        if tag in MATHML_TAGS and tag not in VOID:
-            self.out.append(f"</{tag}>")
-
-    def handle_endtag(self, tag):
-        if tag in MATHML_TAGS and tag not in VOID:
-            self.out.append(f"</{tag}>")
-
-    def handle_data(self, data):
-        self.out.append(html.escape(data, quote=False))
+        # Always an end tag: MathML in HTML has no void elements, a bare <mspace> would hold the rest.
+        out.append(f"<{tag}{kept}>")
+    if element.text:
+        out.append(_text(element.text))
+    for child in element:
+        _emit_mathml(child, out)
+        if child.tail:
+            out.append(_text(child.tail))
+    if tag is not None:
+        out.append(f"</{tag}>")
 
 
+@functools.lru_cache(maxsize=4096)
 def latex_to_mathml(latex: str, *, display: bool = False) -> str | None:
-    """Safe MathML for one formula, or None when it is not one latex2mathml can read."""
+    """Safe MathML for one formula, or None when it is not one we can show as math.
+
+    Memoized: answers repeat their formulas, and latex2mathml is most of the cost of a page of them.
+    """
     if not latex.strip() or len(latex) > MAX_MATH_CHARS:
         return None
-    from latex2mathml.converter import convert
+    from latex2mathml.converter import convert_to_element
 
     try:
-        raw = convert(latex, display="block" if display else "inline")
-    except (
-        Exception
-    ):  # latex2mathml raises many types on bad input; the text is then shown as it is
+        tree = convert_to_element(latex, display="block" if display else "inline")
+    except Exception:
+        # latex2mathml raises many types on bad input, which models write all the time.
+        log.debug("latex2mathml cannot read %r; shown as text", latex[:80], exc_info=True)
         return None
-    cleaner = _MathMLCleaner()
-    cleaner.feed(raw)
-    cleaner.close()
-    return "".join(cleaner.out)
+    try:
+        out: list[str] = []
+        _emit_mathml(tree, out)
+    except Exception:  # e.g. RecursionError on a deeply nested formula
+        log.warning("MathML for %r could not be rebuilt; shown as text", latex[:80], exc_info=True)
+        return None
+    return "".join(out)
 
 
-def _braced_end(text: str, start: int) -> int | None:
-    """Index just past the '}' closing the '{' before `start`, or None."""
-    depth = 1
-    for i in range(start, len(text)):
-        if text[i] == "{" and text[i - 1] != "\\":
-            depth += 1
-        elif text[i] == "}" and text[i - 1] != "\\":
-            depth -= 1
-            if depth == 0:
-                return i + 1
+_BRACE = re.compile(r"\\.|[{}]", re.S)  # an escaped character, or a brace
+
+
+@functools.lru_cache(maxsize=16)
+def _brace_pairs(text: str) -> dict[int, int]:
+    """For each '{' of `text` that is closed, the index just past its '}'.
+
+    One pass per text (memoized for the inline rule's repeated calls on the same paragraph): scanning
+    from each `\\boxed{` instead is quadratic on a paragraph of unclosed ones.
+    """
+    pairs, opened = {}, []
+    for m in _BRACE.finditer(text):
+        if m.group() == "{":
+            opened.append(m.start())
+        elif m.group() == "}" and opened:
+            pairs[opened.pop()] = m.end()
+    return pairs
+
+
+def _delimited_end(text: str, start: int, stop: int, closer: str) -> int | None:
+    """Index of `closer` after a non-empty formula starting at `start`, or None."""
+    at = text.find(closer, start + 1, min(stop, start + MAX_MATH_CHARS + len(closer)))
+    return None if at == -1 else at
+
+
+def _scan_math(src: str, pos: int, stop: int) -> tuple[str, bool, int] | None:
+    """(latex, display, end) for a math segment starting exactly at `pos`, or None."""
+    if src.startswith("$$", pos):
+        at = _delimited_end(src, pos + 2, stop, "$$")
+        return None if at is None else (src[pos + 2 : at], True, at + 2)
+    if src.startswith("$", pos):
+        if pos > 0 and src[pos - 1] in "\\$":
+            return None
+        m = _INLINE_DOLLAR.match(src, pos, stop)
+        return None if m is None else (m.group("d"), False, m.end())
+    for opener, closer, display in (("\\(", "\\)", False), ("\\[", "\\]", True)):
+        if src.startswith(opener, pos):
+            at = _delimited_end(src, pos + 2, stop, closer)
+            return None if at is None else (src[pos + 2 : at], display, at + 2)
+    if src.startswith("\\boxed{", pos):
+        end = _brace_pairs(src).get(pos + len("\\boxed"))
+        if end is None or end > stop or end - pos > MAX_MATH_CHARS:
+            return None
+        return src[pos:end], False, end
     return None
 
 
+def _math_inline_rule(state, silent: bool) -> bool:
+    """Inline rule, run before Markdown's escapes: a math segment becomes one opaque token."""
+    found = _scan_math(state.src, state.pos, state.posMax)
+    if found is None:
+        return False
+    latex, display, end = found
+    if not silent:
+        token = state.push("math_inline", "math", 0)
+        token.content = latex
+        token.markup = state.src[state.pos : end]
+        token.meta = {"display": display}
+    state.pos = end
+    return True
+
+
+def _math_block_rule(state, start_line: int, end_line: int, silent: bool) -> bool:
+    """Block rule: `$$…$$` or `\\[…\\]` starting a line and closing at the end of a line, before any
+    blank line, so list markers or `#` on the formula's own lines are not read as Markdown."""
+    if state.sCount[start_line] - state.blkIndent >= 4:
+        return False  # indented code
+    text = state.src[state.bMarks[start_line] + state.tShift[start_line] : state.eMarks[start_line]]
+    opener = "$$" if text.startswith("$$") else "\\[" if text.startswith("\\[") else None
+    if opener is None:
+        return False
+    closer = "$$" if opener == "$$" else "\\]"
+    begin = state.bMarks[start_line] + state.tShift[start_line] + len(opener)
+    if state.src.find(closer, begin, begin + MAX_MATH_CHARS) == -1:
+        return False  # checked at C speed first: this rule is tried on every line of a paragraph
+    text, parts, size, line = text[len(opener) :], [], 0, start_line
+    while (at := text.find(closer)) == -1:
+        parts.append(text)
+        size += len(text) + 1
+        line += 1
+        if line >= end_line or state.isEmpty(line) or size > MAX_MATH_CHARS:
+            return False
+        text = state.src[state.bMarks[line] + state.tShift[line] : state.eMarks[line]]
+    if text[at + len(closer) :].strip():
+        return False  # `$$a$$ so …`: math inside a paragraph, the inline rule's
+    parts.append(text[:at])
+    latex = "\n".join(parts)
+    if not latex.strip():
+        return False
+    if not silent:
+        token = state.push("math_block", "math", 0)
+        token.block = True
+        token.content = latex
+        token.markup = opener + latex + closer
+        token.map = [start_line, line + 1]
+    state.line = line + 1
+    return True
+
+
+def _render_math_inline(self, tokens, idx, options, env) -> str:
+    token = tokens[idx]
+    mathml = latex_to_mathml(token.content, display=token.meta["display"])
+    return mathml if mathml is not None else escapeHtml(token.markup)
+
+
+def _render_math_block(self, tokens, idx, options, env) -> str:
+    token = tokens[idx]
+    mathml = latex_to_mathml(token.content, display=True)
+    if mathml is None:
+        return "<p>" + escapeHtml(token.markup).replace("\n", "<br>\n") + "</p>\n"
+    return f'<div class="math-display">{mathml}</div>\n'
+
+
+def _render_link_open(self, tokens, idx, options, env) -> str:
+    token = tokens[idx]
+    if LINK_SCHEMES.match(str(token.attrGet("href") or "")):
+        token.attrSet("rel", "nofollow noopener noreferrer")
+    else:
+        token.attrs = {}  # `[x]()` skips validateLink: an <a> without href is plain text
+    return self.renderToken(tokens, idx, options, env)
+
+
+def _render_cell_open(self, tokens, idx, options, env) -> str:
+    # The table rule writes alignment as a style attribute; the allow-list has no style, so a class.
+    token = tokens[idx]
+    style = token.attrs.pop("style", None)
+    if isinstance(style, str) and style.startswith("text-align:"):
+        token.attrSet("class", "align-" + style.removeprefix("text-align:"))
+    return self.renderToken(tokens, idx, options, env)
+
+
+def _build_markdown() -> MarkdownIt:
+    md = MarkdownIt("commonmark", {"html": False, "breaks": True, "xhtmlOut": False})
+    md.enable("table")
+    md.disable("image")  # a model's answer has no business loading pictures from elsewhere
+    md.validateLink = lambda url: LINK_SCHEMES.match(url) is not None  # refused: shown as text
+    md.block.ruler.before(
+        "table",
+        "math_block",
+        _math_block_rule,
+        {"alt": ["paragraph", "reference", "blockquote", "list"]},
+    )
+    md.inline.ruler.before("escape", "math_inline", _math_inline_rule)
+    md.add_render_rule("math_inline", _render_math_inline)
+    md.add_render_rule("math_block", _render_math_block)
+    md.add_render_rule("link_open", _render_link_open)
+    md.add_render_rule("th_open", _render_cell_open)
+    md.add_render_rule("td_open", _render_cell_open)
+    return md
+
+
+# Configuration only (parsing state lives in per-call objects), so one instance serves every request.
+_MARKDOWN = _build_markdown()
+
+
 def render_math_text(text: str) -> str:
-    """Escaped text with math as MathML, blank-line paragraphs and line breaks."""
-    out: list[str] = []
-    pos = 0
-    for m in _MATH.finditer(text or ""):
-        if m.start() < pos:
-            continue
-        if m.group(0) == "\\boxed{":
-            end = _braced_end(text, m.end())
-            if end is None:
-                continue
-            latex, display, stop = text[m.start() : end], False, end
-        else:
-            latex = next(
-                g
-                for g in (m.group("dd"), m.group("br"), m.group("pa"), m.group("d"))
-                if g is not None
-            )
-            display, stop = m.group("dd") is not None or m.group("br") is not None, m.end()
-        mathml = latex_to_mathml(latex, display=display)
-        if mathml is None:
-            continue
-        out.append(html.escape(text[pos : m.start()], quote=False))
-        out.append(mathml)
-        pos = stop
-    out.append(html.escape((text or "")[pos:], quote=False))
-    rendered = "".join(out).replace("\r\n", "\n")
-    paragraphs = [
-        p.strip("\n").replace("\n", "<br>") for p in re.split(r"\n{2,}", rendered) if p.strip()
-    ]
-    return "".join(f"<p>{p}</p>" for p in paragraphs)
+    """Markdown with math as HTML safe to insert; single newlines are line breaks."""
+    rendered = _MARKDOWN.render(text or "")
+    # markdown-it puts a newline after each block tag; dropping them keeps `</p><p>` as it always was.
+    # Code text is escaped, so `>\n<` only ever occurs between two real tags.
+    return _BETWEEN_TAGS.sub(">", rendered).rstrip("\n")
 
 
 @register.filter(name="mathtext")
 def mathtext(value) -> SafeString:
-    return mark_safe(render_math_text(str(value) if value is not None else ""))  # noqa: S308 - escaped above
+    return mark_safe(render_math_text(str(value) if value is not None else ""))  # noqa: S308 - see above
 
 
 @register.filter(name="mathfinal")
