@@ -1,22 +1,28 @@
 """Model output → reasoning, visible answer and final answer; and whether two final answers agree.
 
 Owns three things:
-- splitting a reasoning model's output at `</think>` (with or without the opening tag: the R1 distill's
-  output may begin after a `<think>` the prompt already opened), and deciding when a run was truncated
-  inside its reasoning — such a run has no answer, ever;
+- splitting a reasoning model's output at `</think>` or Sky-T1's `<|end_of_thought|>` (with or without
+  the opening tag: the R1 distill's output may begin after a `<think>` the prompt already opened), and
+  deciding when a run was truncated inside its reasoning — such a run has no answer, ever;
 - extracting the final answer: the last `\\boxed{}` (nested braces), else a phrase such as 答案是 / "the
-  answer is" / "####";
+  answer is" / "the final result is" / "####", else the value stated by the closing sentence of finished
+  English prose ("Therefore, the height is 5 cm." — long reasoning models often never box);
 - deciding whether two final answers mean the same (23 = 23只 = twenty-three = 二十三, 1/2 = 0.5 = 50%,
-  x=23, y=12 = (23, 12), 星期五 = Friday), and the majority answer of several samples.
+  x=23, y=12 = (23, 12), 星期五 = Friday, vectors and matrices cell by cell, x \\in [1, 2] = [1, 2]), and
+  the majority answer of several samples.
 
 Does not own: models, prompts, the engine, or what is stored. Strings in; strings, bools and one frozen
 dataclass out.
 
 Comparison is conservative: when it is unsure it says "different", because a wrong "same" would mark a
-wrong answer verified. Plain numbers, tuples, units, weekdays and yes/no are decided here exactly (with
-Fractions, never floats). Only latex expressions this module cannot read (\\sqrt, \\pi, polynomials, sets)
-go to math-verify, imported lazily; its SIGALRM timeouts are switched off so it works in worker threads,
-and inputs that could make sympy run away (long text, towers of powers, big factorials) never reach it.
+wrong answer verified. Plain numbers, tuples, matrices of them, units, weekdays and yes/no are decided
+here exactly (with Fractions, never floats). Only latex expressions this module cannot read (\\sqrt,
+\\pi, polynomials, sets, intervals with \\infty) go to math-verify, imported lazily; its SIGALRM
+timeouts are switched off so it works in worker threads, and inputs that could make sympy run away (long
+text, towers of powers, big factorials) never reach it.
+
+Measured against the Qwen2.5-Math evaluation toolkit's verdicts with `python -m solver grade` (see
+solver/cli/grade.py); where the two differ the toolkit is often the one that is wrong.
 """
 
 from __future__ import annotations
@@ -138,7 +144,7 @@ def extract_final_answer(text: str) -> str | None:
     for match in reversed(list(_ANSWER_PHRASE.finditer(text))):
         rest = text[match.end() :].lstrip(" \t:：")
         end = _SENTENCE_END.search(rest)
-        value = _clean_final(rest[: end.start()] if end else rest)
+        value = _clean_final(_ADVERB.sub("", rest[: end.start()] if end else rest))
         if (
             value
             and len(value) <= _MAX_PHRASE_ANSWER
@@ -152,6 +158,12 @@ def extract_final_answer(text: str) -> str | None:
 # "The answer is within \boxed{}." / "...in the specified format": the prompt's instruction echoed back.
 _ECHOED_INSTRUCTION = re.compile(
     r"\\boxed|\\fbox|^(?:within|in|inside)\b|specified format|step by step", re.IGNORECASE
+)
+# "the answer is indeed 28", "the answer is definitely \\(8000\\)": the adverb is not part of it.
+_ADVERB = re.compile(
+    r"^\s*(?:(?:indeed|definitely|clearly|simply|just|exactly|actually|still|therefore|then|now)"
+    r"\b,?\s*)+",
+    re.IGNORECASE,
 )
 # "So, our answer is correct.": a verdict on an answer given earlier, not the answer itself.
 _VERDICT_WORD = re.compile(
@@ -172,8 +184,10 @@ _VERDICT_WORD = re.compile(
 _DISPLAY_MATH = re.compile(r"\$\$.*?\$\$|\\\[.*?\\\]", re.DOTALL)
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[^a-z\s])|\n+")
 _MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]")
+_NUMBER_TEXT = r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?"
 _BARE_NUMBER = re.compile(
-    r"(?<![\w.^_{\\])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?(?![\w^_])(?:\s*(?:\\?%|percent\b))?"
+    rf"(?<![\w.^_{{\\])(?:\(\s*{_NUMBER_TEXT}(?:\s*,\s*{_NUMBER_TEXT})+\s*\)"  # "(-1, 6)"
+    rf"|{_NUMBER_TEXT}(?![\w^_])(?:\s*(?:\\?%|percent\b))?)"
 )
 _SECOND_THOUGHT = re.compile(
     r"^\W*(?:wait|but|however|alternatively|hmm|let\b|let's|maybe|perhaps|if|suppose|assume|"
@@ -186,9 +200,13 @@ _MAX_SKIPPED_SENTENCES = 3
 
 def looks_cut_off(text: str) -> bool:
     """Whether an output whose finish reason is unknown stops mid-sentence, as one cut at a token limit
-    does: its last character closes nothing (no '.', '!', '?', bracket, '$', code fence or end tag).
+    does: its last character closes nothing (no '.', '!', '?', bracket, '$', code fence), and it does
+    not end with <|end_of_solution|>. A finished 'The answer is 5' without its period looks cut off too:
+    then only its boxes count, which errs on the side of no answer.
     For stored outputs without a finish_reason: pass finish_reason='length' to parse_output when True."""
-    tail = re.sub(r"(?:<\|end_of_solution\|>|</think>|<\|end_of_thought\|>|\s)+$", "", text or "")
+    if re.search(r"<\|end_of_solution\|>\s*$", text or ""):
+        return False  # the model closed its solution itself
+    tail = re.sub(r"(?:</think>|<\|end_of_thought\|>|\s)+$", "", text or "")
     if not tail:
         return False
     return not re.search(r"[.!?。！？)\]}$`*>\"']$", tail)
@@ -208,6 +226,7 @@ def _closing_statement(text: str) -> str | None:
             continue
         if (
             len(sentence) > _MAX_CLOSING_SENTENCE
+            or re.fullmatch(r"\W*\d+[.)]\W*", sentence)  # "1." opens a list: the text goes on
             or re.search(r"[\u3000-\u9fff\uff00-\uffef]", sentence)
             or sentence.rstrip("*").endswith(("?", ":"))
             or _SECOND_THOUGHT.match(sentence)
@@ -230,8 +249,19 @@ def _stated_value(sentence: str) -> str | None:
     if not candidates:
         return None
     value = candidates[-1][1]
-    _, sides = _split_equals(value)
-    value = _clean_final(sides[-1]) if sides else ""
+    has_equals, sides = _split_equals(value)
+    if has_equals:
+        # "\tan A = 2", "|m - n| = 3" or "x = 4" states a value; "5x - 7y + 11z + 4 = 0" (terms with
+        # letters on the left, outside brackets, a number on the right) is an equation, and the
+        # equation is the answer ...
+        lhs = sides[0].lstrip(" +-")
+        for _ in range(3):
+            lhs = re.sub(r"\([^()]*\)|\{[^{}]*\}|\|[^|]*\|", "", lhs)
+        is_equation = re.search(r"[A-Za-z]", lhs) and re.search(r"[+-]", lhs)
+        # ... unless its right side has letters too: "19x - 4x + 1 - 81 = 15x - 80" simplifies.
+        if not is_equation or re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", sides[-1])):
+            value = sides[-1]
+    value = _clean_final(value)
     return value or None
 
 
@@ -748,7 +778,10 @@ _BOOLS = {
     ),
 }
 _TUPLE_NAMES = re.compile(r"\(\s*[A-Za-z](?:\s*,\s*[A-Za-z])+\s*\)\s*=\s*")
-_CHOICE = re.compile(r"(?:(?i:选项?|option|choice)\s*)?\(?([A-E])\)?")
+_CHOICE = re.compile(
+    r"(?:(?i:选项?|option|choice)\s*)?\(?([A-E])\)?"
+    r"|\(([A-E])\)\s+[A-Za-z][A-Za-z .'-]*"  # "(C) Plane": the letter with its option's text
+)
 
 
 def _structure(text: str) -> _Numbers | _Token | None:
@@ -760,7 +793,7 @@ def _structure(text: str) -> _Numbers | _Token | None:
         return _Token("bool", _BOOLS[key])
     choice = _CHOICE.fullmatch(text)
     if choice:
-        return _Token("choice", choice.group(1))
+        return _Token("choice", choice.group(1) or choice.group(2))
     if len(text) > _MAX_ANSWER_CHARS:
         return None
     names = _TUPLE_NAMES.match(text)
@@ -945,13 +978,25 @@ def _latex_form(structure: _Numbers | _Token | None, text: str) -> str | None:
     return None
 
 
-# "2 + 3 = 5" or "35×2 = 70": a worked sum whose result is the answer (no letters on the left).
-_ARITHMETIC_LHS = re.compile(r"^[\d\s.,+\-*/×÷·()（）^]+=\s*(?P<rhs>[^=]+)$")
+# "2 + 3 = 5", "35×2 = 70", "2 + 27 + \\cdots + 13 = 42" or "2 \\times 3 = 3 + 3 = 6": a worked sum
+# whose result is the answer (no letters on the left, only numbers, operators and dots).
+_ARITHMETIC_MACRO = re.compile(
+    r"\\(?:[cl]?dots|cdot|times|div|[dt]?frac|left|right)(?![A-Za-z])|…|⋯|[{}]"
+)
+_ARITHMETIC = re.compile(r"[\d\s.,+\-*/×÷·()（）^]+")
 
 
 def _result_of_sum(text: str) -> str:
-    m = _ARITHMETIC_LHS.match(text.strip())
-    return m.group("rhs").strip() if m and re.search(r"[+\-*/×÷·^]", text.split("=")[0]) else text
+    *worked, result = text.split("=")
+    if not worked or not result.strip():
+        return text
+    for side in worked:
+        plain = _ARITHMETIC_MACRO.sub(" ", side)
+        if not _ARITHMETIC.fullmatch(plain) or not re.search(r"\d", plain):
+            return text
+    if not re.search(r"[+\-*/×÷·^]|\\(?:[cl]?dots|cdot|times|div|[dt]?frac)|…|⋯", worked[0]):
+        return text  # "12 = 12" or "1, 2 = 3" is not a worked sum
+    return result.strip()
 
 
 _MATRIX = re.compile(

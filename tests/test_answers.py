@@ -18,6 +18,7 @@ from solver.answers import (
     ParsedAnswer,
     answers_equivalent,
     extract_final_answer,
+    looks_cut_off,
     majority_answer,
     normalize_answer,
     parse_output,
@@ -221,6 +222,119 @@ def test_extract_final_answer(text, expected):
     assert extract_final_answer(text) == expected
 
 
+# Outputs that never box their answer (Sky-T1 writes <|begin_of_thought|> ... <|end_of_solution|>, or
+# plain prose): the closing sentence states the answer, unless the text is a question, an aside, a
+# second thought, a list that goes on, code, or Chinese.
+SKY_SOLVED = (
+    "<|begin_of_thought|>\n\nSo 6 = 6, fine. \\boxed{6}\n\n<|end_of_thought|>\n\n"
+    "<|begin_of_solution|>\n\nThe product is \\(\\boxed{12}\\).\n\n<|end_of_solution|>"
+)
+
+
+@pytest.mark.parametrize(
+    "text, kwargs, final",
+    [
+        pytest.param(SKY_SOLVED, {}, "12", id="sky-solution-box"),
+        pytest.param(
+            "<|begin_of_thought|>\n\nSo far \\boxed{5}, but let me check",
+            {"finish_reason": "length"},
+            None,
+            id="sky-thought-never-closed",
+        ),
+        pytest.param(
+            "<|begin_of_thought|>\nso 2\n<|end_of_thought|>\n<|begin_of_solution|>\n"
+            "In conclusion, we have confirmed that:\n\n$$\\tan A = 2$$\n\n<|end_of_solution|>",
+            {},
+            "2",
+            id="sky-solution-display-math-no-box",
+        ),
+        pytest.param(
+            "That's 9 divisors.\n\nTherefore, the number of positive divisors of 196 is 9.",
+            {},
+            "9",
+            id="closing-sentence",
+        ),
+        pytest.param(
+            "12 + 11 = 23.\n\nSo, the result is 23.\n\nI think that's the answer.",
+            {},
+            "23",
+            id="closing-sentence-then-pointer-back",
+        ),
+        pytest.param("I think I'm good. The height is 5 cm.", {}, "5", id="number-with-unit"),
+        pytest.param(
+            "So, I'm confident that \\(y = -4\\) is the correct solution.",
+            {},
+            "-4",
+            id="value-in-inline-math",
+        ),
+        pytest.param(
+            "The remainder when $(n + 2)(n + 4)$ is divided by 7, given that $n \\equiv 2 \\pmod{7}$, "
+            "is 3.\n\nThis problem demonstrates modular arithmetic.",
+            {},
+            "3",
+            id="last-value-wins-over-earlier-math",
+        ),
+        pytest.param("The midpoint is (-1,6).", {}, "(-1,6)", id="bare-tuple"),
+        pytest.param("The area decreases by 10%.", {}, "10%", id="percent"),
+        pytest.param(
+            "Thus, the equation of the plane is:\n\\[\n5x - 7y + 11z + 4 = 0\n\\]",
+            {},
+            "5x - 7y + 11z + 4 = 0",
+            id="equation-is-the-answer",
+        ),
+        pytest.param(
+            "Combine like terms: $$19x - 4x + 1 - 81 = 15x - 80.$$",
+            {},
+            "15x - 80",
+            id="simplification-chain",
+        ),
+        pytest.param(
+            "Adding up, 2 + 27 + 13 = 42. The final result is 42.", {}, "42", id="final-result-is"
+        ),
+        pytest.param(
+            "Therefore, the answer is indeed 28.\n\nSo, the final answer is 28 different pizzas.",
+            {},
+            "28 different pizzas",
+            id="final-answer-with-noun",
+        ),
+        pytest.param(
+            "The answer is definitely \\(8000\\).", {}, "8000", id="adverb-before-the-answer"
+        ),
+        pytest.param(
+            "x = 5 satisfies both. So, our answer is correct.", {}, "5", id="verdict-is-no-answer"
+        ),
+        pytest.param("Wait, maybe it is 12.", {}, None, id="second-thought"),
+        pytest.param("Maybe 12. Is it 12?", {}, None, id="question"),
+        pytest.param(
+            "Next, we compute the partial derivatives:\n\n1.", {}, None, id="list-goes-on"
+        ),
+        pytest.param("```python\nprint(6 * 7)\n```", {}, None, id="ends-in-code"),
+        pytest.param("所以鸡有23只，兔有12只。", {}, None, id="chinese-prose-is-not-read"),
+        pytest.param("Profit: $93 - $15 = $78.\n\nAlternatively", {}, None, id="cut-off-prose"),
+    ],
+)
+def test_parse_output_reads_unboxed_and_sky_t1_outputs(text, kwargs, final):
+    assert parse_output(text, **kwargs).final == final
+
+
+@pytest.mark.parametrize(
+    "text, cut",
+    [
+        ("The answer is 5.", False),
+        ("\\boxed{5}", False),
+        ("$$x = 2$$", False),
+        ("```\n5\n```", False),
+        ("the answer is 5<|end_of_solution|>", False),
+        ("In this case, we need:", True),
+        ("Alternatively", True),
+        ("= 24 +", True),
+        ("", False),
+    ],
+)
+def test_looks_cut_off(text, cut):
+    assert looks_cut_off(text) is cut
+
+
 # ---------------------------------------------------------------------------------------------------
 # normalize_answer
 
@@ -338,6 +452,73 @@ DIFFERENT = [
     (None, "23"),
     ("", ""),
     ("   ", "23"),
+]
+
+
+# Mechanisms found by reading every disagreement with a published grader on MATH-500 outputs
+# (`python -m solver grade`): vectors and matrices, intervals, text answers, degrees, units, percent
+# signs, thin-space thousands, worked sums with dots.
+SAME += [
+    (
+        "\\begin{pmatrix}-1/3\\\\2/3\\\\5/3\\end{pmatrix}",
+        "\\begin{pmatrix} -\\frac{1}{3} \\\\ \\frac{2}{3} \\\\ \\frac{5}{3} \\end{pmatrix}",
+    ),
+    ("\\begin{pmatrix} 1/5 \\\\ -18/5 \\end{pmatrix}", "\\left(\\frac15, -\\frac{18}{5}\\right)"),
+    (
+        "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}",
+        "\\begin{bmatrix} 1 & 2 \\\\ 3 & 4 \\end{bmatrix}",
+    ),
+    (
+        "\\begin{pmatrix} \\sqrt{2} \\\\ 0 \\end{pmatrix}",
+        "\\begin{pmatrix} \\frac{2}{\\sqrt{2}} \\\\ 0 \\end{pmatrix}",
+    ),
+    ("x \\in [-2,7]", "[-2, 7]"),
+    ("x \\in (-\\infty, 3)", "(-\\infty,3)"),
+    ("(-\\infty, 3) \\cup (5, \\infty)", "(-\\infty,3)\\cup(5,\\infty)"),
+    ("\\text{east}", "east"),
+    ("\\text{East}", "east"),
+    ("\\textbf{(B)}", "(B)"),
+    ("\\text{(C)}", "C"),
+    ("(C) Plane", "(C)"),
+    ("120^\\circ", "120"),
+    ("120^{\\circ}", "120 degrees"),
+    ("10\\%", "10"),
+    ("11,\\! 111,\\! 100", "11111100"),
+    ("864 \\mbox{ inches}^2", "864"),
+    ("12 square units", "12"),
+    ("\\$32", "32"),
+    ("2 + 27 + \\cdots + 13 = 42", "42"),
+    ("2 \\times 3 = 3 + 3 = 6", "6"),
+    ("\\frac{1}{2} + \\frac{1}{3} = \\frac{5}{6}", "5/6"),
+    ("\\dfrac{3}{4}", "0.75"),
+    ("3\\pi", "3 \\pi"),
+    ("x=3", "3"),
+]
+DIFFERENT += [
+    (
+        "\\begin{pmatrix} 1/5 \\\\ -18/5 \\end{pmatrix}",
+        "\\begin{pmatrix} -18/5 \\\\ 1/5 \\end{pmatrix}",
+    ),
+    (
+        "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}",
+        "\\begin{pmatrix} 1 & 3 \\\\ 2 & 4 \\end{pmatrix}",
+    ),
+    ("\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", "(1, 2, 3, 4)"),
+    (
+        "\\begin{vmatrix} 1 & 2 \\\\ 3 & 4 \\end{vmatrix}",
+        "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}",
+    ),
+    ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} 1 \\\\ 2 \\\\ 0 \\end{pmatrix}"),
+    ("x \\in [-2,7]", "(-2, 7)"),
+    ("(-\\infty, 3]", "(-\\infty, 3)"),
+    ("\\text{east}", "\\text{west}"),
+    ("(C) Plane", "(D)"),
+    ("120^\\circ", "121"),
+    ("10\\%", "0.1\\%"),
+    ("2 + 27 + \\cdots + 13 = 42", "43"),
+    ("5 inches", "5 feet"),
+    ("\\pi", "3.14"),
+    ("1, 2, 3", "123"),
 ]
 
 

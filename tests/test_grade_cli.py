@@ -1,0 +1,154 @@
+"""`python -m solver grade`: counts on a small inline file, clear errors on bad input, and the agreement
+with the published grader on the real MATH-500 outputs (when /work/shared/data/graded is present)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from solver.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+GRADED = Path("/work/shared/data/graded")
+QWEN = GRADED / "math500_qwen2.5-math-7b.jsonl"
+SKY = GRADED / "math500_sky-t1-27b.jsonl"
+
+LINES = [
+    # both accept
+    {"idx": 0, "gt": "9", "code": ["So there are \\boxed{9}."], "pred": ["9"], "score": [True]},
+    # both reject
+    {"idx": 1, "gt": "9", "code": ["It is \\boxed{8}."], "pred": ["8"], "score": [False]},
+    # we accept, grader rejects: the toolkit cut "-2 + " off the answer
+    {
+        "idx": 2,
+        "gt": "-2+7i",
+        "code": ["I end up with the same answer: $-2 + 7i$.\n\nI think that's the correct result."],
+        "pred": ["7"],
+        "score": [False],
+    },
+    # we reject, grader accepts: a run cut off inside its thought, credited with its last number
+    {
+        "idx": 3,
+        "gt": "16",
+        "code": ["<|begin_of_thought|>\n\nBut earlier methods gave me 16, so"],
+        "pred": ["16"],
+        "score": [True],
+    },
+    # both accept: a vector of fractions against a reference written with slashes
+    {
+        "idx": 4,
+        "gt": "\\begin{pmatrix}-1/3\\\\2/3\\end{pmatrix}",
+        "code": ["Thus \\boxed{\\begin{pmatrix} -\\frac{1}{3} \\\\ \\frac{2}{3} \\end{pmatrix}}."],
+        "score": [True],
+    },
+]
+
+
+def write_lines(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def counts(report_line: str) -> dict[str, int]:
+    m = re.search(
+        r"n=(\d+)\s+agreement (\d+) \([\d.]+%\)\s+we accept, grader rejects (\d+) \([\d.]+%\)\s+"
+        r"we reject, grader accepts (\d+)",
+        report_line,
+    )
+    assert m, report_line
+    return dict(
+        zip(("n", "agree", "accept_only", "reject_only"), map(int, m.groups()), strict=True)
+    )
+
+
+def test_it_counts_agreement_and_both_kinds_of_disagreement(tmp_path, capsys):
+    path = write_lines(tmp_path / "graded.jsonl", LINES)
+    assert main(["grade", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert counts(out) == {"n": 5, "agree": 3, "accept_only": 1, "reject_only": 1}
+    assert "agreement 3 (60.0%)" in out and "we accept, grader rejects 1 (20.0%)" in out
+
+
+def test_it_shows_each_disagreement_and_an_overall_line(tmp_path, capsys):
+    path = write_lines(tmp_path / "graded.jsonl", LINES)
+    assert main(["grade", str(path), f"{path}:1-3", "--show-disagreements"]) == 0
+    out = capsys.readouterr().out
+    # Lines 3 and 4 of the whole file, line 3 again in the 1-3 part.
+    assert out.count("we accept, grader rejects\n") == 2
+    assert out.count("we reject, grader accepts\n") == 1
+    assert "line 3 (idx 2)" in out and "ours:   -2 + 7i" in out
+    report = {line.split(": n=")[0]: counts(line) for line in out.splitlines() if ": n=" in line}
+    assert report[f"{path}:1-3"] == {"n": 3, "agree": 2, "accept_only": 1, "reject_only": 0}
+    assert report["overall"] == {"n": 8, "agree": 5, "accept_only": 2, "reject_only": 1}
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json\n", "line 1: not valid JSON"),
+        ("[1, 2]\n", "line 1: expected a JSON object"),
+        ('{"gt": "1", "score": [true]}\n', 'line 1: "code" must be a list'),
+        ('{"gt": "1", "code": ["\\\\boxed{1}"], "score": ["yes"]}\n', 'line 1: "score" must be'),
+        ('{"gt": null, "code": ["x"], "score": [true]}\n', 'line 1: "gt" must be'),
+        ("\n\n", "no graded lines"),
+    ],
+)
+def test_a_malformed_file_is_a_clear_error(tmp_path, capsys, content, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content, encoding="utf-8")
+    assert main(["grade", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+
+
+def test_bad_arguments_are_clear_errors_without_a_traceback(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(LINES[0]) + "\n{oops\n", encoding="utf-8")
+    for args, message in [
+        ([str(bad)], "bad.jsonl, line 2: not valid JSON"),
+        ([str(tmp_path / "missing.jsonl")], "missing.jsonl: no such file"),
+        ([f"{bad}:3-1"], "the line range must be START-END"),
+        ([str(tmp_path)], "is a directory"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-m", "solver", "grade", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2, done.stderr
+        assert message in done.stderr and "Traceback" not in done.stderr
+
+
+# ---------------------------------------------------------------------------------------------------
+# The real graded outputs. Tuned on all of Qwen2.5-Math-7B and the first half of Sky-T1; the second
+# half of Sky-T1 was measured once, at the end. Floors are the measured figures rounded down by less
+# than one point, so a regression of a few answers fails.
+
+FLOORS = [
+    # (file argument, agreement floor in %, ceiling on "we accept, grader rejects" in %)
+    (f"{QWEN}", 98.0, 1.0),
+    (f"{SKY}:1-250", 92.0, 4.0),
+    (f"{SKY}:251-500", 0.0, 100.0),
+]
+
+
+@pytest.mark.skipif(not (QWEN.exists() and SKY.exists()), reason="graded outputs not present")
+def test_agreement_with_the_published_grader_on_math500(capsys):
+    started = time.perf_counter()
+    assert main(["grade", *(f for f, _, _ in FLOORS)]) == 0
+    elapsed = time.perf_counter() - started
+    out = capsys.readouterr().out
+    report = {line.split(": n=")[0]: counts(line) for line in out.splitlines() if ": n=" in line}
+    for name, floor, ceiling in FLOORS:
+        c = report[name]
+        assert 100 * c["agree"] / c["n"] >= floor, (name, c)
+        assert 100 * c["accept_only"] / c["n"] <= ceiling, (name, c)
+    assert elapsed < 60, f"grading 1000 lines took {elapsed:.0f} s"
