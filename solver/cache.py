@@ -41,16 +41,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from solver.decision import DecisionModel, Reading, compare, load_model_for, read
 from solver.embed import Embedder
-from solver.normalize import (
-    Signature,
-    content_tokens,
-    format_number,
-    language,
-    normalize,
-    signature_of_canonical,
-    word_tokens,
-)
+from solver.normalize import Signature, format_number, normalize, word_tokens
 
 # (threshold, signature_threshold) per embedder, measured on tests/data/cache_cases.jsonl: cosine
 # similarities are not comparable across models, so each one gets its own pair. Any other model starts
@@ -60,7 +53,7 @@ RECOMMENDED_THRESHOLDS = {
     "use-multilingual": (0.65, 0.45),
 }
 FALLBACK_THRESHOLDS = (0.80, 0.55)
-DEFAULT_CANDIDATES = 8
+DEFAULT_CANDIDATES = 12
 MAX_QUESTION_CHARS = 4000
 # A same-language candidate whose wording aligns with the question at least this much (difflib ratio
 # of content tokens) is an *edit* of it: any change that normalization does not explain (synonym,
@@ -90,15 +83,21 @@ class CandidateCheck:
     """One bank entry that was considered, and what it was judged on."""
 
     entry_id: str
-    score: float
-    passed: bool
-    gate: str | None  # the gate that rejected it, None when it passed
+    score: float  # cosine similarity
+    passed: bool  # plausible: not rejected by an exact rule, likely enough to suggest
+    gate: (
+        str | None
+    )  # what rejected it ("numbers", "expression", "roles", "blocked", "unlikely", ...)
     reason: str
+    probability: float | None = None  # the learned rule's probability that it is the same problem
+    features: tuple[float, ...] = ()
+    aligned: bool = False  # every given quantity aligned one to one (needed for a certain hit)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "entry_id": self.entry_id,
             "score": round(self.score, 4),
+            "probability": None if self.probability is None else round(self.probability, 4),
             "passed": self.passed,
             "gate": self.gate,
             "reason": self.reason,
@@ -106,21 +105,41 @@ class CandidateCheck:
 
 
 @dataclass(frozen=True)
+class Suggestion:
+    """A banked problem that may be the student's: "Is this your question?"."""
+
+    entry_id: str
+    score: float  # the probability that it is the same problem
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.entry_id, "score": round(self.score, 4)}
+
+
+@dataclass(frozen=True)
 class Decision:
-    """Hit or miss, the entry served, its similarity, and the reasons in plain words."""
+    """hit (certain: serve it), suggest (plausible: ask the student) or miss, and why.
+
+    `reasons` are for teachers (they name entries and similarities); `explanation` is one sentence
+    for a student, with no ids or thresholds."""
 
     hit: bool
     entry_id: str | None
     score: float
     reasons: tuple[str, ...]
     candidates: tuple[CandidateCheck, ...] = field(default=())
+    outcome: str = "miss"  # "hit", "suggest" or "miss"
+    suggestions: tuple[Suggestion, ...] = field(default=())
+    explanation: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "hit": self.hit,
+            "outcome": self.outcome,
             "entry_id": self.entry_id,
             "score": round(self.score, 4),
             "reasons": list(self.reasons),
+            "explanation": self.explanation,
+            "suggestions": [s.to_dict() for s in self.suggestions],
             "candidates": [c.to_dict() for c in self.candidates],
         }
 
@@ -131,7 +150,13 @@ def recommended_thresholds(embedder_name: str) -> tuple[float, float]:
 
 
 def _miss(*reasons: str) -> Decision:
-    return Decision(hit=False, entry_id=None, score=0.0, reasons=tuple(reasons))
+    return Decision(
+        hit=False,
+        entry_id=None,
+        score=0.0,
+        reasons=tuple(reasons),
+        explanation=f"No problem in the bank matches: {reasons[0]}." if reasons else "",
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -381,7 +406,7 @@ def _number_roles(tokens: tuple[str, ...]) -> dict[str, list[set[str]]]:
     return roles
 
 
-def check_wording(question: _Analysis, entry: _Entry | _Analysis, entry_label: str) -> str | None:
+def check_wording(question: Reading, entry: _Entry | Reading, entry_label: str) -> str | None:
     """Why a same-language candidate is a *small edit* of the question that changes it, or None.
 
     Normalization already turned numerals, full-width digits, synonyms and filler into the same tokens,
@@ -446,28 +471,84 @@ def check_wording(question: _Analysis, entry: _Entry | _Analysis, entry_label: s
 # --------------------------------------------------------------------------------------------------
 
 
+def decide(checks: list[CandidateCheck], *, hit_at: float, suggest_at: float) -> Decision:
+    """Hit, suggest or miss from judged candidates (best similarity first) and the two thresholds."""
+    candidates = tuple(checks)
+    plausible = sorted(
+        (
+            c
+            for c in checks
+            if c.passed and c.probability is not None and c.probability >= suggest_at
+        ),
+        key=lambda c: -(c.probability or 0.0),
+    )
+    if not checks:
+        return _miss("no bank entry is close to this question")
+    certain = [c for c in plausible if c.aligned and (c.probability or 0.0) >= hit_at]
+    # Two banked problems that both look certain (a dense bank of same-template problems) are not
+    # certain at all: the student chooses.
+    if len(certain) == 1:
+        best = certain[0]
+        return Decision(
+            True,
+            best.entry_id,
+            best.probability or 0.0,
+            (f"#{best.entry_id}: {best.reason} (similarity {best.score:.2f})",),
+            candidates,
+            outcome="hit",
+            explanation=f"This is the same problem as one in the bank: {best.reason}.",
+        )
+    if plausible:
+        shown = tuple(Suggestion(c.entry_id, c.probability or 0.0) for c in plausible[:3])
+        return Decision(
+            False,
+            None,
+            plausible[0].probability or 0.0,
+            tuple(f"#{c.entry_id} may be the same problem: {c.reason}" for c in plausible[:3]),
+            candidates,
+            outcome="suggest",
+            suggestions=shown,
+            explanation="Your question looks like a problem in the bank, but it may not be "
+            "the same: compare them and choose.",
+        )
+    closest = checks[0]
+    return Decision(
+        False,
+        None,
+        closest.probability or 0.0,
+        (f"closest #{closest.entry_id}: {closest.reason}",),
+        candidates,
+        explanation=f"No problem in the bank is the same as yours (the closest one differs: "
+        f"{closest.reason}).",
+    )
+
+
 @dataclass(frozen=True)
 class _Entry:
     entry_id: str
     text: str
-    canonical: str
-    signature: Signature
-    tokens: tuple[str, ...]
-    language: str
+    reading: Reading
+
+    # the wording check reads these off an entry as off a question
+    @property
+    def canonical(self) -> str:
+        return self.reading.canonical
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        return self.reading.tokens
+
+    @property
+    def signature(self) -> Signature:
+        return self.reading.signature
+
+    @property
+    def language(self) -> str:
+        return self.reading.language
 
 
-@dataclass(frozen=True)
-class _Analysis:
-    canonical: str
-    signature: Signature
-    tokens: tuple[str, ...]
-    language: str
-
-
-def _analyze(canonical: str) -> _Analysis:
-    return _Analysis(
-        canonical, signature_of_canonical(canonical), content_tokens(canonical), language(canonical)
-    )
+def _analyze(canonical: str) -> Reading:
+    return read(canonical)
 
 
 def _problem_with(text: object, max_chars: int) -> str | None:
@@ -507,6 +588,7 @@ class SemanticCache:
         candidates: int = DEFAULT_CANDIDATES,
         index: str = "auto",
         max_chars: int = MAX_QUESTION_CHARS,
+        model: DecisionModel | None | str = "default",
     ) -> None:
         default_threshold, default_signature = recommended_thresholds(embedder.name)
         threshold = default_threshold if threshold is None else threshold
@@ -530,6 +612,11 @@ class SemanticCache:
         self._by_canonical: dict[str, set[int]] = {}
         self._next_key = 0
         self._lock = threading.RLock()
+        # canonical text -> entry id confirmed by a person; (canonical text, entry id) never to match
+        self._aliases: dict[str, str] = {}
+        self._blocks: set[tuple[str, str]] = set()
+        # the learned rule fitted for this embedder ("default"), one given, or None for version 1's gates
+        self.model = load_model_for(embedder.name) if model == "default" else model
 
     # -- size and contents ---------------------------------------------------------------------------
 
@@ -585,10 +672,8 @@ class SemanticCache:
         canonicals = [normalize(text) for _, text in batch]
         vectors = self.embedder.embed(canonicals)
         entries = [
-            _Entry(entry_id, text, canonical, a.signature, a.tokens, a.language)
-            for (entry_id, text), canonical, a in zip(
-                batch, canonicals, map(_analyze, canonicals), strict=True
-            )
+            _Entry(entry_id, text, read(canonical))
+            for (entry_id, text), canonical in zip(batch, canonicals, strict=True)
         ]
         self._insert(entries, vectors)
         return len(entries)
@@ -658,7 +743,7 @@ class SemanticCache:
     def lookup_many(self, texts: list[object], *, batch_size: int = 64) -> list[Decision]:
         """`lookup` for many questions, embedding them in batches; one Decision per text, in order."""
         decisions: list[Decision | None] = [None] * len(texts)
-        pending: list[tuple[int, _Analysis]] = []
+        pending: list[tuple[int, Reading]] = []
         for i, text in enumerate(texts):
             problem = _problem_with(text, self.max_chars)
             if problem:
@@ -670,7 +755,7 @@ class SemanticCache:
                     "the question has no words to match (only numbers, symbols or emoji)"
                 )
                 continue
-            question = _analyze(canonical)
+            question = read(canonical)
             decisions[i] = self._exact_hit(question)
             if decisions[i] is None:
                 pending.append((i, question))
@@ -681,21 +766,38 @@ class SemanticCache:
                 decisions[i] = self._lookup_vector(question, vector)
         return [d for d in decisions if d is not None]
 
-    def _exact_hit(self, question: _Analysis) -> Decision | None:
-        """The decision for a question whose canonical text (numerals, width, case and spacing folded by
-        `normalize`) is a banked entry's, or None. It is the decision the vector search would reach:
-        the same canonical text has the same embedding (similarity 1), the same signature and the same
-        words, so every gate passes; only the embedder call is saved. Students paste the same homework
-        text again and again, so this is the common case on a busy day."""
+    def _exact_hit(self, question: Reading) -> Decision | None:
+        """The decision for a question that a person confirmed as a banked problem (an alias), or whose
+        canonical text (numerals, width, case and spacing folded by `normalize`) is a banked entry's;
+        None otherwise. Students paste the same homework text again and again, so this is the common
+        case on a busy day, and it needs no embedder call."""
         with self._lock:
-            twins = self._by_canonical.get(question.canonical)
-            if not twins:
-                return None
-            entry = self._entries[min(twins)]  # the oldest, when the bank holds the text twice
-        reason = f"the same text as #{entry.entry_id} once normalised (similarity 1.00)"
-        return self._decide(question, [(entry, 1.0, None, reason)])
+            aliased = self._aliases.get(question.canonical)
+            if aliased is not None and aliased in self._key_of:
+                entry = self._entries[self._key_of[aliased]]
+                why = "a teacher confirmed that this question is this banked problem"
+            else:
+                twins = [
+                    k
+                    for k in self._by_canonical.get(question.canonical, ())
+                    if (question.canonical, self._entries[k].entry_id) not in self._blocks
+                ]
+                if not twins:
+                    return None
+                entry = self._entries[min(twins)]  # the oldest, when the bank holds the text twice
+                why = "it is the same text as a banked problem"
+        check = CandidateCheck(entry.entry_id, 1.0, True, None, why, probability=1.0, aligned=True)
+        return Decision(
+            True,
+            entry.entry_id,
+            1.0,
+            (f"#{entry.entry_id}: {why}",),
+            (check,),
+            outcome="hit",
+            explanation=f"This is a problem from the bank: {why}.",
+        )
 
-    def _lookup_vector(self, question: _Analysis, vector: np.ndarray) -> Decision:
+    def _lookup_vector(self, question: Reading, vector: np.ndarray) -> Decision:
         with self._lock:
             if not self._entries:
                 return _miss("the bank is empty")
@@ -715,58 +817,116 @@ class SemanticCache:
                 ((self._entries[k], s) for k, s in scored.items() if k in self._entries),
                 key=lambda es: -es[1],
             )
+            blocked = {
+                entry.entry_id
+                for entry, _ in ranked
+                if (question.canonical, entry.entry_id) in self._blocks
+            }
         # Entries are immutable: judge them without holding the lock, so that concurrent lookups
-        # (and the exact tier) do not queue behind this one's gates.
-        checks = [(entry, s, *self._judge(question, entry, s)) for entry, s in ranked]
-        return self._decide(question, checks)
+        # (and the exact tier) do not queue behind this one's comparisons.
+        checks = [self._judge(question, entry, score, ranked, blocked) for entry, score in ranked]
+        return self._decide(checks)
 
-    def _judge(self, question: _Analysis, entry: _Entry, score: float) -> tuple[str | None, str]:
+    def _judge(
+        self,
+        question: Reading,
+        entry: _Entry,
+        score: float,
+        ranked: list[tuple[_Entry, float]],
+        blocked: set[str],
+    ) -> CandidateCheck:
         label = f"#{entry.entry_id}"
-        gate, reason = check_signatures(question.signature, entry.signature, label)
-        if gate:
-            return gate, reason
-        needed = self.signature_threshold if question.signature.is_specific else self.threshold
-        if score < needed:
-            return (
-                "similarity",
-                f"{label} has the same facts but similarity {score:.2f} < {needed:.2f}",
+        if entry.entry_id in blocked:
+            return CandidateCheck(
+                entry.entry_id, score, False, "blocked", "someone said it is a different problem"
             )
-        if question.language == entry.language:
-            edit = check_wording(question, entry, label)
-            if edit:
-                return "wording", edit
-        return None, f"similarity {score:.2f} >= {needed:.2f}"
+        others = [s for e, s in ranked if e.entry_id != entry.entry_id]
+        margin = score - (max(others) if others else 0.0)
+        edit = (
+            check_wording(question, entry, label) if question.language == entry.language else None
+        )
+        comparison = compare(
+            question, entry.reading, similarity=score, margin=margin, wording_edit=edit
+        )
+        if comparison.rule:
+            return CandidateCheck(entry.entry_id, score, False, comparison.rule, comparison.reason)
+        if self.model is not None:
+            probability = self.model.probability(comparison.features)
+            gate = None if probability >= self.model.suggest_at else "unlikely"
+        else:
+            probability, gate = self._fallback_probability(question, entry, score, edit)
+        passed = gate is None
+        reason = comparison.reason if passed else (edit or "it reads as a different problem")
+        return CandidateCheck(
+            entry.entry_id,
+            score,
+            passed,
+            gate,
+            reason,
+            probability=probability,
+            features=comparison.features,
+            aligned=comparison.aligned,
+        )
 
-    def _decide(
-        self, question: _Analysis, checks: list[tuple[_Entry, float, str | None, str]]
-    ) -> Decision:
-        candidates = tuple(
-            CandidateCheck(entry.entry_id, score, gate is None, gate, reason)
-            for entry, score, gate, reason in checks
-        )
-        passed = [(entry, score, reason) for entry, score, gate, reason in checks if gate is None]
-        if passed:
-            entry, score, similarity_reason = passed[0]
-            sig = question.signature
-            reasons = [
-                f"same numbers: {_numbers_text(sig.numbers)}",
-                f"same units: {_list_text(sig.units, 'none')}",
-                f"same question asked: {_list_text(sig.target, 'the same statement')}",
-                f"same conditions: {_list_text(sig.polarity, 'none')}",
-                similarity_reason,
-            ]
-            return Decision(True, entry.entry_id, score, tuple(reasons), candidates)
-        if not checks:
-            return Decision(
-                False, None, 0.0, ("no bank entry is close to this question",), candidates
-            )
-        entry, score, _gate, reason = checks[0]
-        closest = (
-            f"closest: {reason}"
-            if reason
-            else f"closest #{entry.entry_id} (similarity {score:.2f})"
-        )
-        return Decision(False, None, score, (closest,), candidates)
+    def _fallback_probability(
+        self, question: Reading, entry: _Entry, score: float, edit: str | None
+    ) -> tuple[float, str | None]:
+        """Without a fitted model (an embedder nobody calibrated): the exact gates of version 1 and the
+        similarity thresholds; a pair that passes everything but the similarity is only suggested."""
+        gate, _ = check_signatures(question.signature, entry.signature, f"#{entry.entry_id}")
+        if gate or edit:
+            return 0.0, gate or "wording"
+        needed = self.signature_threshold if question.signature.is_specific else self.threshold
+        if score >= needed:
+            return 1.0, None
+        return (0.5, None) if score >= needed - 0.15 else (0.0, "similarity")
+
+    @property
+    def hit_at(self) -> float:
+        return self.model.hit_at if self.model is not None else 1.0
+
+    @property
+    def suggest_at(self) -> float:
+        return self.model.suggest_at if self.model is not None else 0.5
+
+    def _decide(self, checks: list[CandidateCheck]) -> Decision:
+        return decide(checks, hit_at=self.hit_at, suggest_at=self.suggest_at)
+
+    # -- aliases and blocks --------------------------------------------------------------------------
+
+    def add_alias(self, text: str, entry_id: str) -> None:
+        """A wording a person confirmed as the problem `entry_id`: from now on it is an exact hit."""
+        canonical = self._canonical_or_error(text)
+        with self._lock:
+            self._aliases[canonical] = entry_id
+            self._blocks.discard((canonical, entry_id))
+
+    def remove_alias(self, text: str) -> bool:
+        canonical = normalize(text) if isinstance(text, str) else ""
+        with self._lock:
+            return self._aliases.pop(canonical, None) is not None
+
+    def add_block(self, text: str, entry_id: str) -> None:
+        """A wording that must never be matched with `entry_id` again ("not my question")."""
+        canonical = self._canonical_or_error(text)
+        with self._lock:
+            self._blocks.add((canonical, entry_id))
+            if self._aliases.get(canonical) == entry_id:
+                del self._aliases[canonical]
+
+    def remove_block(self, text: str, entry_id: str) -> bool:
+        canonical = normalize(text) if isinstance(text, str) else ""
+        with self._lock:
+            if (canonical, entry_id) in self._blocks:
+                self._blocks.discard((canonical, entry_id))
+                return True
+            return False
+
+    def _canonical_or_error(self, text: str) -> str:
+        problem = _problem_with(text, self.max_chars)
+        if problem:
+            raise ValueError(problem)
+        return normalize(text)
 
     # -- persistence ---------------------------------------------------------------------------------
 
@@ -788,6 +948,8 @@ class SemanticCache:
                 "entries": [
                     {"id": self._entries[k].entry_id, "text": self._entries[k].text} for k in keys
                 ],
+                "aliases": sorted(self._aliases.items()),
+                "blocks": sorted(self._blocks),
             }
         np.save(path / "vectors.npy", np.asarray(vectors, dtype=np.float32), allow_pickle=False)
         (path / "entries.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
@@ -826,10 +988,12 @@ class SemanticCache:
                     f"The cache in {path} is damaged: an entry is not an id and a text."
                 )
             canonical = normalize(item["text"])
-            a = _analyze(canonical)
-            entries.append(
-                _Entry(item["id"], item["text"], canonical, a.signature, a.tokens, a.language)
-            )
+            entries.append(_Entry(item["id"], item["text"], read(canonical)))
         if entries:
             cache._insert(entries, vectors.astype(np.float32, copy=False))
+        try:
+            cache._aliases = {str(c): str(e) for c, e in meta.get("aliases", [])}
+            cache._blocks = {(str(c), str(e)) for c, e in meta.get("blocks", [])}
+        except (TypeError, ValueError) as exc:
+            raise CacheFileError(f"The cache in {path} is damaged: bad aliases or blocks.") from exc
         return cache

@@ -560,15 +560,27 @@ def _en_numbers(text: str) -> str:
             return f"{value}th"
         return str(_en_cardinal(words))
 
-    text = _EN_WORD_RUN_RE.sub(run, text)
-    # plural denominators after digits: "2 thirds" (already digits) and "a third"/"a quarter"
+    # "a third", "an eighth", "one-quarter" are fractions unless an ordinal noun follows ("a third time");
+    # this runs before the ordinals become "8th" below
     text = re.sub(
-        r"\b(\d+)\s+(thirds|quarters|fourths|fifths|sixths|sevenths|eighths|ninths|tenths|halves)\b",
+        r"\b(?:an?|one)[\s-]+(third|quarter|fourth|fifth|sixth|seventh|eighth|ninth|tenth)\b(?![\s-]+(?:term|day|person|number|digit|place|time|grade|floor|row|round|year|week|month|century|one|child|son|daughter|house|car|book|attempt|try|game|prize|quarter))",
+        lambda m: f"1/{_EN_DENOMINATORS[m.group(1)]}",
+        text,
+    )
+    text = re.sub(  # "1.5 million"
+        r"\b(\d+(?:\.\d+)?) (million|billion)\b",
+        lambda m: _format_fraction(Fraction(m.group(1)) * _EN_SCALES[m.group(2)]),
+        text,
+    )
+    text = _EN_WORD_RUN_RE.sub(run, text)
+    # plural denominators after digits: "2 thirds", "2-thirds" (the numerator already in digits)
+    text = re.sub(
+        r"\b(\d+)[\s-]+(thirds|quarters|fourths|fifths|sixths|sevenths|eighths|ninths|tenths|halves)\b",
         lambda m: f"{m.group(1)}/{_EN_DENOMINATORS[m.group(2)]}",
         text,
     )
     text = re.sub(
-        r"\b(?:a|one|1)\s+(third|quarter|fourth|fifth|sixth|seventh|eighth|ninth|tenth)\b(?!\s+(?:term|day|person|number|digit|place|time))",
+        r"\b(?:1)\s+(third|quarter|fourth|fifth|sixth|seventh|eighth|ninth|tenth)\b(?!\s+(?:term|day|person|number|digit|place|time))",
         lambda m: f"1/{_EN_DENOMINATORS[m.group(1)]}",
         text,
     )
@@ -741,6 +753,20 @@ def _exact(text: str) -> Fraction:
 _NUMBER_RE = re.compile(r"(?<![a-z\d.])(\d+(?:\.\d+)?)(?:/(\d+(?:\.\d+)?))?(?![\d])")
 
 
+def _is_negative_sign(canonical: str, start: int) -> bool:
+    """A minus written onto the number: "-3", "of -3", "(-3)", "= -3"; not "5-3" or "5 - 3"."""
+    before = canonical[:start]
+    if not before.endswith("-"):
+        return False
+    head = before[:-1]
+    if not head.strip():
+        return True
+    if head[-1] == " ":  # "x -3" is negative unless a number or a bracket stands before: "5 -3"
+        prev = head.rstrip()[-1:]
+        return not (prev.isdigit() or prev in ")]")
+    return head[-1] in "([=,:<>^*/×÷"
+
+
 def _numbers(canonical: str) -> list[Fraction]:
     values = []
     for m in _NUMBER_RE.finditer(canonical):
@@ -750,11 +776,8 @@ def _numbers(canonical: str) -> list[Fraction]:
             if den == 0:
                 continue
             value /= den
-        before = canonical[: m.start()].rstrip()
-        if before.endswith("-"):
-            prev = before[:-1].rstrip()[-1:]
-            if not prev or not (prev.isalnum() or prev in ")]"):
-                value = -value
+        if _is_negative_sign(canonical, m.start()):
+            value = -value
         percent = canonical[m.end() : m.end() + 1] == "%"
         if value == 1 and not percent:
             continue  # 1 is an article far more often than a count; see the module docstring
@@ -1675,3 +1698,75 @@ def language(canonical: str) -> str:
     cjk = len(_CJK_RE.findall(canonical))
     latin = len(re.findall(r"[a-z]+", canonical))
     return "zh" if cjk >= latin else "en"
+
+
+# --------------------------------------------------------------------------------------------------
+# Quantities: a number with the unit written right after it, and what it is said of
+# --------------------------------------------------------------------------------------------------
+
+# Seconds in each time unit whose length is fixed; months and years are left out (28-31 days, 365-366).
+TIME_UNIT_SECONDS = {"s": 1, "min": 60, "h": 3600, "day": 86400, "week": 604800}
+_IMPLICIT_ONE_RE = re.compile(
+    r"\b(?:an?|one|per|each|every)\s+(hour|minute|second|day|week)\b|(?<![\d.])(?:每|一)(小时|分钟|秒|天|星期|周)"
+)
+_IMPLICIT_UNITS = {
+    "hour": "h", "minute": "min", "second": "s", "day": "day", "week": "week",
+    "小时": "h", "分钟": "min", "秒": "s", "天": "day", "星期": "week", "周": "week",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A given number as read from a canonical text: its value, the unit right after it, its position."""
+
+    value: Fraction
+    unit: str | None
+    position: int
+
+    @property
+    def seconds(self) -> Fraction | None:
+        """The value in seconds when the unit is a fixed-length time unit: 0.5 h and 30 min agree."""
+        factor = TIME_UNIT_SECONDS.get(self.unit or "")
+        return None if factor is None else self.value * factor
+
+
+def _unit_after(canonical: str, end: int) -> str | None:
+    rest = canonical[end : end + 24].lstrip(" -")
+    m = _EN_UNIT_RE.match(rest) or _ZH_UNIT_RE.match(rest)
+    if not m:
+        return None
+    index = int(next(k for k, v in m.groupdict().items() if v is not None)[1:])
+    return _UNITS[index][0]
+
+
+@lru_cache(maxsize=4096)
+def quantities(canonical: str) -> tuple[Quantity, ...]:
+    """Every given number of a canonical text (the same numbers as the signature's), each with the
+    unit written after it; plus the implicit "an hour", "每小时" (one of a time unit), which count only
+    when they are needed to align with an explicit quantity ("in 60 minutes" vs "in an hour")."""
+    found = []
+    for m in _NUMBER_RE.finditer(canonical):
+        value = _exact(m.group(1))
+        if m.group(2) is not None:
+            den = _exact(m.group(2))
+            if den == 0:
+                continue
+            value /= den
+        if _is_negative_sign(canonical, m.start()):
+            value = -value
+        percent = canonical[m.end() : m.end() + 1] == "%"
+        if value == 1 and not percent:
+            continue
+        found.append(
+            Quantity(value, "%" if percent else _unit_after(canonical, m.end()), m.start())
+        )
+    return tuple(found)
+
+
+@lru_cache(maxsize=4096)
+def implicit_quantities(canonical: str) -> tuple[Quantity, ...]:
+    """One of a time unit said without a number: "an hour", "per minute", "每天"."""
+    return tuple(
+        Quantity(Fraction(1), _IMPLICIT_UNITS[m.group(1) or m.group(2)], m.start())
+        for m in _IMPLICIT_ONE_RE.finditer(canonical)
+    )

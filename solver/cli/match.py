@@ -3,14 +3,27 @@
     python -m solver match --bank BANK.jsonl --queries QUERIES.jsonl [--out PRED.jsonl]
     python -m solver match --cases tests/data/cache_cases.jsonl      # a labelled set, both at once
 
+    python -m solver calibrate --cases A.jsonl --cases B.jsonl     # fit the decision rule (see below)
+
 Bank lines are {"id", "text"}; query lines {"text", ...} (other fields are ignored, except "expect",
 "kind", "lang" and "bank"/"bank_id", which turn on the scoring summary). One output line per query, in
-order: {"text", "hit", "match_id", "score", "reasons"}. The summary goes to stderr.
+order: {"text", "hit", "match_id", "score", "reasons", "suggestions": [{"id", "score"}, ...]}, the
+suggestions best first (empty on a hit or a clear miss). The summary goes to stderr.
 
-Scoring (the protocol of tests/test_cache.py): a query with "expect": "hit" is right when it hits the
-entry it belongs to ("bank_id", or the entry whose text is its "bank"; any hit when neither is given);
-a query with "expect": "miss" is right when it hits nothing, and any hit is a wrong hit.
-With --cases, the bank is every distinct "bank" text of the file and the queries are every "query".
+Scoring: a query with "expect": "hit" is right when it hits the entry it belongs to ("bank_id", or the
+entry whose text is its "bank"); it is *found* when it is right or its entry is among the suggestions.
+"expect": "miss" is right when it does not hit (a suggestion is not served), and any hit is a wrong hit.
+"expect": "either" (the same answer in other words): a hit of its own entry is right, a miss is safe, a
+hit of another entry is wrong. With --dense, every question that must miss is added to the bank as an
+entry of its own, as in a real bank of same-template problems; a rewording must still hit its own.
+With --cases, the bank is every distinct "bank" text of the file(s) and the queries are every "query".
+
+`calibrate` fits the learned rule of `solver.decision` on labelled sets: it splits the problems in two
+(by a hash of the bank text; --holdout of them are kept apart), fits a logistic regression on the pairs
+(question, candidate) of the tuning part in both the plain and the dense bank, chooses `hit_at` as the
+lowest probability at which wrong hits and dense wrong matches stay under --max-wrong on the tuning
+part, and `suggest_at` so that --find of the true rewordings are served or suggested; then it reports
+every figure on both parts and writes the model.
 """
 
 from __future__ import annotations
@@ -23,8 +36,7 @@ from typing import Any
 
 from solver.cli import UsageError
 
-HIT_KINDS = ("paraphrase", "reorder", "format", "numeral", "translation")
-MISS_KINDS = ("number_change", "target_change", "negation", "unit_change", "related")
+REWORDING_KINDS = ("paraphrase", "reorder", "format", "numeral")
 
 
 def register(subparsers) -> None:
@@ -59,7 +71,31 @@ def register(subparsers) -> None:
         type=float,
         help="similarity needed when the exact facts match and are specific (default: per embedder)",
     )
+    p.add_argument(
+        "--dense",
+        action="store_true",
+        help="also bank every question that must miss, and report wrong matches in that dense bank",
+    )
     p.set_defaults(func=run_match)
+
+    c = subparsers.add_parser(
+        "calibrate",
+        help="fit the cache's decision rule on labelled sets and report it on a held-apart part",
+        description="Fit the learned hit/suggest/miss rule on labelled sets (tune part) and report every "
+        "figure on the tune part and on the part held apart.",
+    )
+    c.add_argument("--cases", type=Path, action="append", required=True, help="a labelled set")
+    c.add_argument("--embedder", default="use-multilingual", help="as for match")
+    c.add_argument("--backend", choices=("torch", "openvino"), default="torch")
+    c.add_argument("--holdout", type=float, default=0.3, help="share of problems kept apart")
+    c.add_argument(
+        "--max-wrong", type=float, default=0.002, help="wrong-hit bound on the tune part"
+    )
+    c.add_argument(
+        "--find", type=float, default=0.96, help="share of rewordings served or suggested"
+    )
+    c.add_argument("--out", type=Path, help="where to write the model (default: the shipped one)")
+    c.set_defaults(func=run_calibrate)
 
 
 # -- reading ----------------------------------------------------------------------------------------
@@ -149,7 +185,7 @@ def read_cases(path: Path) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]
 
 
 def expected_entry(query: dict[str, Any], bank_ids_by_text: dict[str, str]) -> str | None:
-    """The entry a "hit" query must hit, when the query says which one."""
+    """The entry a query belongs to, when the query says which one."""
     if query.get("bank_id") is not None:
         return str(query["bank_id"])
     if isinstance(query.get("bank"), str):
@@ -157,71 +193,138 @@ def expected_entry(query: dict[str, Any], bank_ids_by_text: dict[str, str]) -> s
     return None
 
 
+def _blank() -> dict[str, int]:
+    return {"total": 0, "correct": 0, "wrong_hits": 0, "found": 0, "suggested": 0, "first": 0}
+
+
 def score(
-    queries: list[dict[str, Any]], predictions: list[dict[str, Any]], bank: list[tuple[str, str]]
+    queries: list[dict[str, Any]],
+    decisions: list[Any],
+    bank: list[tuple[str, str]],
 ) -> dict[str, dict[str, int]]:
-    """Per group ("all", each kind, "lang:xx", "kind/lang"): correct, total, wrong_hits (labelled queries only)."""
+    """Counts per group ("all", each kind, "lang:xx", "kind/lang") of labelled queries.
+
+    correct: hit its entry (expect hit/either) or did not hit (miss); wrong_hits: served another
+    problem's answer; found: right or its entry suggested; suggested/first: had suggestions / the
+    first one was its entry."""
     by_text = {text: entry_id for entry_id, text in bank}
-    groups: dict[str, dict[str, int]] = defaultdict(
-        lambda: {"correct": 0, "total": 0, "wrong_hits": 0}
-    )
-    for query, pred in zip(queries, predictions, strict=True):
+    groups: dict[str, dict[str, int]] = defaultdict(_blank)
+    for query, d in zip(queries, decisions, strict=True):
         expect = query.get("expect")
-        if expect not in ("hit", "miss"):
+        if expect not in ("hit", "miss", "either"):
             continue
-        if expect == "hit":
-            wanted = expected_entry(query, by_text)
-            correct = pred["hit"] and (wanted is None or pred["match_id"] == wanted)
-            wrong = False
+        wanted = expected_entry(query, by_text)
+        suggested = [s.entry_id for s in d.suggestions]
+        if expect == "miss":
+            correct, wrong, found = not d.hit, d.hit, not d.hit
         else:
-            correct = not pred["hit"]
-            wrong = pred["hit"]
+            own = d.hit and (wanted is None or d.entry_id == wanted)
+            correct = own
+            wrong = d.hit and not own
+            found = own or (wanted in suggested)
         kind = str(query.get("kind", "unlabelled"))
-        names = ["all", kind]
+        names = ["all", kind, f"expect:{expect}"]
         if isinstance(query.get("lang"), str):
             names += [f"lang:{query['lang']}", f"{kind}/{query['lang']}"]
         for group in names:
-            counts = groups[group]
-            counts["correct"] += int(correct)
-            counts["total"] += 1
-            counts["wrong_hits"] += int(wrong)
+            g = groups[group]
+            g["total"] += 1
+            g["correct"] += int(correct)
+            g["wrong_hits"] += int(wrong)
+            g["found"] += int(found)
+            g["suggested"] += int(bool(suggested))
+            g["first"] += int(bool(suggested) and suggested[0] == wanted and expect != "miss")
     return dict(groups)
 
 
+def headline(
+    groups: dict[str, dict[str, int]], dense: dict[str, dict[str, int]] | None = None
+) -> dict[str, tuple[int, int]]:
+    """The issue's figures as (count, out of)."""
+
+    def total(kinds: tuple[str, ...], key: str) -> tuple[int, int]:
+        gs = [groups[k] for k in kinds if k in groups]
+        return sum(g[key] for g in gs), sum(g["total"] for g in gs)
+
+    out: dict[str, tuple[int, int]] = {}
+    out["served rewordings (format, numeral, reorder, paraphrase)"] = total(
+        REWORDING_KINDS, "correct"
+    )
+    out["served translations"] = total(("translation",), "correct")
+    hit_kinds = tuple(k for k in (*REWORDING_KINDS, "translation") if k in groups)
+    out["rewordings and translations served or suggested right"] = total(hit_kinds, "found")
+    suggested = sum(groups[k]["suggested"] for k in hit_kinds)
+    first = sum(groups[k]["first"] for k in hit_kinds)
+    out["suggestions for a true rewording with the right one first"] = (first, suggested)
+    miss = groups.get("expect:miss", _blank())
+    out["wrong hits (questions that must miss)"] = (miss["wrong_hits"], miss["total"])
+    either = groups.get("expect:either", _blank())
+    if either["total"]:
+        out["same answer in other words (either): served"] = (either["correct"], either["total"])
+        out["same answer in other words (either): wrong"] = (either["wrong_hits"], either["total"])
+    if dense is not None:
+        wrong = sum(dense[k]["wrong_hits"] for k in hit_kinds if k in dense)
+        n = sum(dense[k]["total"] for k in hit_kinds if k in dense)
+        out["dense bank: rewordings matched to another problem"] = (wrong, n)
+    return out
+
+
+def _ratio(pair: tuple[int, int]) -> str:
+    count, n = pair
+    return f"{count}/{n} = {count / n:.1%}" if n else "-"
+
+
 def summary_lines(
-    predictions: list[dict[str, Any]], groups: dict[str, dict[str, int]]
+    decisions: list[Any],
+    groups: dict[str, dict[str, int]],
+    dense: dict[str, dict[str, int]] | None = None,
 ) -> list[str]:
-    hits = sum(1 for p in predictions if p["hit"])
-    lines = [f"{len(predictions)} questions: {hits} hits, {len(predictions) - hits} misses"]
+    hits = sum(1 for d in decisions if d.hit)
+    suggests = sum(1 for d in decisions if d.outcome == "suggest")
+    lines = [
+        f"{len(decisions)} questions: {hits} hits, {suggests} suggestions, "
+        f"{len(decisions) - hits - suggests} misses"
+    ]
     if not groups:
         return lines
-    served = [groups[k] for k in ("paraphrase", "reorder", "format", "numeral") if k in groups]
-    if served:
-        ok, total = sum(g["correct"] for g in served), sum(g["total"] for g in served)
-        lines.append(
-            f"served rewordings (paraphrase+reorder+format+numeral): {ok}/{total} = {ok / total:.1%}"
-        )
-    if "translation" in groups:
-        g = groups["translation"]
-        lines.append(
-            f"served translations: {g['correct']}/{g['total']} = {g['correct'] / g['total']:.1%}"
-        )
-    must_miss = [groups[k] for k in groups if k in MISS_KINDS]
-    if must_miss:
-        wrong, total = sum(g["wrong_hits"] for g in must_miss), sum(g["total"] for g in must_miss)
-        lines.append(
-            f"wrong hits (questions that must miss): {wrong}/{total} = {wrong / total:.1%}"
-        )
-    lines.append(f"{'group':28s} {'correct':>9s} {'wrong hits':>10s}")
-    for name in sorted(groups, key=lambda n: (n.count("/"), n.startswith("lang:"), n)):
+    for name, pair in headline(groups, dense).items():
+        if pair[1]:
+            lines.append(f"{name}: {_ratio(pair)}")
+    lines.append(f"{'group':28s} {'correct':>9s} {'found':>9s} {'wrong hits':>10s}")
+    for name in sorted(groups, key=lambda n: (n.count("/"), n.startswith(("lang:", "expect:")), n)):
         if name == "all":
             continue
         g = groups[name]
-        lines.append(f"{name:28s} {g['correct']:>4d}/{g['total']:<4d} {g['wrong_hits']:>10d}")
+        lines.append(
+            f"{name:28s} {g['correct']:>4d}/{g['total']:<4d} {g['found']:>4d}/{g['total']:<4d} "
+            f"{g['wrong_hits']:>10d}"
+        )
     return lines
 
 
-# -- the command ------------------------------------------------------------------------------------
+# -- the commands -----------------------------------------------------------------------------------
+
+
+def _load_embedder(args):
+    from solver.embed import EmbedderUnavailable, load_embedder
+
+    try:
+        return load_embedder(args.embedder, backend=args.backend)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    except EmbedderUnavailable as exc:
+        raise UsageError(str(exc)) from None
+
+
+def dense_bank(bank: list[tuple[str, str]], queries: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The bank plus every question that must miss, each as an entry of its own."""
+    texts = {text for _, text in bank}
+    extra = []
+    for i, q in enumerate(queries):
+        if q.get("expect") == "miss" and q["text"] not in texts:
+            texts.add(q["text"])
+            extra.append((f"variant-{i}", q["text"]))
+    return bank + extra
 
 
 def run_match(args) -> int:
@@ -241,22 +344,20 @@ def run_match(args) -> int:
             raise UsageError(f"{name} must be a similarity in (0, 1]")
 
     from solver.cache import SemanticCache
-    from solver.embed import EmbedderUnavailable, load_embedder
 
-    try:
-        embedder = load_embedder(args.embedder, backend=args.backend)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    except EmbedderUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    cache = SemanticCache(
-        embedder, threshold=args.threshold, signature_threshold=args.signature_threshold
-    )
-    try:
-        cache.add_many(bank, strict=True)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    embedder = _load_embedder(args)
+
+    def build(entries: list[tuple[str, str]]) -> SemanticCache:
+        cache = SemanticCache(
+            embedder, threshold=args.threshold, signature_threshold=args.signature_threshold
+        )
+        try:
+            cache.add_many(entries, strict=True)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        return cache
+
+    cache = build(bank)
     decisions = cache.lookup_many([q["text"] for q in queries])
     predictions = [
         {
@@ -265,6 +366,7 @@ def run_match(args) -> int:
             "match_id": d.entry_id,
             "score": round(d.score, 4),
             "reasons": list(d.reasons),
+            "suggestions": [s.to_dict() for s in d.suggestions],
         }
         for q, d in zip(queries, decisions, strict=True)
     ]
@@ -276,11 +378,57 @@ def run_match(args) -> int:
             raise UsageError(f"{args.out}: cannot write ({exc.strerror or exc})") from None
     else:
         sys.stdout.write(out_lines)
-    print(
-        f"embedder {embedder.name}; thresholds {cache.threshold:.2f} / {cache.signature_threshold:.2f}; "
-        f"bank of {len(cache)}",
-        file=sys.stderr,
+    dense = None
+    if args.dense:
+        dense_cache = build(dense_bank(bank, queries))
+        dense_decisions = dense_cache.lookup_many(
+            [q["text"] for q in queries if q.get("expect") != "miss"]
+        )
+        hit_queries = [q for q in queries if q.get("expect") != "miss"]
+        dense = score(hit_queries, dense_decisions, bank)
+    rule = (
+        f"learned rule (hit at {cache.model.hit_at:.3f}, suggest at {cache.model.suggest_at:.3f})"
+        if cache.model is not None
+        else f"version 1 gates (thresholds {cache.threshold:.2f} / {cache.signature_threshold:.2f})"
     )
-    for line in summary_lines(predictions, score(queries, predictions, bank)):
+    print(f"embedder {embedder.name}; {rule}; bank of {len(cache)}", file=sys.stderr)
+    for line in summary_lines(decisions, score(queries, decisions, bank), dense):
         print(line, file=sys.stderr)
+    return 0
+
+
+def run_calibrate(args) -> int:
+    from solver import calibration
+
+    if not 0.0 <= args.holdout < 1.0:
+        raise UsageError("--holdout is a share in [0, 1)")
+    bank: list[tuple[str, str]] = []
+    queries: list[dict[str, Any]] = []
+    for path in args.cases:
+        part_bank, part_queries = read_cases(path)
+        prefix = f"{path.stem}:"
+        bank += [(prefix + entry_id, text) for entry_id, text in part_bank]
+        queries += [{**q, "bank_id": prefix + q["bank_id"]} for q in part_queries]
+    embedder = _load_embedder(args)
+    result = calibration.calibrate(
+        embedder,
+        bank,
+        queries,
+        dense_bank(bank, queries),
+        holdout=args.holdout,
+        max_wrong=args.max_wrong,
+        find=args.find,
+        sources=[str(p) for p in args.cases],
+    )
+    for name, part in (("tune", result.tune), ("held apart", result.holdout)):
+        print(f"== {name} part ({part.problems} problems, {part.queries} questions)")
+        for line in summary_lines(part.decisions, part.groups, part.dense):
+            print(line)
+    from solver.decision import model_path
+
+    out = args.out or model_path(embedder.name)
+    result.model.save(out)
+    print(
+        f"wrote {out}: hit at {result.model.hit_at:.3f}, suggest at {result.model.suggest_at:.3f}"
+    )
     return 0

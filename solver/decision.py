@@ -1,0 +1,441 @@
+"""Is this banked problem the student's problem? Features of a (question, entry) pair and the learned rule.
+
+This module owns the comparison of two problems once the vector search has proposed a candidate:
+- `Reading`: what a problem says, read once: its quantities (value, unit, what they are said of), its
+  expressions (`3^12`, `n^2-n`, kept with order and operators), its signature (asked quantity,
+  conditions, terms, from `solver.normalize`) and its words.
+- `compare`: one bank entry against the question. First the *exact* rules, which never let a pair
+  through: a given value that differs on both sides (a number was changed), an expression that
+  differs, two quantities that swapped roles ("bought for 60, sold for 75" vs the reverse). Then the
+  *features* of what remains (similarity, alignment, which parts of the signature differ, the wording
+  edit check) for the learned rule.
+- `DecisionModel`: a logistic regression over those features, fitted on labelled development data by
+  `python -m solver calibrate`, with two thresholds chosen on that data: `hit_at` (a hit is served at
+  once; chosen so that wrong hits stay under a stated bound) and `suggest_at` (shown as "Is this your
+  question?"). The fitted weights live in `solver/decision_models/<embedder>.json`; plain JSON, no pickle.
+
+It does not search vectors or hold the bank (`solver.cache`), and does not embed (`solver.embed`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from solver.normalize import (
+    Quantity,
+    Signature,
+    content_tokens,
+    format_number,
+    implicit_quantities,
+    language,
+    quantities,
+    signature_of_canonical,
+    word_tokens,
+)
+
+MODELS_DIR = Path(__file__).parent / "decision_models"
+
+FEATURES = (
+    "sim_same_language",
+    "sim_cross_language",
+    "margin",
+    "same_language",
+    "numbers",
+    "question_extra_numbers",
+    "entry_extra_numbers",
+    "extra_numbers_small",
+    "units_differ",
+    "target_differs",
+    "target_overlap",
+    "polarity_differs",
+    "polarity_changes",
+    "terms_differ",
+    "terms_overlap",
+    "wording_edit",
+    "role_shift",
+    "token_overlap",
+    "sequence_ratio",
+    "no_numbers",
+)
+
+
+class ModelFileError(Exception):
+    """A decision model file is missing or damaged."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading a problem
+# --------------------------------------------------------------------------------------------------
+
+_EXPRESSION_RE = re.compile(
+    r"(?<![a-z])(?:[a-z]|\d+(?:\.\d+)?)(?:\s*[\^+\-*/×÷]\s*(?:[a-z]|\d+(?:\.\d+)?)(?![a-z]))+"
+)
+_OPERATOR_ALIASES = str.maketrans({"×": "*", "÷": "/"})
+_CONTEXT_WINDOW = 3
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A problem as read once: canonical text, signature, words, quantities with their contexts."""
+
+    canonical: str
+    signature: Signature
+    tokens: tuple[str, ...]
+    language: str
+    quantities: tuple[Quantity, ...]
+    implicit: tuple[Quantity, ...]
+    expressions: tuple[str, ...]
+    contexts: tuple[tuple[Fraction, frozenset[str]], ...]
+
+
+def read(canonical: str) -> Reading:
+    """Read a canonical text (from `solver.normalize.normalize`)."""
+    return Reading(
+        canonical,
+        signature_of_canonical(canonical),
+        content_tokens(canonical),
+        language(canonical),
+        quantities(canonical),
+        implicit_quantities(canonical),
+        _expressions(canonical),
+        _contexts(canonical),
+    )
+
+
+def _expressions(canonical: str) -> tuple[str, ...]:
+    """Formulas with an operator between two terms ("3^12", "n^2+n"), spaces removed, sorted.
+
+    Only runs that hold an exponent or a letter count: "5-3" between two numbers is as often a
+    range or a date as a subtraction, and plain numbers are compared as quantities already."""
+    found = []
+    for m in _EXPRESSION_RE.finditer(canonical):
+        text = re.sub(r"\s+", "", m.group()).translate(_OPERATOR_ALIASES)
+        if "^" in text or re.search(r"[a-z]", text):
+            found.append(text)
+    return tuple(sorted(found))
+
+
+def _contexts(canonical: str) -> tuple[tuple[Fraction, frozenset[str]], ...]:
+    """For each number token, the content words within a few words of it (what it is said of)."""
+    tokens = word_tokens(canonical)
+    out = []
+    for i, tok in enumerate(tokens):
+        if not tok[:1].isdigit():
+            continue
+        try:
+            value = Fraction(tok.rstrip("%"))
+        except (ValueError, ZeroDivisionError):
+            continue
+        if value == 1:
+            continue
+        around = set()
+        for j in range(max(0, i - _CONTEXT_WINDOW), min(len(tokens), i + _CONTEXT_WINDOW + 1)):
+            if j != i and not tokens[j][:1].isdigit():
+                around.add(tokens[j])
+        out.append((value, frozenset(set(content_tokens(" ".join(around))) or around)))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------------
+# Aligning quantities
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Which given values of the question and the entry have no partner on the other side."""
+
+    question_extra: tuple[Quantity, ...]
+    entry_extra: tuple[Quantity, ...]
+
+    @property
+    def is_exact(self) -> bool:
+        return not self.question_extra and not self.entry_extra
+
+    @property
+    def value_changed(self) -> bool:
+        """Both sides have a value the other lacks: a given number was changed."""
+        return bool(self.question_extra) and bool(self.entry_extra)
+
+
+def align(question: Reading, entry: Reading) -> Alignment:
+    """Pair the quantities one to one: the same value with the same unit first, then the same value
+    where one side names no unit; the leftovers then pair by time in seconds (0.5 h and 30 min, an
+    implicit "an hour" and 60 min). The same value with two different units ("4 feet" and "4 days")
+    does not pair: it is a given that changed. What is still left over is returned."""
+    q_left = list(question.quantities)
+    e_left = list(entry.quantities)
+    for compatible in (
+        lambda a, b: a.unit == b.unit,
+        lambda a, b: a.unit is None or b.unit is None,
+    ):
+        for quantity in list(q_left):
+            partner = next(
+                (e for e in e_left if e.value == quantity.value and compatible(quantity, e)), None
+            )
+            if partner is not None:
+                q_left.remove(quantity)
+                e_left.remove(partner)
+    # a leftover in seconds pairs with an explicit or implicit one of the other side
+    for mine, theirs_explicit, theirs_implicit in (
+        (q_left, e_left, list(entry.implicit)),
+        (e_left, q_left, list(question.implicit)),
+    ):
+        for quantity in list(mine):
+            seconds = quantity.seconds
+            if seconds is None:
+                continue
+            partner = next(
+                (t for t in theirs_explicit + theirs_implicit if t.seconds == seconds), None
+            )
+            if partner is None:
+                continue
+            mine.remove(quantity)
+            if partner in theirs_explicit:
+                theirs_explicit.remove(partner)
+            else:
+                theirs_implicit.remove(partner)
+    return Alignment(tuple(q_left), tuple(e_left))
+
+
+def role_shift(question: Reading, entry: Reading) -> tuple[float, str | None]:
+    """How strongly two shared values traded what they are said of, and the pair when it is certain.
+
+    For values v and w found on both sides, v's words in the question overlap w's words in the entry
+    (and not v's own), and the same the other way round: "pens cost 3, notebooks 7" vs "pens cost 7,
+    notebooks 3". Returns (strength 0..1, "3 and 7" when both own overlaps are empty)."""
+    if question.language != entry.language:
+        return 0.0, None
+    q_ctx = _context_by_value(question)
+    e_ctx = _context_by_value(entry)
+    values = sorted(set(q_ctx) & set(e_ctx))
+    best, certain = 0.0, None
+    for i, v in enumerate(values):
+        for w in values[i + 1 :]:
+            own = _overlap(q_ctx[v], e_ctx[v]) + _overlap(q_ctx[w], e_ctx[w])
+            cross = _overlap(q_ctx[v], e_ctx[w]) + _overlap(q_ctx[w], e_ctx[v])
+            if _overlap(q_ctx[v], e_ctx[w]) > _overlap(q_ctx[v], e_ctx[v]) and _overlap(
+                q_ctx[w], e_ctx[v]
+            ) > _overlap(q_ctx[w], e_ctx[w]):
+                strength = cross / (cross + own) if cross + own else 0.0
+                if strength > best:
+                    best = strength
+                if own == 0 and certain is None:
+                    certain = f"{format_number(v)} and {format_number(w)}"
+    return best, certain
+
+
+def _context_by_value(reading: Reading) -> dict[Fraction, frozenset[str]]:
+    """Words around each value that occurs once (a repeated value has no single role)."""
+    counts = Counter(v for v, _ in reading.contexts)
+    return {v: ctx for v, ctx in reading.contexts if counts[v] == 1}
+
+
+def _overlap(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / max(1, min(len(a), len(b)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Comparing a candidate
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The outcome of comparing one entry with the question: a rule that rejects it, or features."""
+
+    rule: str | None  # "numbers", "expression", "roles" when an exact rule rejects the pair
+    reason: str  # a sentence a student can read
+    features: tuple[float, ...]
+    # every given quantity aligned one to one: only then may the pair be a certain hit (otherwise it
+    # can at most be suggested: a value was added or removed, as in "a needed value removed")
+    aligned: bool = False
+
+
+def _jaccard(a: tuple[str, ...] | set[str], b: tuple[str, ...] | set[str]) -> float:
+    a, b = set(a), set(b)
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def _values_text(items: tuple[Quantity, ...]) -> str:
+    return ", ".join(format_number(q.value) for q in items)
+
+
+def compare(
+    question: Reading,
+    entry: Reading,
+    *,
+    similarity: float,
+    margin: float,
+    wording_edit: str | None,
+) -> Comparison:
+    """Compare a banked problem with the question (see the module docstring)."""
+    alignment = align(question, entry)
+    if alignment.value_changed:
+        return Comparison(
+            "numbers",
+            f"the banked problem has {_values_text(alignment.entry_extra)} where you have "
+            f"{_values_text(alignment.question_extra)}",
+            (),
+        )
+    if question.expressions and entry.expressions and question.expressions != entry.expressions:
+        return Comparison(
+            "expression",
+            f"the banked problem has {', '.join(entry.expressions)} where you have "
+            f"{', '.join(question.expressions)}",
+            (),
+        )
+    shift, certain = role_shift(question, entry)
+    if certain:
+        return Comparison(
+            "roles", f"the numbers {certain} are used for different things in the two problems", ()
+        )
+    qs, es = question.signature, entry.signature
+    same_language = question.language == entry.language
+    extras = alignment.question_extra + alignment.entry_extra
+    features = {
+        "sim_same_language": similarity if same_language else 0.0,
+        "sim_cross_language": 0.0 if same_language else similarity,
+        "margin": margin,
+        "same_language": float(same_language),
+        "numbers": math.log1p(len(question.quantities)),
+        "question_extra_numbers": float(len(alignment.question_extra)),
+        "entry_extra_numbers": float(len(alignment.entry_extra)),
+        "extra_numbers_small": float(
+            bool(extras) and all(abs(q.value) <= 10 and q.value.denominator == 1 for q in extras)
+        ),
+        "units_differ": float(qs.units != es.units),
+        "target_differs": float(qs.target != es.target),
+        "target_overlap": _jaccard(qs.target, es.target),
+        "polarity_differs": float(qs.polarity != es.polarity),
+        "polarity_changes": float(len(set(qs.polarity) ^ set(es.polarity))),
+        "terms_differ": float(qs.hard_terms != es.hard_terms),
+        "terms_overlap": _jaccard(qs.hard_terms, es.hard_terms),
+        "wording_edit": float(wording_edit is not None),
+        "role_shift": shift,
+        "token_overlap": _jaccard(question.tokens, entry.tokens) if same_language else 0.0,
+        "sequence_ratio": (
+            difflib.SequenceMatcher(None, question.tokens, entry.tokens, autojunk=False).ratio()
+            if same_language
+            else 0.0
+        ),
+        "no_numbers": float(not question.quantities),
+    }
+    return Comparison(
+        None,
+        _agreement_reason(question, entry, alignment),
+        _vector(features),
+        aligned=alignment.is_exact,
+    )
+
+
+def _vector(features: dict[str, float]) -> tuple[float, ...]:
+    return tuple(float(features[name]) for name in FEATURES)
+
+
+def _agreement_reason(question: Reading, entry: Reading, alignment: Alignment) -> str:
+    """What the two problems share, in a sentence for a student."""
+    parts = []
+    if question.quantities and alignment.is_exact:
+        shown = ", ".join(format_number(q.value) for q in question.quantities[:6])
+        parts.append(f"the same numbers ({shown})")
+    if question.signature.target and question.signature.target == entry.signature.target:
+        parts.append("the same question asked")
+    if question.language != entry.language:
+        parts.append("the same problem in the other language")
+    if not parts:
+        return "it says the same thing in other words"
+    return "it has " + " and ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# The learned rule
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecisionModel:
+    """Logistic regression on standardized features, with the two calibrated thresholds."""
+
+    embedder: str
+    weights: tuple[float, ...]
+    bias: float
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    hit_at: float
+    suggest_at: float
+    notes: dict[str, Any]
+
+    def probability(self, features: tuple[float, ...]) -> float:
+        """The model's probability that the pair is the same problem."""
+        z = self.bias + sum(
+            w * (x - m) / s
+            for w, x, m, s in zip(self.weights, features, self.mean, self.scale, strict=True)
+        )
+        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "embedder": self.embedder,
+            "features": list(FEATURES),
+            "weights": list(self.weights),
+            "bias": self.bias,
+            "mean": list(self.mean),
+            "scale": list(self.scale),
+            "hit_at": self.hit_at,
+            "suggest_at": self.suggest_at,
+            "notes": self.notes,
+        }
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> DecisionModel:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelFileError(f"Cannot read the decision model {path}: {exc}") from exc
+        if not isinstance(data, dict) or data.get("format") != 1:
+            raise ModelFileError(f"{path} is not a decision model this version can read.")
+        if data.get("features") != list(FEATURES):
+            raise ModelFileError(
+                f"{path} was fitted on other features; refit it with `python -m solver calibrate`."
+            )
+        try:
+            model = cls(
+                embedder=str(data["embedder"]),
+                weights=tuple(float(x) for x in data["weights"]),
+                bias=float(data["bias"]),
+                mean=tuple(float(x) for x in data["mean"]),
+                scale=tuple(float(x) or 1.0 for x in data["scale"]),
+                hit_at=float(data["hit_at"]),
+                suggest_at=float(data["suggest_at"]),
+                notes=dict(data.get("notes") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{path} is damaged: {exc}") from exc
+        if not (len(model.weights) == len(model.mean) == len(model.scale) == len(FEATURES)):
+            raise ModelFileError(f"{path} is damaged: weights and features do not match.")
+        if not 0.0 < model.suggest_at <= model.hit_at < 1.0:
+            raise ModelFileError(f"{path}: thresholds must satisfy 0 < suggest_at <= hit_at < 1.")
+        return model
+
+
+def model_path(embedder_name: str) -> Path:
+    return MODELS_DIR / f"{embedder_name.split(':')[0]}.json"
+
+
+def load_model_for(embedder_name: str) -> DecisionModel | None:
+    """The fitted model shipped for this embedder, or None when there is none."""
+    path = model_path(embedder_name)
+    return DecisionModel.load(path) if path.is_file() else None
