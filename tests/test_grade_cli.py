@@ -134,9 +134,12 @@ def test_bad_arguments_are_clear_errors_without_a_traceback(tmp_path):
 
 FLOORS = [
     # (file argument, agreement floor in %, ceiling on "we accept, grader rejects" in %)
+    # measured: 98.4% agreement, 0.6% we accept where the grader rejects
     (f"{QWEN}", 98.0, 1.0),
+    # measured: 92.8%, 3.6% (9 lines, each one the toolkit's error: it cut or kept words)
     (f"{SKY}:1-250", 92.0, 4.0),
-    (f"{SKY}:251-500", 0.0, 100.0),
+    # held out, measured once at the end: 93.6%, 2.4% (6 lines, each one the toolkit's error)
+    (f"{SKY}:251-500", 93.0, 3.0),
 ]
 
 

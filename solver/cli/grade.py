@@ -8,6 +8,8 @@ first item is the toolkit's verdict); "idx" and "pred" (what the toolkit extract
 For every line the final answer is extracted from code[0] (parse_output), compared with gt
 (answers_equivalent), and our verdict is set against score[0]. A `:START-END` suffix grades only those
 lines of the file (1-based, inclusive), so a file can be split into a tuning part and a held-out part.
+The files keep no finish reason, so an output that stops mid-sentence (solver.answers.looks_cut_off) is
+read as one cut at the token limit: its boxes count, its phrases and closing sentence do not.
 
 Owns the reading of those files and the report; how answers are read and compared is solver.answers'.
 """
