@@ -6,7 +6,7 @@ variant that must miss), it
    that every wording of one problem falls on the same side);
 2. looks every question up once without a model, which records the features of every candidate that
    the exact rules let through (`solver.decision.compare`);
-3. fits a logistic regression (scikit-learn, imported here only) on the tuning pairs: a candidate is a
+3. fits boosted decision trees (scikit-learn, imported here only) on the tuning pairs: a candidate is a
    positive when it is the question's own problem and the question is a rewording (expect "hit"); a
    question whose wording keeps the answer but may not be served ("either") gives no pair for its own
    problem;
@@ -21,7 +21,9 @@ It does not read files or print (that is `solver.cli.match`).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -62,12 +64,15 @@ def _label(query: dict[str, Any], entry_id: str) -> int | None:
 
 
 def _rescore(
-    decision: Decision, model: DecisionModel, hit_at: float, suggest_at: float
+    decision: Decision,
+    probability: Callable[[tuple[float, ...]], float],
+    hit_at: float,
+    suggest_at: float,
 ) -> Decision:
     if decision.outcome == "hit" and not decision.candidates[0].features:
         return decision  # the exact tier (same text, or an alias): no model involved
     checks = [
-        replace(c, probability=model.probability(c.features), passed=True)
+        replace(c, probability=probability(c.features), passed=True)
         if c.features
         else replace(c, passed=False)
         for c in decision.candidates
@@ -78,24 +83,46 @@ def _rescore(
 
 
 def _fit(rows: list[tuple[tuple[float, ...], int]], embedder: str) -> DecisionModel:
-    from sklearn.linear_model import LogisticRegression
+    """Boosted trees on the pairs; small and regularized (a few hundred problems to learn from)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
 
     x = np.asarray([f for f, _ in rows], dtype=np.float64)
     y = np.asarray([label for _, label in rows])
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
-    scale[scale == 0] = 1.0
-    fitted = LogisticRegression(C=1.0, max_iter=5000).fit((x - mean) / scale, y)
-    return DecisionModel(
+    fitted = HistGradientBoostingClassifier(
+        max_iter=100,
+        max_leaf_nodes=8,
+        learning_rate=0.1,
+        min_samples_leaf=20,
+        l2_regularization=1.0,
+        random_state=0,
+    ).fit(x, y)
+    # sklearn's trees, as plain node lists: x[feature] <= threshold goes left (no missing values here)
+    trees = tuple(
+        tuple(
+            (
+                -1 if node["is_leaf"] else int(node["feature_idx"]),
+                float(node["num_threshold"]),
+                int(node["left"]),
+                int(node["right"]),
+                float(node["value"]),
+            )
+            for node in predictor.nodes
+        )
+        for (predictor,) in fitted._predictors
+    )
+    model = DecisionModel(
         embedder=embedder,
-        weights=tuple(float(w) for w in fitted.coef_[0]),
-        bias=float(fitted.intercept_[0]),
-        mean=tuple(float(m) for m in mean),
-        scale=tuple(float(s) for s in scale),
+        baseline=float(np.ravel(fitted._baseline_prediction)[0]),
+        trees=trees,
         hit_at=0.5,
         suggest_at=0.5,
         notes={},
     )
+    check = x[: min(len(x), 200)]
+    ours = np.array([model.probability(tuple(row)) for row in check])
+    if not np.allclose(ours, fitted.predict_proba(check)[:, 1], atol=1e-6):
+        raise RuntimeError("the exported trees do not reproduce scikit-learn's predictions")
+    return model
 
 
 def calibrate(
@@ -143,13 +170,14 @@ def calibrate(
                 seen.add((check.entry_id, label))
                 rows.append((check.features, label))
     model = _fit(rows, embedder.name)
+    probability = lru_cache(maxsize=None)(model.probability)
 
     def part(keep: bool, hit_at: float, suggest_at: float) -> Part:
         idx = [i for i in range(len(queries)) if apart[i] == keep]
-        replayed = [_rescore(decisions[i], model, hit_at, suggest_at) for i in idx]
+        replayed = [_rescore(decisions[i], probability, hit_at, suggest_at) for i in idx]
         dense_idx = [i for i in idx if i in dense_decisions]
         dense_replayed = [
-            _rescore(dense_decisions[i], model, hit_at, suggest_at) for i in dense_idx
+            _rescore(dense_decisions[i], probability, hit_at, suggest_at) for i in dense_idx
         ]
         return Part(
             problems=len({queries[i]["bank_id"] for i in idx}),

@@ -9,7 +9,7 @@ This module owns the comparison of two problems once the vector search has propo
   differs, two quantities that swapped roles ("bought for 60, sold for 75" vs the reverse). Then the
   *features* of what remains (similarity, alignment, which parts of the signature differ, the wording
   edit check) for the learned rule.
-- `DecisionModel`: a logistic regression over those features, fitted on labelled development data by
+- `DecisionModel`: gradient-boosted trees over those features, fitted on labelled development data by
   `python -m solver calibrate`, with two thresholds chosen on that data: `hit_at` (a hit is served at
   once; chosen so that wrong hits stay under a stated bound) and `suggest_at` (shown as "Is this your
   question?"). The fitted weights live in `solver/decision_models/<embedder>.json`; plain JSON, no pickle.
@@ -155,10 +155,13 @@ class Alignment:
 
     question_extra: tuple[Quantity, ...]
     entry_extra: tuple[Quantity, ...]
+    converted: int = 0  # pairs made only by converting time units (0.5 h and 30 min)
 
     @property
     def is_exact(self) -> bool:
-        return not self.question_extra and not self.entry_extra
+        """Every value paired with the same value: a converted pair can change the answer's unit
+        ("sleeps 10 hours" vs "600 minutes": the free time comes out in other units)."""
+        return not self.question_extra and not self.entry_extra and not self.converted
 
     @property
     def value_changed(self) -> bool:
@@ -173,9 +176,11 @@ def align(question: Reading, entry: Reading) -> Alignment:
     does not pair: it is a given that changed. What is still left over is returned."""
     q_left = list(question.quantities)
     e_left = list(entry.quantities)
+    converted = 0
     for compatible in (
+        lambda a, b: a.unit == b.unit and (a.word == b.word or None in (a.word, b.word)),
         lambda a, b: a.unit == b.unit,
-        lambda a, b: a.unit is None or b.unit is None,
+        _unit_and_word_compatible,
     ):
         for quantity in list(q_left):
             partner = next(
@@ -199,11 +204,30 @@ def align(question: Reading, entry: Reading) -> Alignment:
             if partner is None:
                 continue
             mine.remove(quantity)
+            converted += 1
             if partner in theirs_explicit:
                 theirs_explicit.remove(partner)
             else:
                 theirs_implicit.remove(partner)
-    return Alignment(tuple(q_left), tuple(e_left))
+    return Alignment(tuple(q_left), tuple(e_left), converted)
+
+
+# Words after a number that do not say what it counts ("4 more days", "3 times", "2 of them").
+_NOT_COUNTED_NOUNS = frozenset(
+    "more less fewer times time of and or per each extra other additional full whole same total "
+    "consecutive straight in to for at on by as than is are was were the more".split()
+)
+
+
+def _unit_and_word_compatible(a: Quantity, b: Quantity) -> bool:
+    """One side names a unit, the other none: the same quantity ("4" and "4 days"), unless the other
+    says it counts something else ("4 workers" and "4 days")."""
+    if a.unit is not None and b.unit is not None:
+        return False
+    bare = a if a.unit is None else b
+    return (
+        bare.word is None or bare.word in _NOT_COUNTED_NOUNS or (a.unit is None and b.unit is None)
+    )
 
 
 def role_shift(question: Reading, entry: Reading) -> tuple[float, str | None]:
@@ -361,43 +385,54 @@ def _agreement_reason(question: Reading, entry: Reading, alignment: Alignment) -
 # --------------------------------------------------------------------------------------------------
 
 
+Node = tuple[
+    int, float, int, int, float
+]  # (feature or -1 for a leaf, threshold, left, right, value)
+
+
 @dataclass(frozen=True)
 class DecisionModel:
-    """Logistic regression on standardized features, with the two calibrated thresholds."""
+    """Gradient-boosted decision trees over the features, with the two calibrated thresholds.
+
+    Trees, not a linear rule: the features interact (a high similarity means little between two
+    edits of one text, much across two languages), and a linear fit gave similarity a negative
+    weight. The trees are stored as plain node lists and walked here, so the site needs no
+    scikit-learn and loads no pickle."""
 
     embedder: str
-    weights: tuple[float, ...]
-    bias: float
-    mean: tuple[float, ...]
-    scale: tuple[float, ...]
+    baseline: float
+    trees: tuple[tuple[Node, ...], ...]
     hit_at: float
     suggest_at: float
     notes: dict[str, Any]
 
     def probability(self, features: tuple[float, ...]) -> float:
         """The model's probability that the pair is the same problem."""
-        z = self.bias + sum(
-            w * (x - m) / s
-            for w, x, m, s in zip(self.weights, features, self.mean, self.scale, strict=True)
-        )
+        z = self.baseline
+        for nodes in self.trees:
+            i = 0
+            while True:
+                feature, threshold, left, right, value = nodes[i]
+                if feature < 0:
+                    z += value
+                    break
+                i = left if features[feature] <= threshold else right
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": 1,
+            "format": 2,
             "embedder": self.embedder,
             "features": list(FEATURES),
-            "weights": list(self.weights),
-            "bias": self.bias,
-            "mean": list(self.mean),
-            "scale": list(self.scale),
+            "baseline": self.baseline,
+            "trees": [[list(node) for node in nodes] for nodes in self.trees],
             "hit_at": self.hit_at,
             "suggest_at": self.suggest_at,
             "notes": self.notes,
         }
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n")
+        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> DecisionModel:
@@ -405,27 +440,36 @@ class DecisionModel:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ModelFileError(f"Cannot read the decision model {path}: {exc}") from exc
-        if not isinstance(data, dict) or data.get("format") != 1:
+        if not isinstance(data, dict) or data.get("format") != 2:
             raise ModelFileError(f"{path} is not a decision model this version can read.")
         if data.get("features") != list(FEATURES):
             raise ModelFileError(
                 f"{path} was fitted on other features; refit it with `python -m solver calibrate`."
             )
         try:
+            trees = tuple(
+                tuple(
+                    (int(f), float(t), int(left), int(right), float(v))
+                    for f, t, left, right, v in nodes
+                )
+                for nodes in data["trees"]
+            )
             model = cls(
                 embedder=str(data["embedder"]),
-                weights=tuple(float(x) for x in data["weights"]),
-                bias=float(data["bias"]),
-                mean=tuple(float(x) for x in data["mean"]),
-                scale=tuple(float(x) or 1.0 for x in data["scale"]),
+                baseline=float(data["baseline"]),
+                trees=trees,
                 hit_at=float(data["hit_at"]),
                 suggest_at=float(data["suggest_at"]),
                 notes=dict(data.get("notes") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{path} is damaged: {exc}") from exc
-        if not (len(model.weights) == len(model.mean) == len(model.scale) == len(FEATURES)):
-            raise ModelFileError(f"{path} is damaged: weights and features do not match.")
+        for nodes in trees:
+            for feature, _, left, right, _ in nodes:
+                if feature >= len(FEATURES) or (
+                    feature >= 0 and not (0 < left < len(nodes) and 0 < right < len(nodes))
+                ):
+                    raise ModelFileError(f"{path} is damaged: a tree points outside itself.")
         if not 0.0 < model.suggest_at <= model.hit_at < 1.0:
             raise ModelFileError(f"{path}: thresholds must satisfy 0 < suggest_at <= hit_at < 1.")
         return model

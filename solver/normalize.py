@@ -810,7 +810,7 @@ _UNITS: list[tuple[str, str, str]] = [
     ("cm", r"centimeters?|cm", r"厘米"),
     ("mm", r"millimeters?|mm", r"毫米"),
     ("inch", r"inch(?:es)?", r"英寸"),
-    ("ft", r"foot|ft", r"英尺"),
+    ("ft", r"feet|foot|ft", r"英尺"),
     ("m", r"meters?|m", r"米"),
     ("kg", r"kilograms?|kilos?|kg", r"千克|公斤"),
     ("lb", r"pounds?|lbs?", r"磅"),
@@ -1722,6 +1722,7 @@ class Quantity:
     value: Fraction
     unit: str | None
     position: int
+    word: str | None = None  # the English word right after it when that is not a unit ("4 workers")
 
     @property
     def seconds(self) -> Fraction | None:
@@ -1757,9 +1758,12 @@ def quantities(canonical: str) -> tuple[Quantity, ...]:
         percent = canonical[m.end() : m.end() + 1] == "%"
         if value == 1 and not percent:
             continue
-        found.append(
-            Quantity(value, "%" if percent else _unit_after(canonical, m.end()), m.start())
-        )
+        unit = "%" if percent else _unit_after(canonical, m.end())
+        word = None
+        if unit is None:
+            after = re.match(r"[\s-]*([a-z]{3,})", canonical[m.end() : m.end() + 24])
+            word = after.group(1) if after else None
+        found.append(Quantity(value, unit, m.start(), word))
     return tuple(found)
 
 
