@@ -1,7 +1,8 @@
 """The generation engine: one openvino-genai continuous-batching pipeline per process, on the CPU.
 
 Owns: loading a prepared model folder, running many generations at once (continuous batching), streaming
-each one's text as it is produced, cancelling, and measuring (time to first token, tokens per second).
+each one's text as it is produced, cancelling, ending generations that loop (`LoopGuard`), and measuring
+(time to first token, tokens per second).
 Does not own: prompts (it is given raw model input; `solver.prompts` renders it), parsing answers
 (`solver.answers`), or where models come from (`solver.modelstore`).
 
@@ -17,9 +18,12 @@ import abc
 import itertools
 import os
 import queue
+import random
+import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,13 +51,61 @@ class EngineSettings:
 
 
 @dataclass(frozen=True)
+class LoopGuard:
+    """When a generation counts as looping, so that the engine ends it (finish_reason "loop").
+
+    Small and distilled models repeat themselves until the token limit ("15. 15. 15. …", "1. 2. 3. … 124.",
+    "Wait, maybe… I'm stuck…"). Three rules run on each new token; any one ends the generation:
+
+    - exact: the last `min_span` tokens or more repeat with a period of at most `max_period` tokens, at least
+      `min_repeats` times ("15. 15. 15.", "；；；", a sentence said three times over);
+    - numbered: the same with every digit token counted as one ("Step 7: 小明剩几个苹果。 Step 8: …", counting
+      "57. 58. 59."), over a longer `numbered_span`, since real lists and tables are periodic this way too;
+    - long: at least `coverage` of the last `window` tokens continue an `ngram`-token run the generation
+      already wrote (a paragraph or a cycle of sentences longer than `max_period`).
+    """
+
+    max_period: int = 64
+    min_span: int = 48
+    min_repeats: int = 3
+    numbered_span: int = 256
+    ngram: int = 12
+    window: int = 200
+    coverage: float = 0.9
+
+
+@dataclass(frozen=True)
 class GenerationParams:
+    """How to generate one request.
+
+    openvino-genai's continuous-batching sampler applies the penalties and stop strings below to greedy
+    and sampled decoding alike; `no_repeat_ngram_size` is not offered because it applies that one to beam
+    search only (greedy output came out token for token unchanged). None of the penalties is on by
+    default: the loop guard ends loops, and no penalty helped answers. Measured on SmolLM2, 8 short math
+    questions at its temperature 0.2, runs that hit a 400-token limit / right final answers: 4 seeds,
+    none 12/5, presence 0.5 7/4, presence 1.0 8/4, frequency 0.2 4/3, repetition 1.1 8/0; 12 seeds,
+    none 36/10, presence 0.5 31/7."""
+
     max_new_tokens: int = 2048
     temperature: float = 0.6
     top_p: float = 0.95
     greedy: bool = False
+    # None: a fresh random seed per request. (openvino-genai seeds every request with 0 unless told
+    # otherwise, so unseeded samples of one prompt would all be the same text.)
     seed: int | None = None
-    # Benchmarks only: keep generating past end-of-sequence so every run has the same length.
+    # Off by default: repetition_penalty also penalises the prompt's tokens, the problem's numbers (at 1.1
+    # SmolLM2 answered 160 for a rectangle of 8 cm by 5 cm, 40 without), and frequency_penalty grows with
+    # every use of a token, which long reasoning (digits, "=", "the") cannot afford.
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    # Flat, generated tokens only: the gentlest of the three.
+    presence_penalty: float = 0.0
+    # End the generation when one of these strings appears (it is left out of the text).
+    stop_strings: tuple[str, ...] = ()
+    # None: let loops run to max_new_tokens.
+    loop_guard: LoopGuard | None = LoopGuard()
+    # Benchmarks only: keep generating past end-of-sequence so every run has the same length (the loop
+    # guard is off too).
     ignore_eos: bool = False
 
 
@@ -62,7 +114,9 @@ class GenerationResult:
     text: str
     prompt_tokens: int
     new_tokens: int
-    finish_reason: str  # "stop" (model ended), "length" (hit max_new_tokens), "cancelled", "error"
+    # "stop" (the model ended, or a stop string), "length" (hit max_new_tokens), "loop" (the loop guard
+    # ended it: a failure, never an answer), "cancelled", "error"
+    finish_reason: str
     ttft_ms: float  # submit -> first new token
     tokens_per_s: float  # decode speed after the first token
     elapsed_s: float
@@ -152,7 +206,14 @@ class Generation(GenerationHandle):
         self.first_token_at: float | None = None
         self.finished_at: float | None = None
         self.token_ids: list[int] = []
-        self._pending: list[int] = []  # ids not yet turned into streamed text (partial UTF-8)
+        self._text = IncrementalDecoder(engine._decode) if streaming else None
+        guard = params.loop_guard
+        self._loops = (
+            LoopDetector(guard, engine.token_classes)
+            if guard is not None and not params.ignore_eos
+            else None
+        )
+        self.looped = False  # the loop guard ended it
         self.handle = None  # the pipeline's GenerationHandle, set by the driver thread
         self.tag: object = None  # the submitter's label (solver.engine_process: the parent's id)
 
@@ -163,34 +224,36 @@ class Generation(GenerationHandle):
 
     # -- driver side -------------------------------------------------------------------------
 
-    def _take(self, ids: Sequence[int], decode: Callable[[list[int]], str]) -> None:
-        if not ids:
+    def _take(self, ids: Sequence[int]) -> None:
+        if not ids or self.looped:
             return
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
+        if self._loops is not None:
+            for n, token in enumerate(ids, 1):
+                if self._loops.feed(int(token)):
+                    self.looped = True
+                    ids = ids[:n]  # nothing after the token that proved the loop
+                    break
         self.token_ids.extend(ids)
-        if not self.streaming:
-            return
-        self._pending.extend(ids)
-        text = decode(self._pending)
-        # Byte-level BPE splits multi-byte characters across tokens: hold back a trailing partial
-        # character (decoded as U+FFFD) until the next token completes it.
-        if text and not text.endswith("\ufffd"):
-            self._emit(text)
-            self._pending = []
+        if self._text is not None:
+            piece = self._text.feed(ids)
+            if piece:
+                self._emit(piece)
 
-    def _finish(
-        self, finish_reason: str, decode: Callable[[list[int]], str], error: str | None = None
-    ) -> None:
+    def _finish(self, finish_reason: str, error: str | None = None) -> None:
         self.finished_at = time.perf_counter()
-        text = decode(self.token_ids) if self.token_ids else ""
-        if not self.streaming and text:
-            self._emit(text)
-        elif self._pending:
-            tail = decode(self._pending).rstrip("\ufffd")
+        if self._text is not None:
+            tail = self._text.finish()
             if tail:
                 self._emit(tail)
-            self._pending = []
+            text = self._text.text
+        else:
+            text = (
+                self._engine._decode(self.token_ids).rstrip(REPLACEMENT) if self.token_ids else ""
+            )
+            if text:
+                self._emit(text)
         n = len(self.token_ids)
         first = self.first_token_at or self.finished_at
         decode_time = self.finished_at - first
@@ -216,6 +279,123 @@ class Generation(GenerationHandle):
         listener = self._engine.listener
         if listener is not None:
             listener(self, piece)
+
+
+REPLACEMENT = (
+    "\ufffd"  # what the detokenizer shows for bytes that are not (yet) a whole UTF-8 character
+)
+
+
+class IncrementalDecoder:
+    """Turns a generation's token ids, as they arrive, into text pieces that never split a character.
+
+    Byte-level BPE (SmolLM2, Qwen2 and the R1 distill) gives most CJK characters two or three tokens, each
+    holding part of the character's UTF-8 bytes, and the detokenizer shows an unfinished character as
+    U+FFFD. So ids wait here until their text no longer ends in U+FFFD; `finish()` drops what is left
+    unfinished when the generation stops mid-character (cut off, cancelled). The pieces add up to `text`,
+    which is the one-shot decode of all the ids minus that unfinished tail (tests/test_engine.py proves
+    it on the real tokenizer). A U+FFFD in the middle of the text is the model's: it wrote bytes that are
+    not UTF-8, and the one-shot decode shows them the same way."""
+
+    def __init__(self, decode: Callable[[list[int]], str]) -> None:
+        self._decode = decode
+        self._pending: list[int] = []
+        self._pieces: list[str] = []
+
+    def feed(self, ids: Sequence[int]) -> str:
+        """Take new ids; return the text they complete ("" while a character is unfinished)."""
+        self._pending.extend(ids)
+        text = self._decode(self._pending)
+        if not text or text.endswith(REPLACEMENT):
+            return ""
+        self._pending = []
+        self._pieces.append(text)
+        return text
+
+    def finish(self) -> str:
+        """The last piece: the waiting ids' text without an unfinished character at its end."""
+        tail = self._decode(self._pending).rstrip(REPLACEMENT) if self._pending else ""
+        self._pending = []
+        if tail:
+            self._pieces.append(tail)
+        return tail
+
+    @property
+    def text(self) -> str:
+        return "".join(self._pieces)
+
+
+class LoopDetector:
+    """Applies a `LoopGuard` to one generation's token ids, one token at a time (in the driver thread,
+    so each step is a few list comparisons: about 64 per token and rule).
+
+    `classes` maps token ids to their class for the numbered rule (tokens that differ only in digits share
+    one, see `token_classes`); ids not in it are their own class."""
+
+    def __init__(self, guard: LoopGuard, classes: Mapping[int, int] | None = None) -> None:
+        self.guard = guard
+        self._classes = classes or {}
+        self._ids: list[int] = []
+        self._cls: list[int] = []
+        # _run[p]: how many tokens in a row, ending with the newest, equal the token p places before them
+        self._run = [0] * (guard.max_period + 1)
+        self._run_cls = [0] * (guard.max_period + 1)
+        self._seen: set[int] = set()  # hashes of the n-grams written so far
+        self._recent: deque[bool] = deque(
+            maxlen=guard.window
+        )  # newest tokens: continues a seen n-gram?
+        self._covered = 0
+        self.rule: str | None = None  # the rule that fired: "exact", "numbered" or "long"
+
+    def feed(self, token: int) -> bool:
+        """Add the newest token; True once the generation is looping (and from then on)."""
+        if self.rule is not None:
+            return True
+        g = self.guard
+        ids, cls = self._ids, self._cls
+        ids.append(token)
+        c = self._classes.get(token, token)
+        cls.append(c)
+        i = len(ids) - 1
+        run, run_cls = self._run, self._run_cls
+        for p in range(1, min(g.max_period, i) + 1):
+            run[p] = run[p] + 1 if ids[i - p] == token else 0
+            run_cls[p] = run_cls[p] + 1 if cls[i - p] == c else 0
+            # The repeating tail is the run plus the first copy it repeats.
+            if run[p] + p >= g.min_span and run[p] + p >= g.min_repeats * p:
+                self.rule = "exact"
+            elif run_cls[p] + p >= g.numbered_span and run_cls[p] + p >= g.min_repeats * p:
+                self.rule = "numbered"
+            else:
+                continue
+            return True
+        if i + 1 >= g.ngram:
+            key = hash(tuple(ids[i + 1 - g.ngram :]))
+            covered = key in self._seen
+            self._seen.add(key)
+            if len(self._recent) == g.window and self._recent[0]:
+                self._covered -= 1
+            self._recent.append(covered)
+            self._covered += covered
+            if len(self._recent) == g.window and self._covered >= g.coverage * g.window:
+                self.rule = "long"
+                return True
+        return False
+
+
+_DIGIT = re.compile(rb"[0-9]")
+
+
+def token_classes(vocab: Mapping[bytes | str, int]) -> dict[int, int]:
+    """Token id -> class for the numbered loop rule: tokens whose text differs only in its ASCII digits
+    share a class (a negative number, so never a token id). `vocab` is the tokenizer's text -> id map."""
+    keys: dict[bytes, int] = {}
+    classes: dict[int, int] = {}
+    for piece, token in vocab.items():
+        raw = piece.encode("utf-8", "surrogatepass") if isinstance(piece, str) else bytes(piece)
+        if _DIGIT.search(raw):
+            classes[int(token)] = keys.setdefault(_DIGIT.sub(b"0", raw), -1 - len(keys))
+    return classes
 
 
 @dataclass
@@ -338,11 +518,20 @@ class Engine(GeneratingAPI):
                 f"OpenVINO could not load {self.model_dir}: {str(exc).splitlines()[0][:200]}"
             ) from exc
         self.eos_token_id = int(self.tokenizer.get_eos_token_id())
+        try:
+            self.token_classes = token_classes(self.tokenizer.get_vocab())
+        except (
+            Exception
+        ):  # a tokenizer without a readable vocabulary: the numbered rule sees raw ids
+            self.token_classes = {}
         self._ids = itertools.count(1)
         self._lock = threading.Condition()
         self._waiting: list[Generation] = []
         self._running: dict[int, Generation] = {}
         self._closed = False
+        # The driver cancelled a request nobody waits for any more (a loop): one more step lets the
+        # pipeline drop it and free its KV cache, even when no other request comes.
+        self._draining = False
         self.stats = _Stats()
         # Called by the driver thread with (generation, text piece) as text is produced and with
         # (generation, None) when it ends; solver.engine_process forwards these to another process.
@@ -408,14 +597,25 @@ class Engine(GeneratingAPI):
         config.max_new_tokens = params.max_new_tokens
         config.ignore_eos = params.ignore_eos
         config.stop_token_ids = {self.eos_token_id}
+        if params.stop_strings:
+            # The pipeline holds back tokens that may begin a stop string, so streamed text never has
+            # to be taken back (measured: the pieces end just before the stop string).
+            config.stop_strings = set(params.stop_strings)
+            config.include_stop_str_in_output = False
+        config.repetition_penalty = params.repetition_penalty
+        config.presence_penalty = params.presence_penalty
+        config.frequency_penalty = params.frequency_penalty
         if params.greedy or params.temperature <= 0:
             config.do_sample = False
         else:
             config.do_sample = True
             config.temperature = params.temperature
             config.top_p = params.top_p
-            if params.seed is not None:
-                config.rng_seed = params.seed
+            config.rng_seed = (
+                params.seed
+                if params.seed is not None
+                else random.SystemRandom().randrange(1, 2**31)
+            )
         return config
 
     def _drive(self) -> None:
@@ -423,21 +623,27 @@ class Engine(GeneratingAPI):
         FR = self._ov_genai.GenerationFinishReason
         while True:
             with self._lock:
-                while not self._waiting and not self._running and not self._closed:
+                while (
+                    not self._waiting
+                    and not self._running
+                    and not self._draining
+                    and not self._closed
+                ):
                     self._lock.wait()
-                if self._closed and not self._waiting and not self._running:
+                if self._closed and not self._waiting and not self._running and not self._draining:
                     return
                 waiting, self._waiting = self._waiting, []
+                drained = self._draining
             for g in waiting:
                 if g.cancel_requested:
-                    g._finish("cancelled", self._decode)
+                    g._finish("cancelled")
                     continue
                 try:
                     g.handle = self.pipeline.add_request(
                         g.request_id, g.prompt_ids, self._config_for(g.params)
                     )
                 except Exception as exc:  # a bad request must not take the engine down
-                    g._finish("error", self._decode, error=str(exc)[:300])
+                    g._finish("error", error=str(exc)[:300])
                     continue
                 self._running[g.request_id] = g
             for g in list(self._running.values()):
@@ -449,7 +655,7 @@ class Engine(GeneratingAPI):
                     self.pipeline.step()
                 except Exception as exc:
                     for g in list(self._running.values()):
-                        g._finish("error", self._decode, error=str(exc)[:300])
+                        g._finish("error", error=str(exc)[:300])
                     self._running.clear()
                     continue
                 self.stats.steps += 1
@@ -461,11 +667,19 @@ class Engine(GeneratingAPI):
                 if handle.can_read():
                     for output in handle.read().values():
                         self.stats.tokens += len(output.generated_ids)
-                        g._take(output.generated_ids, self._decode)
+                        g._take(output.generated_ids)
                         if output.finish_reason == FR.LENGTH:
                             reason = "length"
                         elif output.finish_reason == FR.STOP:
                             reason = "stop"
+                if g.looped and not g.cancel_requested:
+                    # End it now, not after the pipeline's next step: the caller hears at once, and the
+                    # pipeline frees the request's KV cache on that step.
+                    if status == GS.RUNNING:
+                        handle.cancel()
+                    g._finish("loop")
+                    del self._running[rid]
+                    continue
                 if status == GS.RUNNING and not g.cancel_requested:
                     continue
                 if status == GS.RUNNING:
@@ -475,13 +689,14 @@ class Engine(GeneratingAPI):
                     else:
                         continue
                 if status in (GS.CANCEL, GS.STOP) or g.cancel_requested:
-                    g._finish("cancelled", self._decode)
+                    g._finish("cancelled")
                 elif status == GS.IGNORED:
-                    g._finish(
-                        "error", self._decode, error="the request did not fit in the KV cache"
-                    )
+                    g._finish("error", error="the request did not fit in the KV cache")
                 else:
                     if reason is None:
                         reason = "length" if len(g.token_ids) >= g.params.max_new_tokens else "stop"
-                    g._finish(reason, self._decode)
+                    g._finish(reason)
                 del self._running[rid]
+            self._draining = (
+                not drained and not self._running and self.pipeline.has_non_finished_requests()
+            )

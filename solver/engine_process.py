@@ -13,7 +13,9 @@ Protocol (pickled tuples over one `multiprocessing.Pipe`):
   child -> parent  ("ready",) | ("failed", message) at start;
                    ("piece", id, text) | ("done", id, result fields) | ("stats", steps, tokens, busy_s)
 The child is started with the "spawn" method (no forked locks or threads), ignores Ctrl-C (the parent
-decides when to stop), and exits when the parent closes the pipe or dies.
+decides when to stop), and exits when the parent closes the pipe or dies. Everything about a generation's
+text happens in the child's `Engine`: pieces hold whole characters only, the loop guard ends loops there
+(finish_reason "loop"), and cancel reaches it as one message; the parent only forwards.
 """
 
 from __future__ import annotations

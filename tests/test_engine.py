@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -163,3 +164,243 @@ def test_done_callbacks_run_once_when_a_generation_ends(any_tiny_engine):
     assert ended.wait(30) and generation.done
     generation.add_done_callback(lambda: calls.append("late"))  # already done: called at once
     assert calls == ["first", "late"]
+
+
+# -- loops ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(tiny_model):
+    """SmolLM2's real tokenizer (byte-level BPE), as exported with the tiny model."""
+    import openvino_genai
+
+    return openvino_genai.Tokenizer(str(tiny_model.path))
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    return [int(i) for i in tokenizer.encode(text, add_special_tokens=False).input_ids.data[0]]
+
+
+def first_loop(tokenizer, text: str) -> tuple[int | None, str | None]:
+    """The number of tokens of `text` after which the default LoopGuard fires, and its rule."""
+    from solver.engine import LoopDetector, LoopGuard, token_classes
+
+    detector = LoopDetector(LoopGuard(), token_classes(tokenizer.get_vocab()))
+    for n, token in enumerate(encode(tokenizer, text), 1):
+        if detector.feed(token):
+            return n, detector.rule
+    return None, None
+
+
+CHICKENS = "Let the number of chickens be x and rabbits be y. Then x + y = 35 and 2x + 4y = 94. "
+REPEATED_PARAGRAPH = (
+    CHICKENS + "Multiplying the first equation by 2 gives 2x + 2y = 70. Subtracting, 2y = 24, so "
+    "y = 12. But wait, that gives 23 chickens and we should double check the legs: 46 + 48 = 94. "
+    "Hmm, the question might ask something else, so let me restart from the beginning. "
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "rule", "within"),
+    [
+        ("So the answer is 15. " + "15. " * 60, "exact", 60),
+        ("计算：" + "；" * 100, "exact", 60),
+        ("Let x be chickens. " + "Wait, maybe I made a mistake. I'm stuck. " * 20, "exact", 80),
+        ("Steps: " + " ".join(f"{i}." for i in range(1, 300)), "numbered", 300),
+        ("".join(f"Step {i}: \n小明剩几个苹果。\n" for i in range(10, 80)), "numbered", 300),
+        # ~110 tokens a copy, longer than any period the exact rule looks for
+        ("We try again. " + REPEATED_PARAGRAPH * 4, "long", 340),
+    ],
+    ids=["15.", "semicolons", "wait-stuck", "counting", "numbered-steps", "paragraph"],
+)
+def test_the_loop_guard_catches_repetition_soon(smollm2_tokenizer, text, rule, within):
+    n, fired = first_loop(smollm2_tokenizer, text)
+    assert fired == rule and n <= within
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # guess-and-check: a table whose rows look alike
+        "用列表法：\n| 鸡 | 兔 | 脚 |\n|---|---|---|\n"
+        + "".join(f"| {c} | {35 - c} | {2 * c + 4 * (35 - c)} |\n" for c in range(10, 26))
+        + "所以鸡有23只。",
+        "100以内3的倍数有：" + "、".join(str(i) for i in range(3, 100, 3)) + "。",
+        "The multiples of 3 below 100 are " + ", ".join(str(i) for i in range(3, 100, 3)) + ".",
+        "| x | x^2 |\n|---|---|\n" + "".join(f"| {x} | {x * x} |\n" for x in range(1, 21)),
+        " + ".join(str(i) for i in range(1, 21)) + " = 210",
+        "The zero matrix: [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]].",
+        # the final answer restating part of the reasoning
+        CHICKENS
+        + "Then 2x + 2y = 70, so 2y = 24 and y = 12, x = 23. Check: 46 + 48 = 94. </think>\n\n"
+        + CHICKENS
+        + "Solving gives y = 12 rabbits and x = 23 chickens. \\boxed{23}",
+    ],
+    ids=["guess-table", "multiples-zh", "multiples-en", "squares", "long-sum", "zeros", "restated"],
+)
+def test_the_loop_guard_lets_lists_tables_and_restatements_be(smollm2_tokenizer, text):
+    assert first_loop(smollm2_tokenizer, text) == (None, None)
+
+
+def test_a_looping_generation_ends_as_loop_with_its_text(any_tiny_engine):
+    # Greedy decoding of the random tiny model repeats itself within a few dozen tokens.
+    params = GenerationParams(max_new_tokens=1000, greedy=True)
+    generation = any_tiny_engine.stream("What is 2 + 3?", params)
+    pieces = list(generation)
+    result = generation.result(timeout=60)
+    assert result.finish_reason == "loop"
+    assert result.new_tokens < 200
+    assert "".join(pieces) == result.text and result.text
+    unguarded = any_tiny_engine.generate("What is 2 + 3?", replace(params, loop_guard=None))
+    assert unguarded.finish_reason == "length" and unguarded.new_tokens == 1000
+    assert unguarded.text.startswith(result.text)
+
+
+def test_a_looping_batch_generation_ends_as_loop_too(any_tiny_engine):
+    results = any_tiny_engine.generate_many(
+        ["x", "a long story"], GenerationParams(max_new_tokens=1000, greedy=True)
+    )
+    assert [r.finish_reason for r in results] == ["loop", "loop"]
+    assert all(0 < r.new_tokens < 200 and r.text for r in results)
+
+
+def test_benchmark_runs_with_ignore_eos_are_not_cut_short(tiny_engine):
+    params = GenerationParams(max_new_tokens=300, greedy=True, ignore_eos=True)
+    result = tiny_engine.generate("x", params)
+    assert result.finish_reason == "length" and result.new_tokens == 300
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine_class", [Engine, EngineProcess], ids=["in-process", "child"])
+def test_the_embedded_model_stops_looping_on_the_chicken_and_rabbit_question(
+    embedded_model, engine_class
+):
+    from solver.prompts import get_family
+
+    family = get_family(embedded_model.manifest.family)
+    prompt = family.render("鸡兔同笼，共有35个头，94只脚，问鸡有多少只？")
+    with engine_class(embedded_model.path) as engine:
+        # Greedy SmolLM2 counts "1. 2. 3. …" until any token limit: 2048 tokens take 30-100 s here.
+        result = engine.generate(prompt, GenerationParams(max_new_tokens=2048, greedy=True))
+    assert result.finish_reason == "loop"
+    assert result.new_tokens < 450
+
+
+# -- text: characters split across tokens ----------------------------------------------------------
+
+CHINESE = "鸡兔同笼，共有35个头，94只脚，问鸡有多少只？答：鸡有23只，兔有12只。😀 é ∑ x²"
+
+
+def decoder_for(tokenizer):
+    from solver.engine import IncrementalDecoder
+
+    return IncrementalDecoder(lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+
+
+def test_streamed_chinese_never_shows_half_a_character(smollm2_tokenizer):
+    ids = encode(smollm2_tokenizer, CHINESE)
+    assert len(ids) > len(CHINESE)  # byte-level BPE: characters are split across tokens
+    halves = [i for i in ids if "\ufffd" in smollm2_tokenizer.decode([i])]
+    assert halves, "no token holds part of a character: the test would prove nothing"
+    decoder = decoder_for(smollm2_tokenizer)
+    pieces = [decoder.feed([i]) for i in ids] + [decoder.finish()]
+    assert not any("\ufffd" in p for p in pieces)
+    assert "".join(pieces) == decoder.text == CHINESE == smollm2_tokenizer.decode(ids)
+
+
+def test_a_generation_cut_mid_character_drops_the_half_character(smollm2_tokenizer):
+    ids = encode(smollm2_tokenizer, CHINESE)
+    for end in range(1, len(ids) + 1):
+        decoder = decoder_for(smollm2_tokenizer)
+        pieces = [decoder.feed([i]) for i in ids[:end]] + [decoder.finish()]
+        whole = smollm2_tokenizer.decode(ids[:end]).rstrip("\ufffd")
+        assert "".join(pieces) == decoder.text == whole and "\ufffd" not in whole
+        assert CHINESE.startswith(whole)
+
+
+def test_bytes_the_model_wrote_wrong_show_the_same_in_the_stream_and_the_result(
+    smollm2_tokenizer,
+):
+    first_byte_of_chicken = encode(smollm2_tokenizer, "鸡")[0]
+    ids = [first_byte_of_chicken] + encode(smollm2_tokenizer, "abc 鸡兔")
+    decoder = decoder_for(smollm2_tokenizer)
+    pieces = [decoder.feed([i]) for i in ids] + [decoder.finish()]
+    assert "".join(pieces) == smollm2_tokenizer.decode(ids) == "\ufffdabc 鸡兔"
+
+
+def test_streamed_pieces_add_up_to_the_result_on_random_byte_tokens(any_tiny_engine):
+    # The random tiny model, sampled, emits byte tokens in any order: partial characters, invalid bytes.
+    for seed in range(3):
+        params = GenerationParams(max_new_tokens=200, temperature=1.0, top_p=1.0, seed=seed)
+        generation = any_tiny_engine.stream("鸡兔同笼，共有35个头", params)
+        pieces = list(generation)
+        result = generation.result(timeout=60)
+        assert "".join(pieces) == result.text
+        assert not result.text.endswith("\ufffd")
+        # a U+FFFD in a piece is one the model wrote: the result has it at the same place
+        assert sum(p.count("\ufffd") for p in pieces) == result.text.count("\ufffd")
+
+
+def test_the_streamed_text_is_the_one_shot_decode_of_its_tokens(tiny_engine):
+    params = GenerationParams(max_new_tokens=200, temperature=1.0, top_p=1.0, seed=11)
+    streamed = tiny_engine.stream("鸡兔同笼，共有35个头", params)
+    list(streamed)
+    batch = tiny_engine.submit("鸡兔同笼，共有35个头", params)
+    assert streamed.result(60).text == batch.result(60).text
+    assert streamed.result().text == tiny_engine._decode(streamed.token_ids).rstrip("\ufffd")
+
+
+# -- sampling and the sampler's own controls -------------------------------------------------------
+
+
+def test_unseeded_samples_of_one_prompt_differ(any_tiny_engine):
+    params = GenerationParams(max_new_tokens=16, temperature=1.0, top_p=1.0)
+    texts = {any_tiny_engine.generate("same prompt", params).text for _ in range(3)}
+    assert len(texts) == 3
+
+
+def test_a_stop_string_ends_the_generation_before_it(any_tiny_engine):
+    params = GenerationParams(max_new_tokens=40, temperature=1.0, top_p=1.0, seed=3)
+    full = any_tiny_engine.generate("stop here", params).text
+    stop = full[len(full) // 2 :][:6]
+    generation = any_tiny_engine.stream("stop here", replace(params, stop_strings=(stop,)))
+    pieces = list(generation)
+    result = generation.result(timeout=30)
+    assert result.finish_reason == "stop"
+    assert full.startswith(result.text) and len(result.text) <= full.index(stop)
+    assert "".join(pieces) == result.text
+
+
+def test_a_presence_penalty_reaches_the_sampler(any_tiny_engine):
+    plain = any_tiny_engine.generate("x", GenerationParams(max_new_tokens=40, greedy=True))
+    penalised = any_tiny_engine.generate(
+        "x", GenerationParams(max_new_tokens=40, greedy=True, presence_penalty=2.0)
+    )
+    assert penalised.text != plain.text and penalised.finish_reason != "loop"
+
+
+# -- cancel: the Stop button ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("streaming", [True, False], ids=["streamed", "batch"])
+def test_cancel_ends_a_running_generation_within_a_second(any_tiny_engine, streaming):
+    generation = any_tiny_engine.submit(
+        "a long story",
+        GenerationParams(max_new_tokens=20000, ignore_eos=True, temperature=1.0, top_p=1.0),
+        streaming=streaming,
+    )
+    time.sleep(1.0)  # it is running
+    assert not generation.done
+    asked = time.perf_counter()
+    generation.cancel()
+    result = generation.result(timeout=10)
+    assert time.perf_counter() - asked < 1.0
+    assert result.finish_reason == "cancelled" and 0 < result.new_tokens < 20000
+
+
+def test_cancel_before_it_starts_ends_it_with_nothing(any_tiny_engine):
+    generation = any_tiny_engine.submit("never mind", FIXED)
+    generation.cancel()
+    generation.cancel()  # idempotent
+    result = generation.result(timeout=10)
+    assert result.finish_reason == "cancelled" and result.new_tokens < FIXED.max_new_tokens
