@@ -3,8 +3,10 @@
 Import with `from tests.site_fixtures import *` in a test module.
 
 - `cast`: a teacher, two students (alice, bob), an admin — alice must never see bob's questions.
-- `ExactCache`: a stand-in for solver.cache.SemanticCache that hits only on the same normalized text.
-  Unit tests only; tests/test_site_cache.py runs the same paths with the real cache and MiniLM.
+- `ExactCache`: a stand-in for solver.cache.SemanticCache that hits only on the same normalized text (or
+  an alias), never on a block, and suggests what a test tells it to (`exact_cache.suggest[text] = [...]`).
+  Unit tests only; tests/test_site_cache.py and tests/test_trust_loop_real.py run the same paths with the
+  real cache and MiniLM.
 - `ScriptedEngine`: a stand-in for solver.engine.Engine that "generates" given text piece by piece.
   Unit tests only; tests/test_site_live.py also runs live generation on the real tiny OpenVINO model.
 """
@@ -31,11 +33,20 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class _Suggestion:
+    entry_id: str
+    score: float
+
+
+@dataclass(frozen=True)
 class _Decision:
     hit: bool
     entry_id: str | None
     score: float
     reasons: tuple[str, ...]
+    outcome: str = "miss"
+    suggestions: tuple[_Suggestion, ...] = ()
+    explanation: str = ""
 
     def to_dict(self) -> dict:
         return {
@@ -51,6 +62,9 @@ class ExactCache:
 
     def __init__(self) -> None:
         self.entries: dict[str, str] = {}
+        self.aliases: dict[str, str] = {}
+        self.blocks: set[tuple[str, str]] = set()
+        self.suggest: dict[str, list[str]] = {}  # question key -> entry ids to suggest
 
     def _key(self, text: str) -> str:
         from tutor.services import question_key
@@ -59,10 +73,61 @@ class ExactCache:
 
     def lookup(self, text: str) -> _Decision:
         key = self._key(text)
+        if key in self.aliases and self.aliases[key] in self.entries:
+            return _Decision(
+                True,
+                self.aliases[key],
+                1.0,
+                ("a teacher confirmed it",),
+                outcome="hit",
+                explanation="A teacher confirmed that this is a problem from the bank.",
+            )
         for entry_id, entry_key in self.entries.items():
-            if entry_key == key:
-                return _Decision(True, entry_id, 1.0, ("same question asked",))
-        return _Decision(False, None, 0.0, ("no similar problem",))
+            if entry_key == key and (key, entry_id) not in self.blocks:
+                return _Decision(
+                    True,
+                    entry_id,
+                    1.0,
+                    ("same question asked",),
+                    outcome="hit",
+                    explanation="This is a problem from the bank: it is the same text.",
+                )
+        offered = [
+            _Suggestion(e, 0.7)
+            for e in self.suggest.get(key, [])
+            if e in self.entries and (key, e) not in self.blocks
+        ]
+        if offered:
+            return _Decision(
+                False,
+                None,
+                0.7,
+                ("plausibly the same",),
+                outcome="suggest",
+                suggestions=tuple(offered[:3]),
+                explanation="Your question looks like a problem in the bank.",
+            )
+        return _Decision(False, None, 0.0, ("no similar problem",), explanation="No match.")
+
+    def add_alias(self, text: str, entry_id: str) -> None:
+        key = self._key(text)
+        self.aliases[key] = entry_id
+        self.blocks.discard((key, entry_id))
+
+    def remove_alias(self, text: str) -> bool:
+        return self.aliases.pop(self._key(text), None) is not None
+
+    def add_block(self, text: str, entry_id: str) -> None:
+        key = self._key(text)
+        self.blocks.add((key, entry_id))
+        if self.aliases.get(key) == entry_id:
+            del self.aliases[key]
+
+    def remove_block(self, text: str, entry_id: str) -> bool:
+        key = self._key(text)
+        found = (key, entry_id) in self.blocks
+        self.blocks.discard((key, entry_id))
+        return found
 
     def add(self, entry_id: str, text: str) -> None:
         self.entries[entry_id] = self._key(text)
@@ -137,10 +202,12 @@ class ScriptedEngine:
     gate: threading.Event | None = None
     gate_at: int = 1
     prompts: list[str] = field(default_factory=list)
+    params: list = field(default_factory=list)
     generations: list[_ScriptedGeneration] = field(default_factory=list)
 
     def stream(self, prompt: str, params=None) -> _ScriptedGeneration:
         self.prompts.append(prompt)
+        self.params.append(params)
         generation = _ScriptedGeneration(
             list(self.pieces), self.gate, self.finish_reason, self.gate_at
         )

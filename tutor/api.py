@@ -110,6 +110,10 @@ def ask(request: HttpRequest) -> HttpResponse:
         question = services.answer_question(user=request.user, text=text)
     except services.BadQuestion as exc:
         return error(400, str(exc))
+    except services.OneAtATime as exc:
+        response = error(429, str(exc), refusal="one_at_a_time")
+        response["Retry-After"] = str(exc.retry_after)
+        return response
     if question.outcome == Question.Outcome.REFUSED:
         return _question_response(question, 429 if question.refusal == "busy" else 503)
     return _question_response(
@@ -163,6 +167,56 @@ def question_feedback(request: HttpRequest, question_id: int) -> HttpResponse:
     if not permissions.can_give_feedback(request.user, question):
         return error(403, "only the student who asked can say this")
     services.record_feedback(question=question)
+    return _question_response(question)
+
+
+@api_endpoint("POST")
+def question_choose(request: HttpRequest, question_id: int) -> HttpResponse:
+    """The answer to "Is this your question?": {"problem_id": N} (yes) or {"problem_id": null} (no: ask
+    the tutor, a live generation)."""
+    question = _visible_question(request, question_id)
+    if question is None:
+        return error(404, "no such question")
+    if not permissions.is_asker(request.user, question):
+        return error(403, "only the student who asked can answer this")
+    body = _json_body(request)
+    if body is None or "problem_id" not in body:
+        return error(400, 'send {"problem_id": N} or {"problem_id": null}')
+    choice = body["problem_id"]
+    if choice is not None and (isinstance(choice, bool) or not isinstance(choice, int)):
+        return error(400, '"problem_id" must be a suggested problem\'s id or null')
+    if question.outcome != Question.Outcome.SUGGESTED:
+        return error(409, "this question is not waiting for a choice")
+    problem = None
+    if choice is not None:
+        problem = Problem.objects.filter(pk=choice).first()
+        if problem is None:
+            return error(400, "that problem was not offered")
+    try:
+        question = services.choose_suggestion(question=question, problem=problem)
+    except services.BadQuestion as exc:
+        return error(400, str(exc))
+    except services.OneAtATime as exc:
+        response = error(429, str(exc), refusal="one_at_a_time")
+        response["Retry-After"] = str(exc.retry_after)
+        return response
+    if question.outcome == Question.Outcome.REFUSED:
+        return _question_response(question, 429 if question.refusal == "busy" else 503)
+    return _question_response(
+        question, 202 if question.outcome == Question.Outcome.GENERATING else 200
+    )
+
+
+@api_endpoint("POST")
+def question_stop(request: HttpRequest, question_id: int) -> HttpResponse:
+    """Stop waiting for a live answer (the generation stops when nobody else waits for it)."""
+    question = _visible_question(request, question_id)
+    if question is None:
+        return error(404, "no such question")
+    if not permissions.is_asker(request.user, question):
+        return error(403, "only the student who asked can stop it")
+    services.live_jobs.stop(question=question)
+    question.refresh_from_db()
     return _question_response(question)
 
 

@@ -5,17 +5,24 @@ from __future__ import annotations
 from django import forms
 from django.contrib.auth.forms import UserCreationForm
 
-from tutor.models import Problem, Solution
-
-MAX_QUESTION_CHARS = (
-    4000  # the same limit as solver.prompts.MAX_QUESTION_CHARS; the ask page says it
-)
+from tutor.models import Problem, Solution, Topic, normalize_topic
+from tutor.services import MAX_QUESTION_CHARS  # solver.prompts' limit: the ask page states it
 
 
 class AskForm(forms.Form):
-    question = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 4}), max_length=MAX_QUESTION_CHARS
-    )
+    # No `maxlength` on the textarea: a browser cuts a longer paste silently, which is what a student
+    # must never meet; the page counts characters, and the server refuses with a message.
+    question = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}))
+
+    def clean_question(self) -> str:
+        text = self.cleaned_data["question"]
+        if len(text.strip()) > MAX_QUESTION_CHARS:
+            raise forms.ValidationError(
+                f"Your question is {len(text.strip())} characters long; the limit is "
+                f"{MAX_QUESTION_CHARS}. Shorten it and ask again. "
+                f"问题有{len(text.strip())}字，最多{MAX_QUESTION_CHARS}字，请缩短后再问。"
+            )
+        return text
 
 
 class BankFilterForm(forms.Form):
@@ -50,6 +57,12 @@ class BankFilterForm(forms.Form):
 
 
 class ProblemForm(forms.ModelForm):
+    topic = forms.ChoiceField(required=False, help_text="from the managed list of topics")
+    new_topic = forms.CharField(
+        required=False,
+        max_length=64,
+        help_text="or a new topic for the list (stored in lower case; an existing one is reused)",
+    )
     tags = forms.CharField(required=False, help_text="comma-separated")
     solution = forms.CharField(
         required=False,
@@ -59,7 +72,7 @@ class ProblemForm(forms.ModelForm):
 
     class Meta:
         model = Problem
-        fields = ["text", "lang", "topic", "tags", "difficulty", "reference_answer"]
+        fields = ["text", "lang", "topic", "new_topic", "tags", "difficulty", "reference_answer"]
         widgets = {"text": forms.Textarea(attrs={"rows": 4})}
 
     def __init__(self, *args, **kwargs):
@@ -68,9 +81,21 @@ class ProblemForm(forms.ModelForm):
         self.fields["difficulty"].widget = forms.Select(
             choices=[("", "—")] + [(i, str(i)) for i in range(1, 6)]
         )
+        self.fields["topic"].choices = [("", "—")] + [
+            (t, t) for t in Topic.objects.values_list("name", flat=True)
+        ]
         if self.instance.pk:
             self.initial["tags"] = ", ".join(self.instance.tags or [])
             del self.fields["solution"]
+
+    def clean(self):
+        data = super().clean()
+        new = normalize_topic(data.get("new_topic") or "")
+        if new:
+            data["topic"] = new  # services.register_topic adds it to the list when saved
+        else:
+            data["topic"] = normalize_topic(data.get("topic") or "")
+        return data
 
     def clean_tags(self) -> list[str]:
         return [

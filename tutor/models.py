@@ -2,12 +2,17 @@
 batch precompute runs (a run and its items: the work queue workers share) and model manifests.
 
 Fat models: status rules (which solution a student is served) live here as QuerySet methods, so views,
-services and the API agree. Writes go through `tutor.services`; nothing here calls `solver`.
+services and the API agree. Writes go through `tutor.services`. The one call into `solver` from here is
+`solver.answers.answers_equivalent` (a pure function, imported when first needed) in `Solution.save`: it
+keeps `contradicts_reference` true to the problem's reference answer on every write path (live, batch,
+packs, teachers, the admin), so that the servable rule below needs no Python at query time.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+import unicodedata
 
 from django.conf import settings
 from django.db import models
@@ -31,7 +36,42 @@ class ProblemQuerySet(models.QuerySet):
         """Problems that have at least one solution in `status`; "none" means no servable solution."""
         if status == "none":
             return self.exclude(pk__in=Solution.objects.servable().values("problem_id"))
+        if status == Solution.Status.FLAGGED:
+            # "Needs a teacher's look": an answer flagged for review, or a student's question about the
+            # problem that a student flagged ("not my question", "ask my teacher").
+            return self.filter(
+                Q(solutions__status=status)
+                | Q(pk__in=Question.objects.flagged().values("problem_id"))
+            ).distinct()
         return self.filter(solutions__status=status).distinct()
+
+    def in_bank(self) -> ProblemQuerySet:
+        """The curated bank (teachers', bundled and imported problems), without students' questions."""
+        return self.filter(source=Problem.Source.BANK)
+
+    def from_students(self) -> ProblemQuerySet:
+        return self.filter(source=Problem.Source.STUDENT)
+
+
+def normalize_topic(name: str) -> str:
+    """Topics compare case- and width-insensitively: "Geometry", "geometry " and "ＧＥＯＭＥＴＲＹ" are one."""
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", name or "")).strip().casefold()[:64]
+
+
+class Topic(models.Model):
+    """The managed list of topics a problem may have (stored normalized: lower case, single spaces)."""
+
+    name = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        self.name = normalize_topic(self.name)
+        super().save(*args, **kwargs)
 
 
 class Problem(models.Model):
@@ -51,7 +91,17 @@ class Problem(models.Model):
     tags = models.JSONField(default=list, blank=True)
     difficulty = models.PositiveSmallIntegerField(null=True, blank=True)  # 1 (easy) .. 5 (hard)
     reference_answer = models.CharField(max_length=500, blank=True)
+
+    class Source(models.TextChoices):
+        BANK = "bank", "the curated bank"
+        STUDENT = "student", "a student's question"
+
     origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.TEACHER)
+    # Where it lives: the curated bank, or the students' questions that a live generation answered
+    # (cached and served like the bank, listed apart for teachers to promote, merge or delete).
+    source = models.CharField(
+        max_length=16, choices=Source.choices, default=Source.BANK, db_index=True
+    )
     fixture_id = models.CharField(max_length=64, unique=True, null=True, blank=True)
     # The id an answer pack gave this problem (when it was created by an import): matched on re-import.
     external_id = models.CharField(max_length=200, unique=True, null=True, blank=True)
@@ -69,6 +119,18 @@ class Problem(models.Model):
     def __str__(self) -> str:
         return f"#{self.pk} {self.text[:40]}"
 
+    def save(self, *args, **kwargs) -> None:
+        self.topic = normalize_topic(self.topic)
+        super().save(*args, **kwargs)
+        update_fields = kwargs.get("update_fields")
+        if self.pk and (update_fields is None or "reference_answer" in update_fields):
+            # The reference answer may have changed: recheck every answer of this problem against it.
+            for solution in self.solutions.all():
+                solution.problem = self
+                before = solution.contradicts_reference
+                if solution.check_reference() != before:
+                    solution.save(update_fields=["contradicts_reference"])
+
     def best_solution(self) -> Solution | None:
         """The answer a student is served: approved, then verified, then unverified (newest first).
 
@@ -79,10 +141,10 @@ class Problem(models.Model):
         whens = " ".join(f"WHEN %s THEN {i}" for i in range(len(ranked)))
         sql = (
             f"SELECT * FROM {Solution._meta.db_table} WHERE problem_id = %s "
-            f"AND status IN ({placeholders}) "
+            f"AND status IN ({placeholders}) AND contradicts_reference = %s "
             f"ORDER BY CASE status {whens} ELSE {len(ranked)} END, created DESC, id DESC LIMIT 1"
         )
-        params = [self.pk, *statuses, *ranked]
+        params = [self.pk, *statuses, False, *ranked]
         found = list(Solution.objects.raw(sql, params))
         return found[0] if found else None
 
@@ -91,11 +153,24 @@ class Problem(models.Model):
         best = self.best_solution()
         return best.status if best else None
 
+    # A problem whose answers were rejected this many times is not generated for again until a teacher
+    # has looked: students are told their teacher is checking it.
+    HOLD_AFTER_REJECTIONS = 2
+
+    def rejected_count(self) -> int:
+        return self.solutions.filter(status=Solution.Status.REJECTED).count()
+
+    def is_waiting_for_teacher(self) -> bool:
+        """Answers were rejected HOLD_AFTER_REJECTIONS times and no servable one is left."""
+        return self.rejected_count() >= self.HOLD_AFTER_REJECTIONS and self.best_solution() is None
+
 
 class SolutionQuerySet(models.QuerySet):
     def servable(self) -> SolutionQuerySet:
-        """Never rejected, failed or flagged; unverified only while SUANJING_SERVE_UNVERIFIED is on."""
-        return self.filter(status__in=Solution.servable_statuses())
+        """What a student may be served: never rejected, failed or flagged, never a final answer that
+        contradicts the problem's reference answer; unverified only while SUANJING_SERVE_UNVERIFIED is on.
+        `Problem.best_solution` is the same rule in one raw statement."""
+        return self.filter(status__in=Solution.servable_statuses(), contradicts_reference=False)
 
     def best_first(self) -> SolutionQuerySet:
         rank = models.Case(
@@ -152,6 +227,9 @@ class Solution(models.Model):
     finish_reason = models.CharField(max_length=16, blank=True)
     # Why the status is what it is: {"reference": ..., "agreement": ..., "samples": [...]}.
     evidence = models.JSONField(default=dict, blank=True)
+    # Its final answer is not the problem's reference answer (kept by `save`): evidence for a teacher,
+    # never an answer for a student, whatever its status.
+    contradicts_reference = models.BooleanField(default=False, db_index=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -175,6 +253,25 @@ class Solution(models.Model):
 
     def __str__(self) -> str:
         return f"solution {self.pk} of problem {self.problem_id} ({self.status})"
+
+    def save(self, *args, **kwargs) -> None:
+        self.check_reference()
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "contradicts_reference" not in update_fields:
+            kwargs["update_fields"] = [*update_fields, "contradicts_reference"]
+        super().save(*args, **kwargs)
+
+    def check_reference(self) -> bool:
+        """Set (and return) `contradicts_reference` from the final answer and the problem's reference."""
+        reference = (self.problem.reference_answer or "").strip() if self.problem_id else ""
+        final = (self.final or "").strip()
+        if not reference or not final:
+            self.contradicts_reference = False  # nothing to compare: the status decides
+        else:
+            from solver.answers import answers_equivalent
+
+            self.contradicts_reference = not answers_equivalent(final, reference)
+        return self.contradicts_reference
 
     @staticmethod
     def servable_statuses() -> list[str]:
@@ -200,8 +297,18 @@ class Solution(models.Model):
 
     @property
     def differs_from_reference(self) -> bool:
-        """The model answered, but not what the problem's reference answer says (shown as a label)."""
-        return self.evidence.get("matches_reference") is False
+        """The model answered, but not what the problem's reference answer says (teachers see it)."""
+        return self.contradicts_reference or self.evidence.get("matches_reference") is False
+
+    @property
+    def trust(self) -> str:
+        """How a student sees it: "approved" (a teacher), "verified" (matches the reference answer) or
+        "unverified" (nobody has checked it): each has its own label and colour."""
+        if self.status == self.Status.APPROVED:
+            return "approved"
+        if self.status == self.Status.VERIFIED:
+            return "verified"
+        return "unverified"
 
 
 class QuestionQuerySet(models.QuerySet):
@@ -213,8 +320,26 @@ class QuestionQuerySet(models.QuerySet):
         return self.filter(user=user)
 
     def missed(self) -> QuestionQuerySet:
-        """Questions the bank did not hold when asked, or whose match a student said was wrong."""
-        return self.filter(Q(bank_hit=False) | Q(feedback=Question.Feedback.NOT_MY_QUESTION))
+        """Questions the bank did not hold when asked, or that a student flagged for a teacher."""
+        return self.filter(Q(bank_hit=False) | ~Q(feedback=Question.Feedback.NONE))
+
+    def flagged(self) -> QuestionQuerySet:
+        """A student said "this does not answer my question" or asked for their teacher."""
+        return self.exclude(feedback=Question.Feedback.NONE)
+
+    def recent_failure(self, key: str, *, hours: int = 24) -> Question | None:
+        """The latest failed try at this question (same key) within `hours`, if the model failed it
+        (not a refusal: busy or no model say nothing about the question)."""
+        import datetime as dt
+
+        from django.utils import timezone
+
+        since = timezone.now() - dt.timedelta(hours=hours)
+        return (
+            self.filter(key=key, outcome=Question.Outcome.FAILED, created__gte=since)
+            .order_by("-created", "-id")
+            .first()
+        )
 
 
 class Question(models.Model):
@@ -224,10 +349,13 @@ class Question(models.Model):
         GENERATED = "generated", "answered by live generation"
         FAILED = "failed", "no answer"
         REFUSED = "refused", "refused"
+        SUGGESTED = "suggested", "is this your question?"
+        HELD = "held", "waiting for a teacher"
 
     class Feedback(models.TextChoices):
         NONE = "", "none"
         NOT_MY_QUESTION = "not_my_question", "does not answer my question"
+        ASK_TEACHER = "ask_teacher", "asked for a teacher"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="questions"
@@ -248,7 +376,14 @@ class Question(models.Model):
         Solution, null=True, blank=True, on_delete=models.SET_NULL, related_name="questions"
     )
     match_score = models.FloatField(null=True, blank=True)
-    match_reasons = models.JSONField(default=list, blank=True)
+    match_reasons = models.JSONField(default=list, blank=True)  # for teachers: ids, similarities
+    explanation = models.TextField(blank=True)  # for the student: one plain sentence, no ids
+    # "Is this your question?": [{"problem_id": N, "score": p}, ...] best first, while outcome is suggested
+    suggestions = models.JSONField(default=list, blank=True)
+    # The earlier failed try at the same question that this ask was shown instead of a rerun.
+    earlier = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     latency_ms = models.FloatField(null=True, blank=True)
     feedback = models.CharField(max_length=32, choices=Feedback.choices, blank=True, default="")
     feedback_at = models.DateTimeField(null=True, blank=True)
@@ -263,17 +398,48 @@ class Question(models.Model):
 
     @property
     def api_status(self) -> str:
-        """The API's word for the outcome: hit | generating | answered | failed | refused."""
-        return {self.Outcome.GENERATED: "answered"}.get(self.outcome, self.outcome)
+        """The API's word for the outcome: hit | suggest | generating | answered | failed | refused |
+        waiting_for_teacher."""
+        return {
+            self.Outcome.GENERATED: "answered",
+            self.Outcome.SUGGESTED: "suggest",
+            self.Outcome.HELD: "waiting_for_teacher",
+        }.get(self.outcome, self.outcome)
+
+    @property
+    def is_flagged(self) -> bool:
+        return self.feedback != self.Feedback.NONE
 
     def served_solution(self) -> Solution | None:
-        """What this question shows now: its solution unless a teacher has since taken it out of
-        service, in which case the problem's best remaining one (or nothing)."""
-        if self.solution_id and self.solution.status in Solution.servable_statuses():
+        """What this question shows now: its solution unless it has since been taken out of service
+        (rejected, or found to contradict the reference answer), in which case the problem's best
+        remaining one (or nothing). The rule is `Solution.objects.servable()`'s."""
+        if self.solution_id and Solution.objects.servable().filter(pk=self.solution_id).exists():
             return self.solution
         if self.outcome in (self.Outcome.HIT, self.Outcome.GENERATED) and self.problem_id:
             return self.problem.best_solution()
         return None
+
+    def answer_key(self) -> str | None:
+        """The problem's reference answer, served as the answer key when no worked answer is servable."""
+        if (
+            self.outcome in (self.Outcome.HIT, self.Outcome.GENERATED)
+            and self.problem_id
+            and self.problem.reference_answer
+            and self.served_solution() is None
+        ):
+            return self.problem.reference_answer
+        return None
+
+    def suggested_problems(self) -> list[tuple[Problem, float]]:
+        """The problems offered by "Is this your question?", best first (deleted ones left out)."""
+        ids = [s["problem_id"] for s in self.suggestions]
+        found = Problem.objects.in_bulk(ids)
+        return [
+            (found[s["problem_id"]], s["score"])
+            for s in self.suggestions
+            if s["problem_id"] in found
+        ]
 
     def to_dict(self) -> dict:
         """The API's view of a question (POST /api/ask, GET /api/questions/<id>, the stream's "done")."""
@@ -284,6 +450,7 @@ class Question(models.Model):
             "created": self.created.isoformat(),
         }
         served = self.served_solution()
+        key = self.answer_key() if served is None else None
         if served is not None:
             data["answer"] = {
                 "text": served.answer,
@@ -292,6 +459,22 @@ class Question(models.Model):
                 "solution_id": served.pk,
                 "status": served.status,
             }
+        elif key is not None:
+            data["answer"] = {
+                "text": key,
+                "final": key,
+                "reasoning": "",
+                "solution_id": None,
+                "status": "answer_key",
+            }
+        if self.explanation:
+            data["explanation"] = self.explanation
+        if self.outcome == self.Outcome.SUGGESTED:
+            data["suggestions"] = [
+                {"problem_id": p.pk, "text": p.text, "score": score}
+                for p, score in self.suggested_problems()
+            ]
+            data["choose"] = f"/api/questions/{self.pk}/choose"
         if self.outcome == self.Outcome.HIT and self.problem_id:
             data["match"] = {
                 "problem_id": self.problem_id,
@@ -308,7 +491,63 @@ class Question(models.Model):
                 data["refusal"] = self.refusal
         if self.feedback:
             data["feedback"] = self.feedback
+        if self.earlier_id:
+            data["earlier"] = self.earlier_id
         return data
+
+
+class ProblemAlias(models.Model):
+    """A wording a person said is problem N: a student's "yes, this is my question" (pending until a
+    teacher accepts it) or a teacher's "same as #N" (accepted). Accepted aliases are exact cache hits."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "waiting for a teacher"
+        ACCEPTED = "accepted", "accepted"
+
+    text = models.TextField()
+    key = models.CharField(max_length=64, db_index=True)  # the wording's question key
+    problem = models.ForeignKey(Problem, on_delete=models.CASCADE, related_name="aliases")
+    status = models.CharField(max_length=16, choices=Status.choices, db_index=True)
+    question = models.ForeignKey(
+        Question, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key", "problem"], name="one_alias_per_wording_and_problem"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"alias of #{self.problem_id} ({self.status})"
+
+
+class MatchBlock(models.Model):
+    """A wording that must never be matched with problem N again (a student said "not my question")."""
+
+    text = models.TextField()
+    key = models.CharField(max_length=64, db_index=True)
+    problem = models.ForeignKey(Problem, on_delete=models.CASCADE, related_name="blocks")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key", "problem"], name="one_block_per_wording_and_problem"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"block of #{self.problem_id}"
 
 
 class ApiToken(models.Model):

@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 description of the JSON API, served at /api/openapi.json (docs/api.md explains it).
 
-Written by hand: the API is five endpoints; a test checks that every path here is routed and that
+Written by hand: the API is a handful of endpoints; a test checks that every path here is routed and that
 responses of the real endpoints carry the keys this schema requires.
 """
 
@@ -22,10 +22,11 @@ _answer = {
             "type": "string",
             "description": "the chain of thought ('' for teachers' solutions)",
         },
-        "solution_id": {"type": "integer"},
+        "solution_id": {"type": ["integer", "null"], "description": "null for the answer key"},
         "status": {
-            "enum": ["approved", "verified", "unverified"],
-            "description": "unverified: not yet checked",
+            "enum": ["approved", "verified", "unverified", "answer_key"],
+            "description": "approved: by a teacher; verified: matches the reference answer; "
+            "unverified: not yet checked; answer_key: the problem's reference answer alone",
         },
     },
 }
@@ -35,10 +36,44 @@ _question = {
     "required": ["id", "status", "question", "created"],
     "properties": {
         "id": {"type": "integer"},
-        "status": {"enum": ["hit", "generating", "answered", "failed", "refused"]},
+        "status": {
+            "enum": [
+                "hit",
+                "suggest",
+                "generating",
+                "answered",
+                "failed",
+                "refused",
+                "waiting_for_teacher",
+            ]
+        },
         "question": {"type": "string"},
         "created": {"type": "string", "format": "date-time"},
         "answer": _answer,
+        "explanation": {
+            "type": "string",
+            "description": "one plain sentence for the student: why the bank answer was chosen",
+        },
+        "suggestions": {
+            "type": "array",
+            "description": "status suggest: 'Is this your question?' (up to 3, best first); answer "
+            "with POST `choose`",
+            "items": {
+                "type": "object",
+                "required": ["problem_id", "text", "score"],
+                "properties": {
+                    "problem_id": {"type": "integer"},
+                    "text": {"type": "string"},
+                    "score": {"type": "number"},
+                },
+            },
+        },
+        "choose": {"type": "string", "description": "status suggest: the URL to answer it"},
+        "earlier": {
+            "type": "integer",
+            "description": "status failed: the earlier failed try at the same question shown instead "
+            "of a rerun (POST /questions/{id}/retry in the site tries again)",
+        },
         "match": {
             "type": "object",
             "description": "present on a hit: the banked problem and why it matched",
@@ -56,7 +91,7 @@ _question = {
         "stream": {"type": "string", "description": "while generating: the server-sent-events URL"},
         "error": {"type": "string"},
         "refusal": {"enum": ["busy", "no_model"]},
-        "feedback": {"enum": ["not_my_question"]},
+        "feedback": {"enum": ["not_my_question", "ask_teacher"]},
     },
 }
 
@@ -137,7 +172,9 @@ SCHEMA: dict = {
                     "403": _json(_error, "session request without CSRF token"),
                     "429": _json(
                         _question,
-                        "status refused, refusal busy: the live queue is full; see Retry-After",
+                        "status refused, refusal busy: the live queue is full; see Retry-After. "
+                        "Or an error with refusal one_at_a_time: this user already waits for a live "
+                        "answer (nothing stored)",
                     ),
                     "503": _json(
                         _question, "status refused, refusal no_model: no model is prepared"
@@ -177,6 +214,43 @@ SCHEMA: dict = {
                 "parameters": _qid,
                 "responses": {
                     "200": _json(_question, "feedback recorded"),
+                    "403": _json(_error, "not the asker"),
+                    **_errors,
+                },
+            }
+        },
+        "/api/questions/{id}/choose": {
+            "post": {
+                "summary": "Answer 'Is this your question?': a suggested problem, or null for the tutor",
+                "parameters": _qid,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["problem_id"],
+                                "properties": {"problem_id": {"type": ["integer", "null"]}},
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(_question, "yes: that problem's answer (a pending alias is kept)"),
+                    "202": _json(_question, "no: a live generation, as for a miss"),
+                    "400": _json(_error, "not a suggested problem"),
+                    "403": _json(_error, "not the asker"),
+                    "409": _json(_error, "the question is not waiting for a choice"),
+                    **_errors,
+                },
+            }
+        },
+        "/api/questions/{id}/stop": {
+            "post": {
+                "summary": "Stop a live answer (the asker)",
+                "parameters": _qid,
+                "responses": {
+                    "200": _json(_question, "stopped: status failed"),
                     "403": _json(_error, "not the asker"),
                     **_errors,
                 },

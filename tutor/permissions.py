@@ -48,7 +48,17 @@ def can_view_question(user, question: Question) -> bool:
 
 def can_give_feedback(user, question: Question) -> bool:
     """Only the student who asked says "this does not answer my question"."""
+    return is_asker(user, question)
+
+
+def is_asker(user, question: Question) -> bool:
+    """The one who asked: only they answer "is this your question?", stop, retry or call a teacher."""
     return bool(user.is_authenticated and user.is_active and question.user_id == user.pk)
+
+
+def can_link_question(user) -> bool:
+    """Say a student's question is a banked problem ("same as #N"), accept or dismiss aliases."""
+    return is_teacher(user)
 
 
 def can_manage_bank(user) -> bool:

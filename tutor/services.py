@@ -30,23 +30,40 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from solver.prompts import (
+    MAX_QUESTION_CHARS,
+)  # a constant: importing solver.prompts loads nothing heavy
 from tutor.models import (
     ApiToken,
+    MatchBlock,
     ModelManifest,
     PrecomputeRun,
     Problem,
+    ProblemAlias,
     Question,
     RunItem,
     Solution,
+    Topic,
+    normalize_topic,
 )
 
 log = logging.getLogger(__name__)
 
+__all__ = ["MAX_QUESTION_CHARS"]
+
 RETRY_AFTER_S = 15  # what a busy student is told; a live answer takes tens of seconds on 2 cores
+LIVE_PER_STUDENT = 1  # live generations one student may have running at a time
+REMEMBER_FAILURES_H = 24  # a failed question asked again within this many hours shows the failure
 
 
 class BadQuestion(Exception):
     """The question text cannot be used."""
+
+
+class OneAtATime(Exception):
+    """You already have a question being answered: wait for it (or stop it) before asking another."""
+
+    retry_after = RETRY_AFTER_S
 
 
 class EngineUnavailable(Exception):
@@ -142,6 +159,7 @@ def get_cache() -> Any:
             entries = [(str(pk), text) for pk, text in Problem.objects.values_list("pk", "text")]
             if entries:
                 cache.add_many(entries)
+            _feed_corrections(cache)
             log.info(
                 "answer cache: %d problems in %.1f s", len(entries), time.perf_counter() - started
             )
@@ -161,6 +179,32 @@ def _cache_put(problem_id: int, text: str) -> None:
         if _runtime.cache is not None:
             _runtime.cache.remove(str(problem_id))
             _runtime.cache.add(str(problem_id), text)
+
+
+def _feed_corrections(cache: Any) -> None:
+    """Teachers' accepted aliases and students' blocks, from the database into a newly built cache."""
+    for text, problem_id in ProblemAlias.objects.filter(
+        status=ProblemAlias.Status.ACCEPTED
+    ).values_list("text", "problem_id"):
+        _cache_call(cache, "add_alias", text, str(problem_id))
+    for text, problem_id in MatchBlock.objects.values_list("text", "problem_id"):
+        _cache_call(cache, "add_block", text, str(problem_id))
+
+
+def _cache_call(cache: Any, method: str, *args: str) -> None:
+    try:
+        getattr(cache, method)(*args)
+    except (
+        ValueError
+    ):  # a wording the cache cannot read (too long, no words): it cannot match anyway
+        log.warning("answer cache: %s%r refused", method, args, exc_info=True)
+
+
+def _cache_correct(method: str, *args: str) -> None:
+    """An alias or block change, into the loaded cache (a cache built later reads the database)."""
+    with _runtime.cache_lock:
+        if _runtime.cache is not None:
+            _cache_call(_runtime.cache, method, *args)
 
 
 def _cache_drop(problem_id: int) -> None:
@@ -220,49 +264,288 @@ def validate_question(text: Any) -> str:
         raise BadQuestion(str(exc)) from None
 
 
-def answer_question(*, user, text: str) -> Question:
-    """A student's question: a stored answer at once, or a live generation job (outcome "generating").
+def _outcome(decision: Any) -> str:
+    """hit | suggest | miss (a stand-in cache without `outcome` says hit or miss)."""
+    outcome = getattr(decision, "outcome", None)
+    if outcome in ("hit", "suggest", "miss"):
+        return outcome
+    return "hit" if decision.hit else "miss"
 
-    Raises BadQuestion (nothing stored). A question that cannot be generated for is stored as refused:
-    `refusal` says why ("busy": the live queue is full, try again in `question.retry_after` seconds;
-    "no_model": no model is prepared)."""
+
+def answer_question(*, user, text: str) -> Question:
+    """A student's question: a stored answer at once, "is this your question?", or a live generation.
+
+    Raises BadQuestion and OneAtATime (nothing stored). A question that cannot be generated for is
+    stored as refused: `refusal` says why ("busy": the live queue is full, try again in
+    `question.retry_after` seconds; "no_model": no model is prepared)."""
     text = validate_question(text)
     started = time.perf_counter()
     decision = _lookup(text)
-    problem = None
-    if decision is not None and decision.hit and decision.entry_id is not None:
-        problem = Problem.objects.filter(pk=int(decision.entry_id)).first()
+    outcome = _outcome(decision) if decision is not None else "miss"
     match = {
-        "bank_hit": problem is not None,
-        "problem": problem,
-        "match_score": float(decision.score)
-        if decision is not None and problem is not None
-        else None,
+        "bank_hit": False,
+        "problem": None,
+        "match_score": None,
         "match_reasons": list(decision.reasons) if decision is not None else ["cache unavailable"],
+        "explanation": getattr(decision, "explanation", "") if decision is not None else "",
     }
-    if problem is not None:
-        best = problem.best_solution()
-        if best is not None:
+    if outcome == "hit" and decision.entry_id is not None:
+        problem = Problem.objects.filter(pk=int(decision.entry_id)).first()
+        if problem is not None:
+            match.update(bank_hit=True, problem=problem, match_score=float(decision.score))
+            return serve_problem(user=user, text=text, match=match, started=started)
+    if outcome == "suggest":
+        offered = [
+            {"problem_id": int(s.entry_id), "score": round(float(s.score), 4)}
+            for s in getattr(decision, "suggestions", ())[:3]
+        ]
+        known = set(
+            Problem.objects.filter(pk__in=[o["problem_id"] for o in offered]).values_list(
+                "pk", flat=True
+            )
+        )
+        offered = [o for o in offered if o["problem_id"] in known]
+        if offered:
             with _one_writer():
                 return Question.objects.create(
                     user=user,
                     text=text,
                     key=question_key(text),
-                    outcome=Question.Outcome.HIT,
-                    solution=best,
+                    outcome=Question.Outcome.SUGGESTED,
+                    suggestions=offered,
                     latency_ms=(time.perf_counter() - started) * 1000.0,
-                    **match,
+                    **{k: v for k, v in match.items() if k != "problem"},
                 )
-    return live_jobs.start_or_join(user=user, text=text, match=match, started=started)
+    return _generate(user=user, text=text, match=match, started=started)
+
+
+def serve_problem(
+    *, user, text: str, match: dict, started: float, question: Question | None = None
+) -> Question:
+    """Serve a matched problem: its best servable answer; else its reference answer as the answer key;
+    else, when its answers keep being rejected, "your teacher is checking"; else a live generation."""
+    problem = match["problem"]
+    best = problem.best_solution()
+    if best is not None or problem.reference_answer:
+        outcome = Question.Outcome.HIT
+    elif problem.is_waiting_for_teacher():
+        outcome = Question.Outcome.HELD
+    else:
+        return _generate(user=user, text=text, match=match, started=started, question=question)
+    fields = {
+        **match,
+        "outcome": outcome,
+        "solution": best,
+        "latency_ms": (time.perf_counter() - started) * 1000.0,
+    }
+    with _one_writer():
+        if question is None:
+            return Question.objects.create(user=user, text=text, key=question_key(text), **fields)
+        for name, value in fields.items():
+            setattr(question, name, value)
+        question.save(update_fields=list(fields))
+        return question
+
+
+def _generate(
+    *,
+    user,
+    text: str,
+    match: dict,
+    started: float,
+    question: Question | None = None,
+    retry: bool = False,
+) -> Question:
+    """A live generation, unless this question failed lately (then the earlier failure is shown with
+    "try again" and "ask your teacher") or the problem waits for a teacher."""
+    key = question_key(text)
+    if not retry:
+        earlier = Question.objects.recent_failure(key, hours=REMEMBER_FAILURES_H)
+        if earlier is not None and (question is None or earlier.pk != question.pk):
+            fields = {
+                **{k: v for k, v in match.items() if k != "problem"},
+                "problem": match["problem"] or earlier.problem,
+                "outcome": Question.Outcome.FAILED,
+                "error": earlier.error or "The model did not reach a final answer.",
+                "earlier": earlier.earlier or earlier,
+                "solution": None,
+            }
+            with _one_writer():
+                if question is None:
+                    return Question.objects.create(user=user, text=text, key=key, **fields)
+                for name, value in fields.items():
+                    setattr(question, name, value)
+                question.save(update_fields=list(fields))
+                return question
+    problem = match["problem"]
+    seed = None
+    if retry or (
+        problem is not None
+        and problem.solutions.filter(
+            status__in=(Solution.Status.REJECTED, Solution.Status.FAILED)
+        ).exists()
+    ):
+        # Generation with a fixed seed repeats itself: a retry, or a problem whose answer was
+        # rejected or failed, gets a new seed so that it does not write the same text again.
+        seed = secrets.randbelow(2**31 - 2) + 1
+    return live_jobs.start_or_join(
+        user=user, text=text, match=match, started=started, question=question, seed=seed
+    )
 
 
 @transaction.atomic
-def record_feedback(*, question: Question) -> Question:
-    """The student says the answer does not answer their question: the match goes to the missed page."""
-    question.feedback = Question.Feedback.NOT_MY_QUESTION
+def choose_suggestion(*, question: Question, problem: Problem | None) -> Question:
+    """The student's answer to "Is this your question?": yes (`problem`) -> that problem is served and a
+    pending alias waits for a teacher; no (None) -> a live generation."""
+    if question.outcome != Question.Outcome.SUGGESTED:
+        return question
+    offered = {s["problem_id"] for s in question.suggestions}
+    started = time.perf_counter()
+    match = {
+        "bank_hit": problem is not None,
+        "problem": problem,
+        "match_score": None,
+        "match_reasons": [*question.match_reasons, f"the student chose #{problem.pk}"]
+        if problem is not None
+        else [*question.match_reasons, "the student said none of the suggestions"],
+        "explanation": "You said this is your question." if problem is not None else "",
+    }
+    if problem is None:
+        return _generate(
+            user=question.user, text=question.text, match=match, started=started, question=question
+        )
+    if problem.pk not in offered:
+        raise BadQuestion("that problem was not offered")
+    match["match_score"] = next(
+        s["score"] for s in question.suggestions if s["problem_id"] == problem.pk
+    )
+    ProblemAlias.objects.get_or_create(
+        key=question.key,
+        problem=problem,
+        defaults={
+            "text": question.text,
+            "status": ProblemAlias.Status.PENDING,
+            "question": question,
+            "created_by": question.user,
+        },
+    )
+    return serve_problem(
+        user=question.user, text=question.text, match=match, started=started, question=question
+    )
+
+
+@transaction.atomic
+def retry_question(*, question: Question) -> Question:
+    """ "Try again" on a failed question: a new live generation with a new seed."""
+    if question.outcome != Question.Outcome.FAILED:
+        return question
+    problem = question.problem  # the same problem (bank or student's): no second copy of it
+    match = {
+        "bank_hit": question.bank_hit,
+        "problem": problem,
+        "match_score": question.match_score,
+        "match_reasons": question.match_reasons,
+        "explanation": question.explanation,
+    }
+    question.error, question.earlier = "", None
+    question.save(update_fields=["error", "earlier"])
+    return _generate(
+        user=question.user,
+        text=question.text,
+        match=match,
+        started=time.perf_counter(),
+        question=question,
+        retry=True,
+    )
+
+
+@transaction.atomic
+def record_feedback(
+    *, question: Question, kind: str = Question.Feedback.NOT_MY_QUESTION
+) -> Question:
+    """The student flags the question for a teacher. "Not my question" on a match also blocks that
+    match for this wording, so that the next student asking it is not served the same problem."""
+    question.feedback = kind
     question.feedback_at = timezone.now()
     question.save(update_fields=["feedback", "feedback_at"])
+    if (
+        kind == Question.Feedback.NOT_MY_QUESTION
+        and question.bank_hit
+        and question.problem_id is not None
+    ):
+        block_match(text=question.text, problem=question.problem, user=question.user)
     return question
+
+
+@transaction.atomic
+def block_match(*, text: str, problem: Problem, user=None) -> MatchBlock:
+    key = question_key(text)
+    block, _ = MatchBlock.objects.get_or_create(
+        key=key, problem=problem, defaults={"text": text, "created_by": user}
+    )
+    ProblemAlias.objects.filter(key=key, problem=problem).delete()
+    problem_id = str(problem.pk)
+    transaction.on_commit(lambda: _cache_correct("add_block", text, problem_id))
+    return block
+
+
+@transaction.atomic
+def accept_alias(
+    *, text: str, problem: Problem, user, question: Question | None = None
+) -> ProblemAlias:
+    """A teacher says this wording is problem N: from now on asking it (or, as the cache allows, a
+    rewording close to it) is a hit on N. Replaces any other alias of the wording, lifts any block."""
+    key = question_key(text)
+    ProblemAlias.objects.filter(key=key, status=ProblemAlias.Status.ACCEPTED).exclude(
+        problem=problem
+    ).delete()
+    alias, created = ProblemAlias.objects.get_or_create(
+        key=key,
+        problem=problem,
+        defaults={
+            "text": text,
+            "status": ProblemAlias.Status.ACCEPTED,
+            "question": question,
+            "created_by": user,
+        },
+    )
+    if not created and alias.status != ProblemAlias.Status.ACCEPTED:
+        alias.status = ProblemAlias.Status.ACCEPTED
+        alias.save(update_fields=["status"])
+    blocked = list(
+        MatchBlock.objects.filter(key=key, problem=problem).values_list("text", flat=True)
+    )
+    MatchBlock.objects.filter(key=key, problem=problem).delete()
+    problem_id, alias_text = str(problem.pk), alias.text
+
+    def correct() -> None:
+        for old in blocked:
+            with _runtime.cache_lock:
+                if _runtime.cache is not None:
+                    _runtime.cache.remove_block(old, problem_id)
+        _cache_correct("add_alias", alias_text, problem_id)
+
+    transaction.on_commit(correct)
+    return alias
+
+
+@transaction.atomic
+def dismiss_alias(*, alias: ProblemAlias) -> None:
+    text, accepted = alias.text, alias.status == ProblemAlias.Status.ACCEPTED
+    alias.delete()
+    if accepted:
+
+        def drop() -> None:
+            with _runtime.cache_lock:
+                if _runtime.cache is not None:
+                    _runtime.cache.remove_alias(text)
+
+        transaction.on_commit(drop)
+
+
+def link_question(*, question: Question, problem: Problem, teacher) -> ProblemAlias:
+    """ "Same as #N" on a student's question: an accepted alias of its wording."""
+    return accept_alias(text=question.text, problem=problem, user=teacher, question=question)
 
 
 # -- live generation -------------------------------------------------------------------------------
@@ -329,11 +612,15 @@ class _StreamSplitter:
 class LiveJob:
     """One generation in flight, shared by every question with the same key while it runs."""
 
-    def __init__(self, *, key: str, text: str, problem_id: int | None, asker_id: int):
+    def __init__(
+        self, *, key: str, text: str, problem_id: int | None, asker_id: int, seed: int | None = None
+    ):
         self.key = key
         self.text = text
         self.problem_id = problem_id
         self.asker_id = asker_id
+        self.asker_ids: set[int] = {asker_id}
+        self.seed = seed
         self.question_ids: list[int] = []
         self.events: list[dict[str, str]] = []
         self.finished = threading.Event()
@@ -405,42 +692,91 @@ class LiveJobs:
         with self._lock:
             return len(self._jobs)
 
-    def start_or_join(self, *, user, text: str, match: dict, started: float) -> Question:
+    def start_or_join(
+        self,
+        *,
+        user,
+        text: str,
+        match: dict,
+        started: float,
+        question: Question | None = None,
+        seed: int | None = None,
+    ) -> Question:
+        """Start a generation for this question (or join the one running for the same text or problem).
+        `question`: an existing question (a suggestion declined, a retry) to update instead of a new one.
+        Raises OneAtATime when this user already waits for another generation (nothing is stored)."""
         problem = match["problem"]
         key = f"problem:{problem.pk}" if problem is not None else f"text:{question_key(text)}"
-        common = {"user": user, "text": text, "key": question_key(text), **match}
+        common = {"text": text, "key": question_key(text), **match}
+
+        def settle(**fields) -> Question:
+            if question is None:
+                return Question.objects.create(user=user, **common, **fields)
+            fields = {**common, **fields}
+            for name, value in fields.items():
+                setattr(question, name, value)
+            question.save(update_fields=list(fields))
+            return question
+
         with self._lock:
             job = self._jobs.get(key)
+            mine = [k for k, j in self._jobs.items() if k != key and user.pk in j.asker_ids]
+            if len(mine) >= LIVE_PER_STUDENT:
+                raise OneAtATime(
+                    "You already have a question being answered. Wait for it or stop it, then ask "
+                    "again. 你已有一个问题正在解答，请等待或停止后再问。"
+                )
             if job is None:
                 if len(self._jobs) >= settings.SUANJING_MAX_LIVE_JOBS:
-                    question = Question.objects.create(
+                    refused = settle(
                         outcome=Question.Outcome.REFUSED,
                         refusal="busy",
                         error=f"Busy: every live generation slot is taken. Try again in {RETRY_AFTER_S} s.",
-                        **common,
                     )
-                    question.retry_after = RETRY_AFTER_S
-                    return question
+                    refused.retry_after = RETRY_AFTER_S
+                    return refused
                 try:
                     engine, manifest = get_engine()
                 except EngineUnavailable as exc:
                     log.error("live generation unavailable", exc_info=True)
-                    return Question.objects.create(
-                        outcome=Question.Outcome.REFUSED,
-                        refusal="no_model",
-                        error=str(exc)[:300],
-                        **common,
+                    return settle(
+                        outcome=Question.Outcome.REFUSED, refusal="no_model", error=str(exc)[:300]
                     )
                 job = LiveJob(
-                    key=key, text=text, problem_id=problem.pk if problem else None, asker_id=user.pk
+                    key=key,
+                    text=text,
+                    problem_id=problem.pk if problem else None,
+                    asker_id=user.pk,
+                    seed=seed,
                 )
                 self._jobs[key] = job
                 self._start(job, engine, manifest)
-            question = Question.objects.create(outcome=Question.Outcome.GENERATING, **common)
+            question = settle(outcome=Question.Outcome.GENERATING, refusal="", error="")
             job.question_ids.append(question.pk)
+            job.asker_ids.add(user.pk)
             self._by_question[question.pk] = job
             job.touch()
         return question
+
+    def stop(self, *, question: Question) -> bool:
+        """The student's Stop: this question stops waiting; the generation is cancelled when nobody
+        else waits for it. False when it is not running (any more)."""
+        with self._lock:
+            job = self._by_question.pop(question.pk, None)
+            if job is None:
+                return False
+            if question.pk in job.question_ids:
+                job.question_ids.remove(question.pk)
+            job.asker_ids = {
+                q.user_id for q in Question.objects.filter(pk__in=job.question_ids).only("user_id")
+            }
+            nobody_left = not job.question_ids
+        Question.objects.filter(pk=question.pk, outcome=Question.Outcome.GENERATING).update(
+            outcome=Question.Outcome.FAILED, error="You stopped this answer. 你停止了这个回答。"
+        )
+        if nobody_left:
+            job.cancel()
+        return True
 
     def _start(self, job: LiveJob, engine: Any, manifest: Any) -> None:
         threading.Thread(
@@ -469,6 +805,7 @@ class LiveJobs:
                 max_new_tokens=settings.SUANJING_MAX_NEW_TOKENS,
                 temperature=family.temperature,
                 top_p=family.top_p,
+                seed=job.seed,
             )
             job.generation = engine.stream(family.render(job.text), params)
             if job.cancelled:
@@ -534,11 +871,12 @@ def store_live_result(
 ) -> Solution | None:
     """Parse a finished live generation, store it with its provenance and settle the waiting questions.
 
-    No final answer, or a run truncated inside its reasoning -> a failed solution (never served).
-    A final answer is verified when it agrees with the problem's reference answer, and unverified
-    otherwise — with `matches_reference: false` in its evidence when it disagrees with the reference, which
-    the teacher's page and the student's label show (the same rule as batch precompute). A question that
-    matched no banked problem becomes a new problem, in the cache at once."""
+    No final answer, or a run truncated inside its reasoning (or ended by the loop guard) -> a failed
+    solution (never served). A final answer is verified when it agrees with the problem's reference
+    answer; one that contradicts it is stored for teachers and never served (the student gets the answer
+    key); with no reference it is unverified, and labelled so. A final answer a teacher already rejected
+    for this problem is stored as rejected again. A question that matched no banked problem becomes a
+    *student's question* (Problem.source "student"): cached and served, listed apart from the bank."""
     from solver.answers import answers_equivalent, parse_output
 
     if result.finish_reason in ("cancelled", "error"):
@@ -559,13 +897,30 @@ def store_live_result(
             text=job.text,
             lang=guess_lang(job.text),
             origin=Problem.Origin.LIVE,
+            source=Problem.Source.STUDENT,
             added_by_id=job.asker_id,
         )
     evidence: dict[str, Any] = {"finish_reason": result.finish_reason}
-    if parsed.final is None or parsed.truncated:
+    if job.seed is not None:
+        evidence["seed"] = job.seed
+    rejected = [
+        s
+        for s in problem.solutions.filter(status=Solution.Status.REJECTED).exclude(final=None)
+        if parsed.final and answers_equivalent(parsed.final, s.final)
+    ]
+    if parsed.final is None or parsed.truncated or result.finish_reason == "loop":
         status = Solution.Status.FAILED
         evidence["why"] = (
-            "truncated inside the reasoning" if parsed.truncated else "no final answer"
+            "the model repeated itself (stopped by the loop guard)"
+            if result.finish_reason == "loop"
+            else "truncated inside the reasoning"
+            if parsed.truncated
+            else "no final answer"
+        )
+    elif rejected:
+        status = Solution.Status.REJECTED
+        evidence["why"] = (
+            f"the same final answer as answer {rejected[0].pk}, which a teacher rejected"
         )
     elif problem.reference_answer:
         agrees = answers_equivalent(parsed.final, problem.reference_answer)
@@ -588,7 +943,8 @@ def store_live_result(
         finish_reason=result.finish_reason,
         evidence=evidence,
     )
-    served = status in (Solution.Status.VERIFIED, Solution.Status.UNVERIFIED)
+    answered = status in (Solution.Status.VERIFIED, Solution.Status.UNVERIFIED)
+    held = not answered and problem.is_waiting_for_teacher()
     now = timezone.now()
     for question in Question.objects.filter(
         pk__in=question_ids, outcome=Question.Outcome.GENERATING
@@ -596,11 +952,19 @@ def store_live_result(
         question.problem = problem
         question.solution = solution
         question.latency_ms = (now - question.created).total_seconds() * 1000.0
-        if served:
+        if answered:
             question.outcome = Question.Outcome.GENERATED
+        elif held:
+            question.outcome = Question.Outcome.HELD
         else:
             question.outcome = Question.Outcome.FAILED
-            question.error = "The model did not reach a final answer."
+            question.error = (
+                "The model kept repeating itself and was stopped."
+                if result.finish_reason == "loop"
+                else "The model gave an answer a teacher has rejected."
+                if rejected
+                else "The model did not reach a final answer."
+            )
         question.save(update_fields=["problem", "solution", "latency_ms", "outcome", "error"])
     if created:
         problem_id, text = problem.pk, problem.text
@@ -626,6 +990,7 @@ def create_problem(
     origin: str = Problem.Origin.TEACHER,
     fixture_id: str | None = None,
 ) -> Problem:
+    topic = register_topic(topic)
     problem = Problem.objects.create(
         text=validate_question(text),
         lang=lang,
@@ -648,6 +1013,8 @@ def update_problem(*, problem: Problem, **changes: Any) -> Problem:
         raise TypeError(f"cannot change {sorted(unknown)}")
     if "text" in changes:
         changes["text"] = validate_question(changes["text"])
+    if "topic" in changes:
+        changes["topic"] = register_topic(changes["topic"])
     text_changed = "text" in changes and changes["text"] != problem.text
     for name, value in changes.items():
         setattr(problem, name, value)
@@ -655,6 +1022,63 @@ def update_problem(*, problem: Problem, **changes: Any) -> Problem:
     if text_changed:
         transaction.on_commit(lambda: _cache_put(problem.pk, problem.text))
     return problem
+
+
+def register_topic(name: str) -> str:
+    """The topic folded to the managed list's form (lower case), added to the list if new."""
+    name = normalize_topic(name)
+    if name:
+        Topic.objects.get_or_create(name=name)
+    return name
+
+
+def near_duplicates(*, text: str, exclude: Problem | None = None) -> list[Problem]:
+    """Banked problems the cache says are (or may be) the same as `text`: a teacher adding or promoting
+    a problem is warned about them. Students' questions are left out (they are not the bank)."""
+    decision = _lookup(text)
+    if decision is None:
+        return []
+    ids: list[str] = []
+    if decision.hit and decision.entry_id is not None:
+        ids.append(decision.entry_id)
+    ids += [s.entry_id for s in getattr(decision, "suggestions", ())]
+    ids += [c.entry_id for c in getattr(decision, "candidates", ()) if c.passed]
+    if exclude is not None:
+        # The cache finds the problem itself first (same text): the suggestions the student was shown
+        # when they asked it are the next best evidence.
+        for question in exclude.questions.exclude(suggestions=[]):
+            ids += [str(s["problem_id"]) for s in question.suggestions]
+    wanted = list(dict.fromkeys(int(i) for i in ids if str(i).isdigit()))
+    found = Problem.objects.in_bank().in_bulk(wanted)
+    return [found[i] for i in wanted if i in found and (exclude is None or i != exclude.pk)]
+
+
+@transaction.atomic
+def promote_problem(*, problem: Problem, topic: str = "") -> Problem:
+    """A student's question joins the curated bank."""
+    problem.source = Problem.Source.BANK
+    fields = ["source", "updated"]
+    if topic:
+        problem.topic = register_topic(topic)
+        fields.append("topic")
+    problem.save(update_fields=fields)
+    return problem
+
+
+@transaction.atomic
+def merge_problem(*, problem: Problem, into: Problem, teacher) -> int:
+    """A student's question is the banked problem `into`: every wording asked of it becomes an accepted
+    alias of `into`, its questions point at `into`, and it is deleted. Returns the aliases made."""
+    if problem.pk == into.pk:
+        raise BadQuestion("a problem cannot be merged into itself")
+    texts = {question_key(problem.text): problem.text}
+    for text in problem.questions.values_list("text", flat=True):
+        texts.setdefault(question_key(text), text)
+    for text in texts.values():
+        accept_alias(text=text, problem=into, user=teacher)
+    problem.questions.update(problem=into, solution=None)
+    delete_problem(problem=problem)
+    return len(texts)
 
 
 @transaction.atomic
@@ -722,12 +1146,16 @@ def add_teacher_solution(*, problem: Problem, author, text: str) -> Solution:
     )
 
 
-def missed_groups(*, limit: int = 200) -> list[dict[str, Any]]:
-    """Missed questions grouped by near-duplicate (same normalized text), most asked first."""
+def missed_groups(*, limit: int = 200, flagged_only: bool = False) -> list[dict[str, Any]]:
+    """Missed and flagged questions grouped by near-duplicate (same normalized text), most asked first;
+    `flagged_only`: those a student flagged for a teacher ("needs a teacher's look")."""
     groups: dict[str, dict[str, Any]] = {}
-    for q in Question.objects.missed().only(
-        "pk", "text", "key", "created", "problem_id", "feedback", "outcome"
-    )[:5000]:
+    missed = Question.objects.missed()
+    if flagged_only:
+        missed = missed.flagged()
+    for q in missed.only("pk", "text", "key", "created", "problem_id", "feedback", "outcome")[
+        :5000
+    ]:
         group = groups.setdefault(
             q.key,
             {
@@ -741,7 +1169,7 @@ def missed_groups(*, limit: int = 200) -> list[dict[str, Any]]:
             },
         )
         group["count"] += 1
-        group["feedback"] += q.feedback == Question.Feedback.NOT_MY_QUESTION
+        group["feedback"] += q.feedback != Question.Feedback.NONE
         group["problem_id"] = group["problem_id"] or q.problem_id
         group["last"] = max(group["last"], q.created)
     ranked = sorted(groups.values(), key=lambda g: (-g["count"], -g["last"].timestamp()))
@@ -766,7 +1194,7 @@ def import_fixture_problem(*, item: dict[str, Any]) -> tuple[Problem, bool]:
     fields = {
         "text": text,
         "lang": item.get("lang") if item.get("lang") in Problem.Lang.values else guess_lang(text),
-        "topic": str(item.get("topic") or "")[:64],
+        "topic": register_topic(str(item.get("topic") or "")),
         "tags": [str(t) for t in item.get("tags") or []],
         "difficulty": item.get("difficulty") if isinstance(item.get("difficulty"), int) else None,
         "reference_answer": str(item.get("reference_answer") or "")[:500],
@@ -888,9 +1316,10 @@ def select_problems(*, selection: Selection, manifest_id: str, prompt_version: s
     """Problem ids of a selection, in bank order."""
     if selection.which not in ("unanswered", "stale", "all"):
         raise RunRefused(f"unknown selection {selection.which!r}")
-    problems = Problem.objects.all()
+    # The bank, or exactly the problems asked for (a teacher may precompute a student's question).
+    problems = Problem.objects.all() if selection.ids else Problem.objects.in_bank()
     if selection.topic:
-        problems = problems.filter(topic=selection.topic)
+        problems = problems.filter(topic=normalize_topic(selection.topic))
     if selection.ids:
         problems = problems.filter(pk__in=selection.ids)
     if selection.which == "unanswered":
@@ -1621,7 +2050,7 @@ def _match_problem(p, report: ImportReport) -> Problem | None:
     problem = Problem.objects.create(
         text=text,
         lang=p.lang if p.lang in Problem.Lang.values else guess_lang(text),
-        topic=(p.topic or "")[:64],
+        topic=register_topic(p.topic or ""),
         tags=[str(t)[:64] for t in tags][:32] if isinstance(tags, list) else [],
         difficulty=difficulty if isinstance(difficulty, int) and 1 <= difficulty <= 5 else None,
         reference_answer=(p.reference_answer or "")[:500],

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from tutor import permissions, services
 from tutor.forms import AskForm, BankFilterForm, ProblemForm, SignupForm, SolutionEditForm
-from tutor.models import Problem, Question, Solution
+from tutor.models import Problem, ProblemAlias, Question, Solution, Topic
 
 PAGE_SIZE = 50
 
@@ -58,20 +58,26 @@ def home(request: HttpRequest) -> HttpResponse:
     )
 
 
-@require_GET
-@login_required
-def ask(request: HttpRequest) -> HttpResponse:
+def _ask_page(request: HttpRequest, form: AskForm, status: int = 200) -> HttpResponse:
     history = Question.objects.filter(user=request.user).select_related("problem")[:20]
     return render(
         request,
         "tutor/ask.html",
         {
-            "form": AskForm(),
+            "form": form,
             "examples": EXAMPLES,
             "history": history,
             "model": services.model_info(),
+            "max_chars": services.MAX_QUESTION_CHARS,
         },
+        status=status,
     )
+
+
+@require_GET
+@login_required
+def ask(request: HttpRequest) -> HttpResponse:
+    return _ask_page(request, AskForm())
 
 
 @require_POST
@@ -80,29 +86,24 @@ def ask_submit(request: HttpRequest) -> HttpResponse:
     """The ask form without JavaScript: ask, then show the question's page (which streams if generating)."""
     form = AskForm(request.POST)
     if not form.is_valid():
-        history = Question.objects.filter(user=request.user)[:20]
-        return render(
-            request,
-            "tutor/ask.html",
-            {"form": form, "examples": EXAMPLES, "history": history},
-            status=400,
-        )
+        return _ask_page(request, form, status=400)
     try:
         question = services.answer_question(user=request.user, text=form.cleaned_data["question"])
     except services.BadQuestion as exc:
         form.add_error("question", str(exc))
-        return render(
-            request,
-            "tutor/ask.html",
-            {"form": form, "examples": EXAMPLES, "history": []},
-            status=400,
-        )
+        return _ask_page(request, form, status=400)
+    except services.OneAtATime as exc:
+        form.add_error("question", str(exc))
+        return _ask_page(request, form, status=429)
     return redirect("question", question_id=question.pk)
 
 
 @login_required
 def question_page(request: HttpRequest, question_id: int) -> HttpResponse:
     question = visible_question(request, question_id)
+    job = services.live_jobs.for_question(question.pk)
+    if job is not None:
+        job.touch()  # a page reloaded without JavaScript still counts as waiting for the answer
     return render(request, "tutor/question.html", _question_context(request, question))
 
 
@@ -114,25 +115,125 @@ def question_answer(request: HttpRequest, question_id: int) -> HttpResponse:
 
 
 def _question_context(request: HttpRequest, question: Question) -> dict:
+    served = question.served_solution()
     return {
         "question": question,
-        "served": question.served_solution(),
+        "served": served,
+        "answer_key": question.answer_key() if served is None else None,
+        "suggested": question.suggested_problems()
+        if question.outcome == Question.Outcome.SUGGESTED
+        else [],
+        "is_asker": permissions.is_asker(request.user, question),
         "can_feedback": permissions.can_give_feedback(request.user, question),
         "is_teacher": permissions.is_teacher(request.user),
+        "pending_aliases": ProblemAlias.objects.filter(key=question.key).select_related("problem")
+        if permissions.is_teacher(request.user)
+        else [],
     }
+
+
+def asked_question(request: HttpRequest, question_id: int) -> Question:
+    """The question, for an action only its asker may take (404 for others who may not see it)."""
+    question = visible_question(request, question_id)
+    if not permissions.is_asker(request.user, question):
+        raise PermissionDenied
+    return question
 
 
 @require_POST
 @login_required
 def question_feedback(request: HttpRequest, question_id: int) -> HttpResponse:
-    question = visible_question(request, question_id)
-    if not permissions.can_give_feedback(request.user, question):
-        raise PermissionDenied
+    question = asked_question(request, question_id)
     services.record_feedback(question=question)
     messages.info(
-        request, "Thank you: a teacher will see that this answer did not fit your question."
+        request,
+        "Thank you: a teacher will look at it, and this problem will not be offered for this "
+        "question again. 谢谢，老师会查看。",
     )
     return redirect("question", question_id=question.pk)
+
+
+@require_POST
+@login_required
+def question_ask_teacher(request: HttpRequest, question_id: int) -> HttpResponse:
+    question = asked_question(request, question_id)
+    services.record_feedback(question=question, kind=Question.Feedback.ASK_TEACHER)
+    messages.info(request, "Your teacher will see this question. 老师会看到这个问题。")
+    return redirect("question", question_id=question.pk)
+
+
+@require_POST
+@login_required
+def question_choose(request: HttpRequest, question_id: int) -> HttpResponse:
+    """The answer to "Is this your question?": problem=<id> (yes) or problem=none (ask the tutor)."""
+    question = asked_question(request, question_id)
+    choice = request.POST.get("problem", "")
+    problem = None
+    if choice != "none":
+        if not choice.isdigit():
+            return HttpResponse("problem must be a suggested problem's id or none", status=400)
+        problem = get_object_or_404(Problem, pk=int(choice))
+    try:
+        services.choose_suggestion(question=question, problem=problem)
+    except services.BadQuestion as exc:
+        return HttpResponse(str(exc), status=400)
+    except services.OneAtATime as exc:
+        messages.error(request, str(exc))
+    return redirect("question", question_id=question.pk)
+
+
+@require_POST
+@login_required
+def question_stop(request: HttpRequest, question_id: int) -> HttpResponse:
+    question = asked_question(request, question_id)
+    services.live_jobs.stop(question=question)
+    return redirect("question", question_id=question.pk)
+
+
+@require_POST
+@login_required
+def question_retry(request: HttpRequest, question_id: int) -> HttpResponse:
+    question = asked_question(request, question_id)
+    try:
+        services.retry_question(question=question)
+    except services.OneAtATime as exc:
+        messages.error(request, str(exc))
+    return redirect("question", question_id=question.pk)
+
+
+@require_POST
+@login_required
+def question_link(request: HttpRequest, question_id: int) -> HttpResponse:
+    """A teacher's "same as #N": the question's wording becomes an accepted alias of problem N."""
+    require_teacher(request)
+    question = visible_question(request, question_id)
+    raw = request.POST.get("problem", "").strip().lstrip("#")
+    if not raw.isdigit():
+        messages.error(request, "Give the number of a problem in the bank, e.g. 12.")
+        return redirect(request.POST.get("next") or "missed")
+    problem = get_object_or_404(Problem, pk=int(raw))
+    services.link_question(question=question, problem=problem, teacher=request.user)
+    messages.success(
+        request, f"Linked: students asking “{question.text[:60]}” now get problem #{problem.pk}."
+    )
+    return redirect(request.POST.get("next") or "missed")
+
+
+@require_POST
+@login_required
+def alias_review(request: HttpRequest, alias_id: int) -> HttpResponse:
+    """Accept or dismiss a wording a student confirmed as a problem."""
+    require_teacher(request)
+    alias = get_object_or_404(ProblemAlias.objects.select_related("problem"), pk=alias_id)
+    if request.POST.get("action") == "accept":
+        services.accept_alias(text=alias.text, problem=alias.problem, user=request.user)
+        messages.success(request, f"Accepted: this wording is problem #{alias.problem_id} now.")
+    elif request.POST.get("action") == "dismiss":
+        services.dismiss_alias(alias=alias)
+        messages.success(request, "Dismissed.")
+    else:
+        return HttpResponse("action must be accept or dismiss", status=400)
+    return redirect("missed")
 
 
 def signup(request: HttpRequest) -> HttpResponse:
@@ -157,18 +258,13 @@ def signup(request: HttpRequest) -> HttpResponse:
 def bank(request: HttpRequest) -> HttpResponse:
     require_teacher(request)
     form = BankFilterForm(request.GET)
-    problems = Problem.objects.all()
+    problems = Problem.objects.in_bank()
     if form.is_valid():
         problems = form.filter(problems)
     page = Paginator(problems.order_by("id"), PAGE_SIZE).get_page(request.GET.get("page"))
     best = Solution.objects.best_status_by_problem([p.pk for p in page.object_list])
     rows = [(p, best.get(p.pk)) for p in page.object_list]
-    topics = (
-        Problem.objects.exclude(topic="")
-        .values_list("topic", flat=True)
-        .distinct()
-        .order_by("topic")
-    )
+    topics = Topic.objects.values_list("name", flat=True)
     query = request.GET.copy()
     query.pop("page", None)
     return render(
@@ -193,7 +289,14 @@ def problem_page(request: HttpRequest, problem_id: int) -> HttpResponse:
     )
     best = problem.best_solution()
     return render(
-        request, "tutor/problem.html", {"problem": problem, "solutions": solutions, "best": best}
+        request,
+        "tutor/problem.html",
+        {
+            "problem": problem,
+            "solutions": solutions,
+            "best": best,
+            "waiting": best is None and problem.is_waiting_for_teacher(),
+        },
     )
 
 
@@ -207,8 +310,17 @@ def problem_add(request: HttpRequest) -> HttpResponse:
         if source is not None:
             initial = {"text": source.text, "lang": services.guess_lang(source.text)}
     form = ProblemForm(request.POST or None, initial=initial)
+    duplicates: list[Problem] = []
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
+        duplicates = services.near_duplicates(text=data["text"])
+        if duplicates and not request.POST.get("confirm_duplicate"):
+            return render(
+                request,
+                "tutor/problem_form.html",
+                {"form": form, "problem": None, "duplicates": duplicates},
+                status=409,
+            )
         try:
             with transaction.atomic():
                 problem = services.create_problem(
@@ -228,7 +340,7 @@ def problem_add(request: HttpRequest) -> HttpResponse:
             form.add_error("text", str(exc))
         else:
             messages.success(
-                request, f"Problem #{problem.pk} added; students asking it get a hit now."
+                request, f"Problem #{problem.pk} added; students asking it get it now."
             )
             return redirect("problem", problem_id=problem.pk)
     return render_form(request, "tutor/problem_form.html", form, problem=None)
@@ -287,4 +399,79 @@ def solution_edit(request: HttpRequest, solution_id: int) -> HttpResponse:
 @login_required
 def missed(request: HttpRequest) -> HttpResponse:
     require_teacher(request)
-    return render(request, "tutor/missed.html", {"groups": services.missed_groups()})
+    flagged = request.GET.get("flagged") == "1"
+    return render(
+        request,
+        "tutor/missed.html",
+        {
+            "groups": services.missed_groups(flagged_only=flagged),
+            "flagged": flagged,
+            "pending": ProblemAlias.objects.filter(
+                status=ProblemAlias.Status.PENDING
+            ).select_related("problem", "created_by")[:200],
+        },
+    )
+
+
+@require_GET
+@login_required
+def student_questions(request: HttpRequest) -> HttpResponse:
+    """Students' questions answered live: kept out of the bank until a teacher promotes them."""
+    require_teacher(request)
+    problems = Problem.objects.from_students().order_by("-created", "-id")
+    page = Paginator(problems, PAGE_SIZE).get_page(request.GET.get("page"))
+    best = Solution.objects.best_status_by_problem([p.pk for p in page.object_list])
+    return render(
+        request,
+        "tutor/student_questions.html",
+        {"page": page, "rows": [(p, best.get(p.pk)) for p in page.object_list]},
+    )
+
+
+def _student_problem(problem_id: int) -> Problem:
+    return get_object_or_404(Problem, pk=problem_id, source=Problem.Source.STUDENT)
+
+
+@require_POST
+@login_required
+def problem_promote(request: HttpRequest, problem_id: int) -> HttpResponse:
+    require_teacher(request)
+    problem = _student_problem(problem_id)
+    duplicates = services.near_duplicates(text=problem.text, exclude=problem)
+    if duplicates and not request.POST.get("confirm_duplicate"):
+        return render(
+            request,
+            "tutor/promote.html",
+            {"problem": problem, "duplicates": duplicates},
+            status=409,
+        )
+    services.promote_problem(problem=problem, topic=request.POST.get("topic", ""))
+    messages.success(request, f"Problem #{problem.pk} is in the bank now.")
+    return redirect("problem", problem_id=problem.pk)
+
+
+@require_POST
+@login_required
+def problem_merge(request: HttpRequest, problem_id: int) -> HttpResponse:
+    require_teacher(request)
+    problem = _student_problem(problem_id)
+    raw = request.POST.get("into", "").strip().lstrip("#")
+    into = Problem.objects.filter(pk=int(raw)).first() if raw.isdigit() else None
+    if into is None or into.pk == problem.pk:
+        messages.error(request, "Give the number of another problem in the bank.")
+        return redirect("student_questions")
+    made = services.merge_problem(problem=problem, into=into, teacher=request.user)
+    messages.success(
+        request, f"Merged into #{into.pk}: {made} wording(s) now get problem #{into.pk}."
+    )
+    return redirect("student_questions")
+
+
+@require_POST
+@login_required
+def problem_delete(request: HttpRequest, problem_id: int) -> HttpResponse:
+    require_teacher(request)
+    problem = _student_problem(problem_id)
+    services.delete_problem(problem=problem)
+    messages.success(request, "Deleted.")
+    return redirect("student_questions")

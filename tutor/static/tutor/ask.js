@@ -48,15 +48,46 @@
 
   function finish(outcome) {
     answerStream.textContent = "";
+    showStop(null);
     reasoningBox.open = false;  // the reasoning folds away once the answer is there
-    if (outcome === "generated" || outcome === "hit") reasoningBox.hidden = true;  // the answer has its own
+    if (outcome !== "failed") reasoningBox.hidden = true;  // the answer has its own
     if (outcome === "generated") setStatus("Answered 已回答", "ok");
     else if (outcome === "hit") setStatus("From the bank 题库答案", "ok");
+    else if (outcome === "suggested") setStatus("Is this your question? 这是你的问题吗？", "ok");
+    else if (outcome === "held") setStatus("Your teacher is checking this problem 老师正在检查这道题", "busy");
     else setStatus("No answer 没有答案", "error");
+  }
+
+  // The Stop button of a live answer: on the ask page it is made here; the question page has a form.
+  let stopButton = document.getElementById("stop-button");
+  function showStop(questionId) {
+    if (!live) return;
+    if (questionId === null) { if (stopButton) stopButton.hidden = true; return; }
+    if (!stopButton) {
+      stopButton = document.createElement("button");
+      stopButton.type = "button";
+      stopButton.id = "stop-button";
+      stopButton.className = "secondary";
+      stopButton.textContent = "Stop 停止";
+      statusLine.after(stopButton);
+    }
+    stopButton.hidden = false;
+    stopButton.onclick = async function (click) {
+      click.preventDefault();
+      stopButton.disabled = true;
+      const token = document.querySelector("input[name=csrfmiddlewaretoken]");
+      await fetch("/api/questions/" + encodeURIComponent(questionId) + "/stop", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: {"X-CSRFToken": token ? token.value : ""},
+      });
+      stopButton.disabled = false;
+    };
   }
 
   function follow(questionId, streamUrl) {
     setStatus("Thinking… 正在思考", "busy");
+    showStop(questionId);
     const source = new EventSource(streamUrl);
     source.onmessage = async function (message) {
       let event;
@@ -81,9 +112,24 @@
   }
 
   if (form) {
+    const box = document.getElementById("question");
+    const count = document.getElementById("char-count");
+    const maxChars = parseInt(box.dataset.maxChars || "0", 10);
+    // Count characters as the server does (code points, spaces at the ends trimmed); never cut.
+    function updateCount() {
+      if (!count || !maxChars) return;
+      const n = Array.from(box.value.trim()).length;
+      count.textContent = n > maxChars
+        ? n + " / " + maxChars + ": too long, shorten it 太长了，请缩短"
+        : (n ? n + " / " + maxChars : "");
+      count.className = n > maxChars ? "error" : "";
+    }
+    box.addEventListener("input", updateCount);
+    updateCount();
     document.querySelectorAll("button.example").forEach(function (button) {
       button.addEventListener("click", function () {
-        document.getElementById("question").value = button.textContent;
+        box.value = button.textContent;
+        updateCount();
       });
     });
     // Add the question to "My questions" at once (textContent only: the text is the student's).
@@ -117,7 +163,10 @@
         });
         let data = {};
         try { data = await response.json(); } catch (e) { data = {}; }
-        if (response.status === 429) {
+        if (response.status === 429 && data.refusal === "one_at_a_time") {
+          setStatus(data.error, "error");
+          reasoningBox.hidden = true;
+        } else if (response.status === 429) {
           const wait = response.headers.get("Retry-After") || "15";
           setStatus("Busy: every generation slot is taken. Try again in " + wait + " s. 服务器繁忙，请" + wait + "秒后再试。", "error");
           reasoningBox.hidden = true;
