@@ -835,7 +835,7 @@ class SemanticCache:
         ranked: list[tuple[_Entry, float]],
         blocked: set[str],
     ) -> CandidateCheck:
-        label = f"#{entry.entry_id}"
+        label = "the banked problem"  # reasons are read by students: no ids
         if entry.entry_id in blocked:
             return CandidateCheck(
                 entry.entry_id, score, False, "blocked", "someone said it is a different problem"
@@ -850,13 +850,23 @@ class SemanticCache:
         )
         if comparison.rule:
             return CandidateCheck(entry.entry_id, score, False, comparison.rule, comparison.reason)
-        if self.model is not None:
+        if (
+            comparison.aligned
+            and question.language == entry.language
+            and question.tokens == entry.tokens
+            and question.signature == entry.signature
+        ):
+            # the same content words in the same order, every fact equal: what differs is only
+            # stopwords, filler, punctuation or spacing that normalization left ("请问", "please")
+            probability, gate, why = 1.0, None, ""
+        elif self.model is not None:
             probability = self.model.probability(comparison.features)
             gate = None if probability >= self.model.suggest_at else "unlikely"
+            why = edit or "it reads as a different problem"
         else:
-            probability, gate = self._fallback_probability(question, entry, score, edit)
+            probability, gate, why = self._fallback_probability(question, entry, score, edit)
         passed = gate is None
-        reason = comparison.reason if passed else (edit or "it reads as a different problem")
+        reason = comparison.reason if passed else why
         return CandidateCheck(
             entry.entry_id,
             score,
@@ -870,16 +880,19 @@ class SemanticCache:
 
     def _fallback_probability(
         self, question: Reading, entry: _Entry, score: float, edit: str | None
-    ) -> tuple[float, str | None]:
+    ) -> tuple[float, str | None, str]:
         """Without a fitted model (an embedder nobody calibrated): the exact gates of version 1 and the
-        similarity thresholds; a pair that passes everything but the similarity is only suggested."""
-        gate, _ = check_signatures(question.signature, entry.signature, f"#{entry.entry_id}")
+        similarity thresholds; a pair that passes everything but the similarity is only suggested.
+        Returns (probability, the gate that rejected it or None, why)."""
+        gate, why = check_signatures(question.signature, entry.signature, "the banked problem")
         if gate or edit:
-            return 0.0, gate or "wording"
+            return 0.0, gate or "wording", why or edit or ""
         needed = self.signature_threshold if question.signature.is_specific else self.threshold
         if score >= needed:
-            return 1.0, None
-        return (0.5, None) if score >= needed - 0.15 else (0.0, "similarity")
+            return 1.0, None, ""
+        if score >= needed - 0.15:
+            return 0.5, None, ""
+        return 0.0, "similarity", f"it is only loosely like the banked problem ({score:.2f})"
 
     @property
     def hit_at(self) -> float:

@@ -155,7 +155,7 @@ SUANJING_LIVE_ORPHAN_S = envint("SUANJING_LIVE_ORPHAN_S", "30")
 # Students may create their own accounts on /signup.
 SUANJING_SIGNUP = envbool("SUANJING_SIGNUP", "True")
 # The sentence embedder of the answer cache: "minilm", "use-multilingual" or "st:PATH".
-SUANJING_EMBEDDER = os.getenv("SUANJING_EMBEDDER", "minilm")
+SUANJING_EMBEDDER = os.getenv("SUANJING_EMBEDDER", "use-multilingual")
 # "openvino" embeds about 2x faster than "torch" on the CPU; the first start exports the model (~10 s).
 SUANJING_EMBEDDER_BACKEND = os.getenv("SUANJING_EMBEDDER_BACKEND", "openvino")
 if SUANJING_EMBEDDER_BACKEND not in ("openvino", "torch"):

@@ -57,8 +57,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, help="write the predictions here instead of stdout")
     p.add_argument(
         "--embedder",
-        default="minilm",
-        help="minilm (default, bundled), use-multilingual, or st:PATH for a sentence-transformers folder",
+        default="use-multilingual",
+        help="use-multilingual (default, bundled), minilm, or st:PATH for a sentence-transformers folder",
     )
     p.add_argument(
         "--backend", choices=("torch", "openvino"), default="torch", help="for minilm and st:"
