@@ -290,7 +290,10 @@ def _jaccard(a: tuple[str, ...] | set[str], b: tuple[str, ...] | set[str]) -> fl
 
 
 def _values_text(items: tuple[Quantity, ...]) -> str:
-    return ", ".join(format_number(q.value) for q in items)
+    return ", ".join(
+        format_number(q.value) + (f" {q.unit}" if q.unit and q.unit != "%" else q.unit or "")
+        for q in items
+    )
 
 
 def compare(
