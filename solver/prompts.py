@@ -2,12 +2,20 @@
 
 Owns: turning a student's question into the exact raw text the model is fed (the chat template is applied
 here, once; the engine feeds token ids, so openvino-genai never applies a template a second time), the
-family's recommended sampling settings, and whether the output starts inside an implicit `<think>`.
+family's recommended sampling settings, and whether the output starts inside an implicit `<think>`. Besides
+the plain question (`PromptFamily.render`): a solution towards a known answer (`render_towards_answer`),
+another try after a teacher rejected an answer (`render_retry`), and a student's follow-up question on a
+solution (`render_follow_up`).
 Does not own: tokenization, generation, or parsing the output (see `solver.answers`).
+
+Text from students (and from the model, quoted back to it) is data: every prompt is plain string
+assembly, each such text is capped in length and has the chat template's control markers taken out, so
+that it cannot close its turn and speak as the system or the assistant.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -31,21 +39,20 @@ class PromptFamily:
 
     def render(self, question: str) -> str:
         """The raw model input for one student question (single turn)."""
-        question = question.strip()
+        return self._turn(f"{as_data(question)}\n{BOXED_INSTRUCTION}")
+
+    def _turn(self, user: str) -> str:
+        """One user turn in this family's chat template, the assistant's turn opened after it."""
         if self.name == "r1-distill":
             # DeepSeek-R1 authors' advice: no system prompt, the instruction in the user turn, and the
             # assistant turn opened with "<think>\n" so the model always reasons first.
-            return (
-                "<｜begin▁of▁sentence｜><｜User｜>"
-                f"{question}\n{BOXED_INSTRUCTION}"
-                "<｜Assistant｜><think>\n"
-            )
+            return f"<｜begin▁of▁sentence｜><｜User｜>{user}<｜Assistant｜><think>\n"
         if self.name == "chatml":
             # SmolLM2's own template (ChatML) with the system line it was trained with.
             return (
                 "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, "
                 "trained by Hugging Face<|im_end|>\n"
-                f"<|im_start|>user\n{question}\n{BOXED_INSTRUCTION}<|im_end|>\n"
+                f"<|im_start|>user\n{user}<|im_end|>\n"
                 "<|im_start|>assistant\n"
             )
         raise UnknownPromptFamily(self.name)
@@ -122,3 +129,78 @@ def clean_question(text: str) -> str:
                 f"the question contains a control character (U+{code:04X}); paste plain text"
             )
     return stripped
+
+
+# -- prompts beyond the plain question --------------------------------------------------------------
+
+MAX_ANSWER_CHARS = 200  # a reference answer or a rejected final answer, quoted in one line
+MAX_SOLUTION_CHARS = 6000  # a solution quoted back for a follow-up question (its answer part)
+MAX_FOLLOW_UP_CHARS = 1000
+
+# Chat-template markers of the families above and their relatives (<|im_start|>, <｜User｜>, <|endoftext|>),
+# and reasoning tags: none may come from quoted text.
+_MARKER = re.compile(r"<\s*[|｜][^<>\n]{0,40}?[|｜]\s*>|</?\s*think\s*>", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd]")
+
+
+def as_data(text: str, *, limit: int = MAX_QUESTION_CHARS) -> str:
+    """Text from outside (a student, a teacher, the model) made safe to quote in a prompt: chat-template
+    markers and control characters taken out, surrounding whitespace stripped, at most `limit` characters
+    (cut with "…"). It stays the same text for everything a person would write."""
+    text = _CONTROL.sub("", _MARKER.sub("", str(text))).strip()
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+def one_line(text: str, *, limit: int = MAX_ANSWER_CHARS) -> str:
+    """`as_data` on one line: a short answer quoted inside a sentence."""
+    return as_data(" ".join(str(text).split()), limit=limit)
+
+
+def render_towards_answer(family: PromptFamily, question: str, answer: str) -> str:
+    """The raw model input for a worked solution of `question` that reaches its known `answer` (a
+    teacher's reference answer, shown as the answer key while this generates).
+
+    The R1 distill's advice holds: no system prompt, the boxed instruction in the user turn; the known
+    answer is stated as the answer to reach and to box. Raises InvalidQuestion on an empty answer."""
+    known = one_line(answer)
+    if not known:
+        raise InvalidQuestion("the reference answer is empty")
+    return family._turn(
+        f"{as_data(question)}\n\n"
+        f"The correct final answer is: {known}\n"
+        "Show the step-by-step solution that arrives at this answer, and end with "
+        f"\\boxed{{{known}}}.\n{BOXED_INSTRUCTION}"
+    )
+
+
+def render_retry(family: PromptFamily, question: str, rejected: str | None) -> str:
+    """The raw model input for another try at `question` after a teacher marked an answer wrong:
+    `rejected` is that answer's final answer (None or empty when it had none), quoted in one line and
+    cut at MAX_ANSWER_CHARS. Use a new seed with it, or sampling repeats the old text up to the hint."""
+    wrong = one_line(rejected or "")
+    hint = (
+        f"A previous answer, {wrong}, was marked wrong by a teacher; solve it again carefully."
+        if wrong
+        else "A previous answer was marked wrong by a teacher; solve it again carefully."
+    )
+    return family._turn(f"{as_data(question)}\n\n{hint}\n{BOXED_INSTRUCTION}")
+
+
+def render_follow_up(family: PromptFamily, question: str, solution: str, follow_up: str) -> str:
+    """The raw model input for a student's `follow_up` question about `solution`, a worked solution of
+    `question`. Pass the solution's answer part, not its reasoning (the R1 distill's chat template drops
+    earlier reasoning too); it is cut at MAX_SOLUTION_CHARS, the follow-up at MAX_FOLLOW_UP_CHARS.
+    Raises InvalidQuestion when the follow-up is empty."""
+    asked = as_data(follow_up, limit=MAX_FOLLOW_UP_CHARS)
+    if not asked:
+        raise InvalidQuestion("the follow-up question is empty")
+    return family._turn(
+        "A student solved this problem with the worked solution below, and asks a question about it.\n\n"
+        f"Problem:\n{as_data(question)}\n\n"
+        f"Solution:\n{as_data(solution, limit=MAX_SOLUTION_CHARS)}\n\n"
+        f"The student's question:\n{asked}\n\n"
+        "Answer the student's question clearly, step by step. If the reply ends in a value, put it "
+        "within \\boxed{}."
+    )
