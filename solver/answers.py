@@ -105,6 +105,9 @@ def parse_output(
     else:
         reasoning, answer, closed = split_reasoning(text)
     stopped = finish_reason == "stop"
+    if finish_reason == "loop":
+        # The loop guard ended it: whatever it wrote before repeating itself is not a checked answer.
+        return ParsedAnswer(reasoning, answer, None, truncated=True)
     if not closed:
         # Boxes inside unfinished reasoning are drafts the model may still revise: never an answer.
         return ParsedAnswer(reasoning, answer, None, truncated=not stopped)

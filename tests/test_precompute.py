@@ -102,17 +102,19 @@ def test_a_run_checks_every_answer_and_stores_it_with_its_status(scripted):
         assert s.evidence.get("matches_reference") is matches
         assert s.evidence["k"] == 3 and len(s.evidence["samples"]) == 3
         assert (s.manifest_id, s.prompt_version) == ("scripted0000", "r1-distill/1")
-    # a wrong answer is served (labelled), a failed one never
-    assert wrong.best_solution().differs_from_reference
+    # an answer that contradicts the reference is evidence for a teacher, never served; nor a failed one
+    assert wrong.solutions.get().differs_from_reference
+    assert wrong.best_solution() is None
     assert nothing.best_solution() is None
     item = RunItem.objects.get(problem=nothing)
     assert item.status == "set_aside" and item.attempts == 3 and "no final answer" in item.error
     figures = services.run_figures(run)
     assert figures["results"] == {"verified": 2, "unverified": 2, "failed": 1}
     assert figures["finished"] == 5 and figures["new_tokens"] == run.new_tokens > 0
-    # the next run (default selection: no servable answer) tries the failed problem again, only it
+    # the next run (default selection: no servable answer) tries the failed problem and the one whose
+    # only answer contradicts its reference again, only those
     again = inline("--samples", "3")
-    assert list(again.items.values_list("problem__text", flat=True)) == ["Q-nothing"]
+    assert sorted(again.items.values_list("problem__text", flat=True)) == ["Q-nothing", "Q-wrong"]
     with pytest.raises(CommandError, match="No problem matches"):
         inline("--samples", "3", "--ids", str(ref.pk))
 
