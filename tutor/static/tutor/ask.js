@@ -62,7 +62,8 @@
   let stopButton = document.getElementById("stop-button");
   function showStop(questionId) {
     if (!live) return;
-    if (questionId === null) { if (stopButton) stopButton.hidden = true; return; }
+    // style.display, not `hidden`: the site's button rule sets display, which would win over `hidden`.
+    if (questionId === null) { if (stopButton) stopButton.style.display = "none"; return; }
     if (!stopButton) {
       stopButton = document.createElement("button");
       stopButton.type = "button";
@@ -71,7 +72,7 @@
       stopButton.textContent = "Stop 停止";
       statusLine.after(stopButton);
     }
-    stopButton.hidden = false;
+    stopButton.style.display = "";
     stopButton.onclick = async function (click) {
       click.preventDefault();
       stopButton.disabled = true;
