@@ -797,7 +797,7 @@ def test_match_prints_one_line_per_query_in_order(tmp_path):
     assert not lines[1]["hit"] and "96" in lines[1]["reasons"][0]
     assert not lines[2]["hit"] and lines[2]["reasons"] == ["the question is empty"]
     assert lines[3]["match_id"] == "7"  # integer ids come back as strings
-    assert "4 questions: 2 hits, 2 misses" in proc.stderr
+    assert "4 questions: 2 hits, 0 suggestions, 2 misses" in proc.stderr
     assert "wrong hits (questions that must miss): 0/1" in proc.stderr
     assert "number_change" in proc.stderr
 
