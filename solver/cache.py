@@ -122,14 +122,17 @@ class Decision:
     `reasons` are for teachers (they name entries and similarities); `explanation` is one sentence
     for a student, with no ids or thresholds."""
 
-    hit: bool
-    entry_id: str | None
+    outcome: str  # "hit", "suggest" or "miss"
+    entry_id: str | None  # the problem served on a hit
     score: float
     reasons: tuple[str, ...]
     candidates: tuple[CandidateCheck, ...] = field(default=())
-    outcome: str = "miss"  # "hit", "suggest" or "miss"
     suggestions: tuple[Suggestion, ...] = field(default=())
     explanation: str = ""
+
+    @property
+    def hit(self) -> bool:
+        return self.outcome == "hit"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -151,7 +154,7 @@ def recommended_thresholds(embedder_name: str) -> tuple[float, float]:
 
 def _miss(*reasons: str) -> Decision:
     return Decision(
-        hit=False,
+        outcome="miss",
         entry_id=None,
         score=0.0,
         reasons=tuple(reasons),
@@ -406,7 +409,7 @@ def _number_roles(tokens: tuple[str, ...]) -> dict[str, list[set[str]]]:
     return roles
 
 
-def check_wording(question: Reading, entry: _Entry | Reading, entry_label: str) -> str | None:
+def check_wording(question: Reading, entry: Reading, entry_label: str) -> str | None:
     """Why a same-language candidate is a *small edit* of the question that changes it, or None.
 
     Normalization already turned numerals, full-width digits, synonyms and filler into the same tokens,
@@ -490,30 +493,28 @@ def decide(checks: list[CandidateCheck], *, hit_at: float, suggest_at: float) ->
     if len(certain) == 1:
         best = certain[0]
         return Decision(
-            True,
+            "hit",
             best.entry_id,
             best.probability or 0.0,
             (f"#{best.entry_id}: {best.reason} (similarity {best.score:.2f})",),
             candidates,
-            outcome="hit",
             explanation=f"This is the same problem as one in the bank: {best.reason}.",
         )
     if plausible:
         shown = tuple(Suggestion(c.entry_id, c.probability or 0.0) for c in plausible[:3])
         return Decision(
-            False,
+            "suggest",
             None,
             plausible[0].probability or 0.0,
             tuple(f"#{c.entry_id} may be the same problem: {c.reason}" for c in plausible[:3]),
             candidates,
-            outcome="suggest",
             suggestions=shown,
             explanation="Your question looks like a problem in the bank, but it may not be "
             "the same: compare them and choose.",
         )
     closest = checks[0]
     return Decision(
-        False,
+        "miss",
         None,
         closest.probability or 0.0,
         (f"closest #{closest.entry_id}: {closest.reason}",),
@@ -528,27 +529,6 @@ class _Entry:
     entry_id: str
     text: str
     reading: Reading
-
-    # the wording check reads these off an entry as off a question
-    @property
-    def canonical(self) -> str:
-        return self.reading.canonical
-
-    @property
-    def tokens(self) -> tuple[str, ...]:
-        return self.reading.tokens
-
-    @property
-    def signature(self) -> Signature:
-        return self.reading.signature
-
-    @property
-    def language(self) -> str:
-        return self.reading.language
-
-
-def _analyze(canonical: str) -> Reading:
-    return read(canonical)
 
 
 def _problem_with(text: object, max_chars: int) -> str | None:
@@ -688,8 +668,8 @@ class SemanticCache:
                 self._next_key += 1
                 self._entries[key] = entry
                 self._key_of[entry.entry_id] = key
-                self._by_signature.setdefault(entry.signature.key(), set()).add(key)
-                self._by_canonical.setdefault(entry.canonical, set()).add(key)
+                self._by_signature.setdefault(entry.reading.signature.key(), set()).add(key)
+                self._by_canonical.setdefault(entry.reading.canonical, set()).add(key)
                 keys.append(key)
             self._index.add(np.asarray(keys, dtype=np.int64), vectors)
             self._maybe_switch_index()
@@ -729,8 +709,8 @@ class SemanticCache:
         if key is None:
             return False
         entry = self._entries.pop(key)
-        _discard(self._by_signature, entry.signature.key(), key)
-        _discard(self._by_canonical, entry.canonical, key)
+        _discard(self._by_signature, entry.reading.signature.key(), key)
+        _discard(self._by_canonical, entry.reading.canonical, key)
         self._index.remove(key)
         return True
 
@@ -788,12 +768,11 @@ class SemanticCache:
                 why = "it is the same text as a banked problem"
         check = CandidateCheck(entry.entry_id, 1.0, True, None, why, probability=1.0, aligned=True)
         return Decision(
-            True,
+            "hit",
             entry.entry_id,
             1.0,
             (f"#{entry.entry_id}: {why}",),
             (check,),
-            outcome="hit",
             explanation=f"This is a problem from the bank: {why}.",
         )
 
@@ -843,7 +822,9 @@ class SemanticCache:
         others = [s for e, s in ranked if e.entry_id != entry.entry_id]
         margin = score - (max(others) if others else 0.0)
         edit = (
-            check_wording(question, entry, label) if question.language == entry.language else None
+            check_wording(question, entry.reading, label)
+            if question.language == entry.reading.language
+            else None
         )
         comparison = compare(
             question, entry.reading, similarity=score, margin=margin, wording_edit=edit
@@ -852,9 +833,9 @@ class SemanticCache:
             return CandidateCheck(entry.entry_id, score, False, comparison.rule, comparison.reason)
         if (
             comparison.aligned
-            and question.language == entry.language
-            and question.tokens == entry.tokens
-            and question.signature == entry.signature
+            and question.language == entry.reading.language
+            and question.tokens == entry.reading.tokens
+            and question.signature == entry.reading.signature
         ):
             # the same content words in the same order, every fact equal: what differs is only
             # stopwords, filler, punctuation or spacing that normalization left ("请问", "please")
@@ -884,7 +865,9 @@ class SemanticCache:
         """Without a fitted model (an embedder nobody calibrated): the exact gates of version 1 and the
         similarity thresholds; a pair that passes everything but the similarity is only suggested.
         Returns (probability, the gate that rejected it or None, why)."""
-        gate, why = check_signatures(question.signature, entry.signature, "the banked problem")
+        gate, why = check_signatures(
+            question.signature, entry.reading.signature, "the banked problem"
+        )
         if gate or edit:
             return 0.0, gate or "wording", why or edit or ""
         needed = self.signature_threshold if question.signature.is_specific else self.threshold

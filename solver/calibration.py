@@ -15,12 +15,14 @@ variant that must miss), it
    highest at which `find` of the rewordings are served or suggested;
 5. replays the decisions of both parts with the fitted rule (`solver.cache.decide`), for the report.
 
-It does not read files or print (that is `solver.cli.match`).
+It also owns the scoring protocol of labelled sets (`score`, `headline`, `dense_bank`) that `match`
+prints. It does not read files or print (that is `solver.cli.match`).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -31,6 +33,8 @@ import numpy as np
 from solver.cache import CandidateCheck, Decision, SemanticCache, decide
 from solver.decision import FEATURES, DecisionModel
 from solver.embed import Embedder
+
+REWORDING_KINDS = ("paraphrase", "reorder", "format", "numeral")
 
 
 @dataclass
@@ -47,6 +51,108 @@ class Calibration:
     model: DecisionModel
     tune: Part
     holdout: Part
+
+
+# -- scoring (the protocol of `python -m solver match`) -------------------------------------------
+
+
+def expected_entry(query: dict[str, Any], bank_ids_by_text: dict[str, str]) -> str | None:
+    """The entry a query belongs to, when the query says which one."""
+    if query.get("bank_id") is not None:
+        return str(query["bank_id"])
+    if isinstance(query.get("bank"), str):
+        return bank_ids_by_text.get(query["bank"])
+    return None
+
+
+def _blank() -> dict[str, int]:
+    return {"total": 0, "correct": 0, "wrong_hits": 0, "found": 0, "suggested": 0, "first": 0}
+
+
+def score(
+    queries: list[dict[str, Any]],
+    decisions: list[Any],
+    bank: list[tuple[str, str]],
+) -> dict[str, dict[str, int]]:
+    """Counts per group ("all", each kind, "lang:xx", "kind/lang") of labelled queries.
+
+    correct: hit its entry (expect hit/either) or did not hit (miss); wrong_hits: served another
+    problem's answer; found: right or its entry suggested; suggested/first: had suggestions / the
+    first one was its entry."""
+    by_text = {text: entry_id for entry_id, text in bank}
+    groups: dict[str, dict[str, int]] = defaultdict(_blank)
+    for query, d in zip(queries, decisions, strict=True):
+        expect = query.get("expect")
+        if expect not in ("hit", "miss", "either"):
+            continue
+        wanted = expected_entry(query, by_text)
+        suggested = [s.entry_id for s in d.suggestions]
+        if expect == "miss":
+            correct, wrong, found = not d.hit, d.hit, not d.hit
+        else:
+            own = d.hit and (wanted is None or d.entry_id == wanted)
+            correct = own
+            wrong = d.hit and not own
+            found = own or (wanted in suggested)
+        kind = str(query.get("kind", "unlabelled"))
+        names = ["all", kind, f"expect:{expect}"]
+        if isinstance(query.get("lang"), str):
+            names += [f"lang:{query['lang']}", f"{kind}/{query['lang']}"]
+        for group in names:
+            g = groups[group]
+            g["total"] += 1
+            g["correct"] += int(correct)
+            g["wrong_hits"] += int(wrong)
+            g["found"] += int(found)
+            g["suggested"] += int(bool(suggested))
+            g["first"] += int(bool(suggested) and suggested[0] == wanted and expect != "miss")
+    return dict(groups)
+
+
+def headline(
+    groups: dict[str, dict[str, int]], dense: dict[str, dict[str, int]] | None = None
+) -> dict[str, tuple[int, int]]:
+    """The issue's figures as (count, out of)."""
+
+    def total(kinds: tuple[str, ...], key: str) -> tuple[int, int]:
+        gs = [groups[k] for k in kinds if k in groups]
+        return sum(g[key] for g in gs), sum(g["total"] for g in gs)
+
+    out: dict[str, tuple[int, int]] = {}
+    out["served rewordings (format, numeral, reorder, paraphrase)"] = total(
+        REWORDING_KINDS, "correct"
+    )
+    out["served translations"] = total(("translation",), "correct")
+    hit_kinds = tuple(k for k in (*REWORDING_KINDS, "translation") if k in groups)
+    out["rewordings and translations served or suggested right"] = total(hit_kinds, "found")
+    suggested = sum(groups[k]["suggested"] for k in hit_kinds)
+    first = sum(groups[k]["first"] for k in hit_kinds)
+    out["suggestions for a true rewording with the right one first"] = (first, suggested)
+    miss = groups.get("expect:miss", _blank())
+    out["wrong hits (questions that must miss)"] = (miss["wrong_hits"], miss["total"])
+    either = groups.get("expect:either", _blank())
+    if either["total"]:
+        out["same answer in other words (either): served"] = (either["correct"], either["total"])
+        out["same answer in other words (either): wrong"] = (either["wrong_hits"], either["total"])
+    if dense is not None:
+        wrong = sum(dense[k]["wrong_hits"] for k in hit_kinds if k in dense)
+        n = sum(dense[k]["total"] for k in hit_kinds if k in dense)
+        out["dense bank: rewordings matched to another problem"] = (wrong, n)
+    return out
+
+
+def dense_bank(bank: list[tuple[str, str]], queries: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The bank plus every question that must miss, each as an entry of its own."""
+    texts = {text for _, text in bank}
+    extra = []
+    for i, q in enumerate(queries):
+        if q.get("expect") == "miss" and q["text"] not in texts:
+            texts.add(q["text"])
+            extra.append((f"variant-{i}", q["text"]))
+    return bank + extra
+
+
+# -- fitting ---------------------------------------------------------------------------------------
 
 
 def is_held_apart(bank_text: str, share: float) -> bool:
@@ -137,8 +243,6 @@ def calibrate(
     sources: list[str],
 ) -> Calibration:
     """See the module docstring. `queries` carry "bank_id", "expect", "kind" (and "lang")."""
-    from solver.cli.match import headline, score
-
     text_of = dict(bank)
     apart = [is_held_apart(text_of[q["bank_id"]], holdout) for q in queries]
     plain = SemanticCache(embedder, model=None)

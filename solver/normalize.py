@@ -768,21 +768,8 @@ def _is_negative_sign(canonical: str, start: int) -> bool:
 
 
 def _numbers(canonical: str) -> list[Fraction]:
-    values = []
-    for m in _NUMBER_RE.finditer(canonical):
-        value = _exact(m.group(1))
-        if m.group(2) is not None:
-            den = _exact(m.group(2))
-            if den == 0:
-                continue
-            value /= den
-        if _is_negative_sign(canonical, m.start()):
-            value = -value
-        percent = canonical[m.end() : m.end() + 1] == "%"
-        if value == 1 and not percent:
-            continue  # 1 is an article far more often than a count; see the module docstring
-        values.append(value)
-    return values
+    """The given values of a canonical text (see `quantities`, which reads them with their units)."""
+    return [q.value for q in quantities(canonical)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1757,7 +1744,7 @@ def quantities(canonical: str) -> tuple[Quantity, ...]:
             value = -value
         percent = canonical[m.end() : m.end() + 1] == "%"
         if value == 1 and not percent:
-            continue
+            continue  # 1 is an article far more often than a count; see the module docstring
         unit = "%" if percent else _unit_after(canonical, m.end())
         word = None
         if unit is None:

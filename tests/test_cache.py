@@ -205,7 +205,7 @@ def test_a_banked_text_asked_again_is_decided_without_the_embedder(cache):
 
 
 def test_the_exact_tier_reaches_the_vector_searchs_decision(cache):
-    from solver.cache import _analyze
+    from solver.decision import read as _analyze
     from solver.normalize import normalize
 
     for _entry_id, text in BANK:
@@ -381,7 +381,7 @@ def test_lookups_run_safely_while_entries_are_added_and_removed(cache):
     ],
 )
 def test_the_wording_check_allows_typos_and_catches_one_word_changes(question, entry, blocked):
-    from solver.cache import _analyze
+    from solver.decision import read as _analyze
     from solver.normalize import normalize
 
     reason = check_wording(_analyze(normalize(question)), _analyze(normalize(entry)), "#1")
@@ -721,8 +721,8 @@ def test_the_default_multilingual_cache_v2_figures_on_our_own_set(use_figures):
 def test_the_decision_rule_holds_on_the_gsm_development_data_held_apart():
     """The problems of ../shared/data/gsm_cache_dev.jsonl that `calibrate` kept apart (a hash of the
     bank text): the rule never saw them. Natural paraphrases written by other people."""
-    from solver.calibration import is_held_apart
-    from solver.cli.match import read_cases, score
+    from solver.calibration import is_held_apart, score
+    from solver.cli.match import read_cases
     from solver.embed import load_embedder
 
     path = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm_cache_dev.jsonl"

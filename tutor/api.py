@@ -96,18 +96,11 @@ def _question_response(question: Question, status: int = 200) -> JsonResponse:
     return response
 
 
-@api_endpoint("POST")
-def ask(request: HttpRequest) -> HttpResponse:
-    body = _json_body(request)
-    if body is None:
-        return error(400, 'send a JSON object: {"question": "..."}')
-    text = body.get("question")
-    if not isinstance(text, str):
-        return error(400, '"question" must be a string')
-    if not permissions.can_ask(request.user):
-        return error(403, "you may not ask questions")
+def _asked(run: Callable[[], Question]) -> HttpResponse:
+    """Run an ask (a new question, or a chosen suggestion) and answer with its status: 200 served,
+    202 generating, 400 bad text, 429 busy or one live answer at a time already, 503 no model."""
     try:
-        question = services.answer_question(user=request.user, text=text)
+        question = run()
     except services.BadQuestion as exc:
         return error(400, str(exc))
     except services.OneAtATime as exc:
@@ -119,6 +112,19 @@ def ask(request: HttpRequest) -> HttpResponse:
     return _question_response(
         question, 202 if question.outcome == Question.Outcome.GENERATING else 200
     )
+
+
+@api_endpoint("POST")
+def ask(request: HttpRequest) -> HttpResponse:
+    body = _json_body(request)
+    if body is None:
+        return error(400, 'send a JSON object: {"question": "..."}')
+    text = body.get("question")
+    if not isinstance(text, str):
+        return error(400, '"question" must be a string')
+    if not permissions.can_ask(request.user):
+        return error(403, "you may not ask questions")
+    return _asked(lambda: services.answer_question(user=request.user, text=text))
 
 
 @api_endpoint("GET")
@@ -192,19 +198,7 @@ def question_choose(request: HttpRequest, question_id: int) -> HttpResponse:
         problem = Problem.objects.filter(pk=choice).first()
         if problem is None:
             return error(400, "that problem was not offered")
-    try:
-        question = services.choose_suggestion(question=question, problem=problem)
-    except services.BadQuestion as exc:
-        return error(400, str(exc))
-    except services.OneAtATime as exc:
-        response = error(429, str(exc), refusal="one_at_a_time")
-        response["Retry-After"] = str(exc.retry_after)
-        return response
-    if question.outcome == Question.Outcome.REFUSED:
-        return _question_response(question, 429 if question.refusal == "busy" else 503)
-    return _question_response(
-        question, 202 if question.outcome == Question.Outcome.GENERATING else 200
-    )
+    return _asked(lambda: services.choose_suggestion(question=question, problem=problem))
 
 
 @api_endpoint("POST")

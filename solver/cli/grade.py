@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from solver.answers import answers_equivalent, looks_cut_off, parse_output
-from solver.cli import UsageError
+from solver.cli import UsageError, read_text
 
 _LINE_RANGE = re.compile(r"^(?P<path>.+):(?P<start>\d+)-(?P<end>\d+)$")
 
@@ -106,16 +106,7 @@ def parse_file_argument(argument: str) -> tuple[Path, int | None, int | None]:
 
 def read_graded(path: Path, start: int | None = None, end: int | None = None) -> list[GradedLine]:
     """The lines of a graded file (only lines START..END when given); one clear error for a bad line."""
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a directory, not a JSONL file") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text") from None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    raw = read_text(path)
     lines = []
     for number, line in enumerate(raw.splitlines(), start=1):
         if start is not None and not start <= number <= end:
