@@ -103,6 +103,9 @@ class Problem(models.Model):
         max_length=16, choices=Source.choices, default=Source.BANK, db_index=True
     )
     fixture_id = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    # When a worked solution towards the reference answer was last queued or started for this problem
+    # (students were served the answer key): at most one an hour (`tutor.services.queue_guided_solution`).
+    guided_at = models.DateTimeField(null=True, blank=True)
     # The id an answer pack gave this problem (when it was created by an import): matched on re-import.
     external_id = models.CharField(max_length=200, unique=True, null=True, blank=True)
     added_by = models.ForeignKey(
@@ -212,6 +215,7 @@ class Solution(models.Model):
         BATCH = "batch", "batch precompute"
         LIVE = "live", "live generation"
         IMPORT = "import", "answer pack"
+        GUIDED = "guided", "worked towards the reference answer"
 
     problem = models.ForeignKey(Problem, on_delete=models.CASCADE, related_name="solutions")
     reasoning = models.TextField(blank=True)

@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 __all__ = ["MAX_QUESTION_CHARS"]
 
 RETRY_AFTER_S = 15  # what a busy student is told; a live answer takes tens of seconds on 2 cores
+GUIDED_EVERY_H = 1  # a worked solution towards a problem's answer key is queued at most this often
 LIVE_PER_STUDENT = 1  # live generations one student may have running at a time
 REMEMBER_FAILURES_H = 24  # a failed question asked again within this many hours shows the failure
 
@@ -339,6 +340,8 @@ def serve_problem(
         "latency_ms": (time.perf_counter() - started) * 1000.0,
     }
     with _one_writer():
+        if best is None and outcome == Question.Outcome.HIT:
+            queue_guided_solution(problem=problem)  # the answer key now; a worked solution later
         if question is None:
             return Question.objects.create(user=user, text=text, key=question_key(text), **fields)
         for name, value in fields.items():
@@ -379,17 +382,35 @@ def _generate(
                 return question
     problem = match["problem"]
     seed = None
-    if retry or (
-        problem is not None
-        and problem.solutions.filter(
-            status__in=(Solution.Status.REJECTED, Solution.Status.FAILED)
-        ).exists()
+    rejected = (
+        None  # the final answer a teacher rejected last ("" when it had none), for the prompt
+    )
+    if problem is not None:
+        last = (
+            problem.solutions.filter(status=Solution.Status.REJECTED)
+            .order_by("-reviewed_at", "-id")
+            .only("final")
+            .first()
+        )
+        rejected = None if last is None else (last.final or "")
+    if (
+        retry
+        or rejected is not None
+        or (
+            problem is not None and problem.solutions.filter(status=Solution.Status.FAILED).exists()
+        )
     ):
         # Generation with a fixed seed repeats itself: a retry, or a problem whose answer was
         # rejected or failed, gets a new seed so that it does not write the same text again.
         seed = secrets.randbelow(2**31 - 2) + 1
     return live_jobs.start_or_join(
-        user=user, text=text, match=match, started=started, question=question, seed=seed
+        user=user,
+        text=text,
+        match=match,
+        started=started,
+        question=question,
+        seed=seed,
+        rejected=rejected,
     )
 
 
@@ -613,7 +634,14 @@ class LiveJob:
     """One generation in flight, shared by every question with the same key while it runs."""
 
     def __init__(
-        self, *, key: str, text: str, problem_id: int | None, asker_id: int, seed: int | None = None
+        self,
+        *,
+        key: str,
+        text: str,
+        problem_id: int | None,
+        asker_id: int,
+        seed: int | None = None,
+        rejected: str | None = None,
     ):
         self.key = key
         self.text = text
@@ -621,6 +649,9 @@ class LiveJob:
         self.asker_id = asker_id
         self.asker_ids: set[int] = {asker_id}
         self.seed = seed
+        # Not None: a teacher rejected an answer of this problem, whose final answer this is ("" when
+        # it had none); the prompt tells the model (`solver.prompts.render_retry`).
+        self.rejected = rejected
         self.question_ids: list[int] = []
         self.events: list[dict[str, str]] = []
         self.finished = threading.Event()
@@ -701,9 +732,11 @@ class LiveJobs:
         started: float,
         question: Question | None = None,
         seed: int | None = None,
+        rejected: str | None = None,
     ) -> Question:
         """Start a generation for this question (or join the one running for the same text or problem).
         `question`: an existing question (a suggestion declined, a retry) to update instead of a new one.
+        `rejected`: the final answer a teacher rejected ("" when it had none): the prompt says so.
         Raises OneAtATime when this user already waits for another generation (nothing is stored)."""
         problem = match["problem"]
         key = f"problem:{problem.pk}" if problem is not None else f"text:{question_key(text)}"
@@ -748,6 +781,7 @@ class LiveJobs:
                     problem_id=problem.pk if problem else None,
                     asker_id=user.pk,
                     seed=seed,
+                    rejected=rejected,
                 )
                 self._jobs[key] = job
                 self._start(job, engine, manifest)
@@ -795,7 +829,7 @@ class LiveJobs:
 
     def _run(self, job: LiveJob, engine: Any, manifest: Any) -> None:
         from solver.engine import GenerationParams
-        from solver.prompts import get_family
+        from solver.prompts import get_family, render_retry
 
         result = None
         error = ""
@@ -807,7 +841,12 @@ class LiveJobs:
                 top_p=family.top_p,
                 seed=job.seed,
             )
-            job.generation = engine.stream(family.render(job.text), params)
+            prompt = (
+                family.render(job.text)
+                if job.rejected is None
+                else render_retry(family, job.text, job.rejected)
+            )
+            job.generation = engine.stream(prompt, params)
             if job.cancelled:
                 job.generation.cancel()
             splitter = _StreamSplitter(implicit_think=family.implicit_think)
@@ -903,6 +942,8 @@ def store_live_result(
     evidence: dict[str, Any] = {"finish_reason": result.finish_reason}
     if job.seed is not None:
         evidence["seed"] = job.seed
+    if job.rejected is not None:
+        evidence["retry_after_rejected"] = job.rejected  # the prompt said this answer was wrong
     rejected = [
         s
         for s in problem.solutions.filter(status=Solution.Status.REJECTED).exclude(final=None)
@@ -970,6 +1011,134 @@ def store_live_result(
         problem_id, text = problem.pk, problem.text
         transaction.on_commit(lambda: _cache_put(problem_id, text))
     return solution
+
+
+# -- worked solutions towards the answer key ------------------------------------------------------
+#
+# A student served a problem's reference answer as the answer key (no servable worked answer) queues a
+# `tutor.tasks.generate_towards_answer` task for a db_worker: the model is given the problem and its
+# known answer and asked for the steps (`solver.prompts.render_towards_answer`). The result is checked
+# like any other answer (its final must be the reference) before it is stored as verified; otherwise it
+# is stored as failed, evidence for a teacher, never served. Queued at most once per GUIDED_EVERY_H per
+# problem (`Problem.guided_at`), however many students ask meanwhile.
+
+
+def _guided_due() -> Any:
+    import datetime as dt
+
+    return timezone.now() - dt.timedelta(hours=GUIDED_EVERY_H)
+
+
+def queue_guided_solution(*, problem: Problem) -> bool:
+    """Queue a worked solution towards `problem`'s reference answer, unless one was queued, started or
+    tried within GUIDED_EVERY_H. True when this call queued it."""
+    from django.db.models import Q
+
+    if not problem.reference_answer:
+        return False
+    due = _guided_due()
+    if problem.guided_at is not None and problem.guided_at >= due:
+        return False  # read first: most answer-key hits then write nothing
+    now = timezone.now()
+    with transaction.atomic():
+        claimed = (
+            Problem.objects.filter(pk=problem.pk)
+            .filter(Q(guided_at__isnull=True) | Q(guided_at__lt=due))
+            .update(guided_at=now)
+        )
+        if not claimed:
+            return False  # another request queued it a moment ago
+        from tutor.tasks import generate_towards_answer
+
+        generate_towards_answer.enqueue(problem.pk)
+    problem.guided_at = now
+    return True
+
+
+def work_on_guided(*, problem_id: int) -> str:
+    """Generate and store a worked solution towards problem `problem_id`'s reference answer (the task's
+    work, in a db_worker). Returns "verified", "failed", or "not_needed" (the problem is gone, has no
+    reference answer, or has a servable answer by now). Raises EngineUnavailable."""
+    from solver.engine import GenerationParams
+    from solver.prompts import get_family, render_towards_answer
+
+    problem = Problem.objects.filter(pk=problem_id).first()
+    if problem is None or not problem.reference_answer or problem.best_solution() is not None:
+        return "not_needed"
+    # Started: a long generation keeps the next ask from queueing another one for the same problem.
+    Problem.objects.filter(pk=problem_id).update(guided_at=timezone.now())
+    engine, manifest = get_engine()
+    family = get_family(manifest.family)
+    reference = problem.reference_answer
+    params = GenerationParams(
+        max_new_tokens=settings.SUANJING_MAX_NEW_TOKENS,
+        temperature=family.temperature,
+        top_p=family.top_p,
+    )
+    generation = engine.stream(render_towards_answer(family, problem.text, reference), params)
+    for _ in generation:
+        pass  # nobody watches this one: only the result matters
+    solution = store_guided_result(
+        problem_id=problem_id,
+        reference=reference,
+        result=generation.result(),
+        manifest=manifest,
+        family=family,
+    )
+    return solution.status if solution is not None else "not_needed"
+
+
+@transaction.atomic
+def store_guided_result(
+    *, problem_id: int, reference: str, result: Any, manifest: Any, family: Any
+) -> Solution | None:
+    """Check a generation towards `reference` and store it: verified when its final answer is the
+    reference, else failed (with why) — never served. None when the problem was deleted meanwhile."""
+    from solver.answers import answers_equivalent, parse_output
+
+    problem = Problem.objects.filter(pk=problem_id).first()
+    if problem is None:
+        return None
+    parsed = parse_output(
+        result.text, finish_reason=result.finish_reason, implicit_think=family.implicit_think
+    )
+    evidence: dict[str, Any] = {
+        "guided": "generated towards the reference answer",
+        "reference": reference,
+        "finish_reason": result.finish_reason,
+    }
+    final = parsed.final
+    if result.finish_reason in ("cancelled", "error"):
+        why = result.error or f"the generation ended: {result.finish_reason}"
+    elif result.finish_reason == "loop":
+        why = "the model repeated itself (stopped by the loop guard)"
+    elif parsed.truncated:
+        why = "truncated inside the reasoning"
+    elif final is None:
+        why = "no final answer"
+    elif not answers_equivalent(final, reference):
+        why = f"its final answer {final[:200]!r} is not the reference answer"
+        evidence["matches_reference"] = False
+    else:
+        why = ""
+        evidence["matches_reference"] = True
+    if why:
+        evidence["why"] = why
+    return Solution.objects.create(
+        problem=problem,
+        reasoning=parsed.reasoning,
+        answer=parsed.answer,
+        final=final[:500] if final else None,
+        status=Solution.Status.FAILED if why else Solution.Status.VERIFIED,
+        source=Solution.Source.GUIDED,
+        model_name=manifest.name[:100],
+        manifest_id=manifest.manifest_id,
+        prompt_version=f"{getattr(family, 'version', '') or manifest.prompt_version}+towards-answer",
+        new_tokens=result.new_tokens,
+        generation_s=round(result.elapsed_s, 3),
+        finish_reason=(result.finish_reason or "")[:16],
+        evidence=evidence,
+    )
 
 
 # -- the bank (teachers) ---------------------------------------------------------------------------

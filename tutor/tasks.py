@@ -1,7 +1,7 @@
 """Background tasks (Django's tasks API via django-tasks; the queue is the site's database).
 
-Owns: the task entry points workers run. The work itself is in `tutor.services` (`work_on_run`), so the
-command line (`precompute --inline`) and the workers share one code path.
+Owns: the task entry points workers run. The work itself is in `tutor.services` (`work_on_run`,
+`work_on_guided`), so the command line (`precompute --inline`) and the workers share one code path.
 Start a worker with `python manage.py db_worker` (several, on one machine or many, may share the queue).
 """
 
@@ -17,3 +17,19 @@ def process_run(run_id: int) -> dict:
 
     progress = services.work_on_run(run_id=run_id)
     return progress.snapshot() if progress is not None else {}
+
+
+@task()
+def generate_towards_answer(problem_id: int) -> dict:
+    """A worked solution towards a problem's reference answer (students are served the answer key
+    meanwhile), stored as verified when it reaches that answer, else as failed for a teacher."""
+    import logging
+
+    from tutor import services
+
+    try:
+        return {"outcome": services.work_on_guided(problem_id=problem_id)}
+    except services.EngineUnavailable:
+        # The edge of the work: the next ask after GUIDED_EVERY_H queues it again.
+        logging.getLogger(__name__).error("no engine for a guided solution", exc_info=True)
+        return {"outcome": "no_model"}
