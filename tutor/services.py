@@ -1201,6 +1201,47 @@ def register_topic(name: str) -> str:
     return name
 
 
+class TopicInUse(Exception):
+    """Problems still have this topic: give them another one first."""
+
+
+@transaction.atomic
+def rename_topic(*, topic: Topic, name: str) -> Topic:
+    """Rename a topic of the managed list; its problems follow. Raises BadQuestion on an empty name
+    or one that is already on the list."""
+    old, new = topic.name, normalize_topic(name)
+    if not new:
+        raise BadQuestion("a topic needs a name")
+    if new != old and Topic.objects.filter(name=new).exists():
+        raise BadQuestion(f"the topic {new!r} is already on the list")
+    topic.name = new
+    topic.save(update_fields=["name"])
+    Problem.objects.filter(topic=old).update(topic=new, updated=timezone.now())
+    return topic
+
+
+@transaction.atomic
+def delete_topic(*, topic: Topic) -> None:
+    """Take a topic off the list; raises TopicInUse while problems have it."""
+    if Problem.objects.filter(topic=topic.name).exists():
+        raise TopicInUse(f"problems still have the topic {topic.name!r}")
+    topic.delete()
+
+
+@transaction.atomic
+def lift_block(*, block: MatchBlock) -> None:
+    """A student's "not my question" undone: that wording may match that problem again."""
+    text, problem_id = block.text, str(block.problem_id)
+    block.delete()
+
+    def lift() -> None:
+        with _runtime.cache_lock:
+            if _runtime.cache is not None:
+                _runtime.cache.remove_block(text, problem_id)
+
+    transaction.on_commit(lift)
+
+
 def near_duplicates(*, text: str, exclude: Problem | None = None) -> list[Problem]:
     """Banked problems the cache says are (or may be) the same as `text`: a teacher adding or promoting
     a problem is warned about them. Students' questions are left out (they are not the bank)."""

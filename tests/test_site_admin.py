@@ -1,0 +1,183 @@
+"""The Django admin: an admin manages the topic list and looks after the bank, answers, questions, aliases
+and blocks; students and teachers cannot open it; its writes go through the services (the answer cache
+follows them)."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from tests.site_fixtures import *  # noqa: F403
+from tutor import services
+from tutor.models import MatchBlock, Problem, ProblemAlias, Question, Solution, Topic
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MODELS = ("topic", "problem", "solution", "question", "problemalias", "matchblock")
+CHICKENS = "鸡兔同笼，共有35个头，94只脚，问兔有多少只？"
+
+
+def client_for(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def admin_client(cast) -> Client:
+    cast.admin.is_superuser = True  # as `setup_demo` makes the admin
+    cast.admin.save(update_fields=["is_superuser"])
+    return client_for(cast.admin)
+
+
+@pytest.fixture
+def one_of_each(cast, make_problem):
+    problem = make_problem(
+        CHICKENS, reference="12", topic="algebra", solutions=(("verified", "12"),)
+    )
+    services.register_topic("algebra")
+    question = Question.objects.create(
+        user=cast.alice, text=CHICKENS, key=services.question_key(CHICKENS), outcome="hit"
+    )
+    services.accept_alias(text="35 heads, 94 legs: rabbits?", problem=problem, user=cast.teacher)
+    services.block_match(text="How many chickens?", problem=problem, user=cast.bob)
+    return {
+        "topic": Topic.objects.get(),
+        "problem": problem,
+        "solution": problem.solutions.get(),
+        "question": question,
+        "problemalias": ProblemAlias.objects.get(),
+        "matchblock": MatchBlock.objects.get(),
+    }
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_an_admin_opens_each_list_and_each_record(site, admin_client, one_of_each, model):
+    listing = admin_client.get(f"/admin/tutor/{model}/")
+    assert listing.status_code == 200
+    record = admin_client.get(f"/admin/tutor/{model}/{one_of_each[model].pk}/change/")
+    assert record.status_code == 200
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_search_works_on_each_list(site, admin_client, one_of_each, model):
+    assert admin_client.get(f"/admin/tutor/{model}/", {"q": "35"}).status_code == 200
+
+
+@pytest.mark.parametrize("who", ["alice", "teacher"])
+@pytest.mark.parametrize("model", MODELS)
+def test_students_and_teachers_cannot_open_the_admin(site, cast, one_of_each, who, model):
+    response = client_for(getattr(cast, who)).get(f"/admin/tutor/{model}/")
+    assert response.status_code in (302, 403)
+    if response.status_code == 302:
+        assert "/admin/login/" in response["Location"]
+
+
+def test_provenance_is_read_only_and_answers_cannot_be_added_here(site, admin_client, one_of_each):
+    solution = one_of_each["solution"]
+    page = admin_client.get(f"/admin/tutor/solution/{solution.pk}/change/").content.decode()
+    assert 'name="status"' in page and 'name="model_name"' not in page
+    assert 'name="evidence"' not in page and 'name="manifest_id"' not in page
+    assert admin_client.get("/admin/tutor/solution/add/").status_code == 403
+    question = one_of_each["question"]
+    page = admin_client.get(f"/admin/tutor/question/{question.pk}/change/").content.decode()
+    assert 'name="text"' not in page  # students' questions are records
+
+
+def test_a_rejection_in_the_admin_is_a_review_and_takes_the_answer_out(
+    site, cast, admin_client, one_of_each
+):
+    solution = one_of_each["solution"]
+    response = admin_client.post(
+        f"/admin/tutor/solution/{solution.pk}/change/",
+        {"status": "rejected", "reasoning": "", "answer": solution.answer, "final": "12"},
+    )
+    assert response.status_code == 302
+    solution.refresh_from_db()
+    assert solution.status == "rejected" and solution.reviewed_by == cast.admin
+    assert one_of_each["problem"].best_solution() is None
+
+
+def test_the_admin_manages_the_topic_list(site, admin_client, one_of_each, make_problem):
+    topic, problem = one_of_each["topic"], one_of_each["problem"]
+    # Add: stored normalized; a case variant of an existing topic is refused.
+    assert admin_client.post("/admin/tutor/topic/add/", {"name": "  Geometry "}).status_code == 302
+    assert Topic.objects.filter(name="geometry").exists()
+    again = admin_client.post("/admin/tutor/topic/add/", {"name": "GEOMETRY"})
+    assert again.status_code == 200 and "already on the list" in again.content.decode()
+    # Rename: the problems follow.
+    response = admin_client.post(f"/admin/tutor/topic/{topic.pk}/change/", {"name": "Equations"})
+    assert response.status_code == 302
+    problem.refresh_from_db()
+    assert problem.topic == "equations" and Topic.objects.filter(name="equations").exists()
+    # A topic in use cannot be deleted; an unused one can.
+    assert admin_client.get(f"/admin/tutor/topic/{topic.pk}/delete/").status_code == 403
+    unused = Topic.objects.get(name="geometry")
+    assert admin_client.post(f"/admin/tutor/topic/{unused.pk}/delete/", {"post": "yes"}).status_code
+    assert not Topic.objects.filter(name="geometry").exists()
+    listing = admin_client.get("/admin/tutor/topic/").content.decode()
+    assert "equations" in listing
+
+
+def test_a_problem_edited_in_the_admin_reaches_the_answer_cache(
+    site, cast, admin_client, one_of_each, exact_cache
+):
+    problem = one_of_each["problem"]
+    reworded = "鸡兔同笼：35个头，94只脚。兔子几只？"
+    response = admin_client.post(
+        f"/admin/tutor/problem/{problem.pk}/change/",
+        {
+            "text": reworded,
+            "lang": "zh",
+            "topic": "algebra",
+            "tags": "[]",
+            "difficulty": "",
+            "reference_answer": "12",
+            "solutions-TOTAL_FORMS": "1",
+            "solutions-INITIAL_FORMS": "1",
+            "solutions-MIN_NUM_FORMS": "0",
+            "solutions-MAX_NUM_FORMS": "0",
+            "solutions-0-id": str(one_of_each["solution"].pk),
+            "solutions-0-problem": str(problem.pk),
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    decision = exact_cache.lookup(reworded)
+    assert decision.hit and decision.entry_id == str(problem.pk)
+    # Deleting in the admin takes it out of the cache too.
+    admin_client.post(f"/admin/tutor/problem/{problem.pk}/delete/", {"post": "yes"})
+    assert not Problem.objects.exists() and not exact_cache.lookup(reworded).hit
+
+
+def test_aliases_and_blocks_deleted_in_the_admin_leave_the_cache(
+    site, admin_client, one_of_each, exact_cache
+):
+    alias, block = one_of_each["problemalias"], one_of_each["matchblock"]
+    assert exact_cache.lookup(alias.text).hit
+    admin_client.post(f"/admin/tutor/problemalias/{alias.pk}/delete/", {"post": "yes"})
+    assert not ProblemAlias.objects.exists() and not exact_cache.lookup(alias.text).hit
+    key = services.question_key(block.text)
+    assert (key, str(block.problem_id)) in exact_cache.blocks
+    admin_client.post(f"/admin/tutor/matchblock/{block.pk}/delete/", {"post": "yes"})
+    assert (
+        not MatchBlock.objects.exists() and (key, str(block.problem_id)) not in exact_cache.blocks
+    )
+
+
+def test_a_pending_alias_is_accepted_from_the_admin(site, cast, admin_client, make_problem):
+    problem = make_problem(CHICKENS, solutions=(("approved", "12"),))
+    pending = ProblemAlias.objects.create(
+        text="rabbits, 35 heads?",
+        key=services.question_key("rabbits, 35 heads?"),
+        problem=problem,
+        status="pending",
+        created_by=cast.alice,
+    )
+    response = admin_client.post(
+        "/admin/tutor/problemalias/",
+        {"action": "accept_aliases", "_selected_action": [pending.pk]},
+    )
+    assert response.status_code == 302
+    pending.refresh_from_db()
+    assert pending.status == "accepted"
+    assert Solution.objects.count() == 1
