@@ -137,7 +137,7 @@ def test_a_student_gets_hits_and_a_live_answer_and_a_teacher_approves_it(
     assert student.locator("details.why p").inner_text().strip()
     assert "Approved by a teacher" in text  # the bundled bank's worked solution
     assert student.locator(".answer-text math menclose").count() == 1  # \boxed{12} as MathML
-    student.screenshot(path=str(SHOTS / "ask-hit.png"), full_page=True)
+    shoot(student, "ask-hit")
 
     # 2. A new question: the model's text streams in as it is generated, then the answer.
     student.fill("#question", NEW)
@@ -163,7 +163,7 @@ def test_a_student_gets_hits_and_a_live_answer_and_a_teacher_approves_it(
         student.locator(".answer-block .final.final-unverified").count() == 1
     )  # not the green box
     assert student.evaluate("document.getElementById('reasoning-box').open") is False  # folded away
-    student.screenshot(path=str(SHOTS / "ask-answered.png"), full_page=True)
+    shoot(student, "ask-answered")  # in the README
 
     # 3. Asked again: an instant hit on the problem the live answer created.
     student.fill("#question", NEW)
@@ -178,7 +178,7 @@ def test_a_student_gets_hits_and_a_live_answer_and_a_teacher_approves_it(
     teacher.wait_for_selector(".solution .tag-approved")
     answer.refresh_from_db()
     assert answer.status == Solution.Status.APPROVED and answer.reviewed_by == cast.teacher
-    teacher.screenshot(path=str(SHOTS / "teacher-problem.png"), full_page=True)
+    shoot(teacher, "teacher-problem")  # in the README
     teacher.goto(live_server.url + "/bank")
     assert "鸡" in teacher.inner_text("main")  # Chinese problems from the bundled bank are listed
     teacher.screenshot(path=str(SHOTS / "teacher-bank.png"))  # the first screenful

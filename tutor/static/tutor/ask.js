@@ -51,10 +51,9 @@
     showStop(null);
     reasoningBox.open = false;  // the reasoning folds away once the answer is there
     if (outcome !== "failed") reasoningBox.hidden = true;  // the answer has its own
-    if (outcome === "generated") setStatus("Answered 已回答", "ok");
-    else if (outcome === "hit") setStatus("From the bank 题库答案", "ok");
-    else if (outcome === "suggested") setStatus("Is this your question? 这是你的问题吗？", "ok");
-    else if (outcome === "held") setStatus("Your teacher is checking this problem 老师正在检查这道题", "busy");
+    // The answer block says what happened (from the bank, new, no answer ...): a status line above it
+    // would only repeat it.
+    if (outcome) setStatus("", "");
     else setStatus("No answer 没有答案", "error");
   }
 
