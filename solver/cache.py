@@ -92,6 +92,7 @@ class CandidateCheck:
     probability: float | None = None  # the learned rule's probability that it is the same problem
     features: tuple[float, ...] = ()
     aligned: bool = False  # every given quantity aligned one to one (needed for a certain hit)
+    certain: bool = False  # the same content words and facts: a hit whatever the learned rule says
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -767,11 +768,12 @@ class SemanticCache:
                 entry = self._entries[min(twins)]  # the oldest, when the bank holds the text twice
                 why = "it is the same text as a banked problem"
         check = CandidateCheck(entry.entry_id, 1.0, True, None, why, probability=1.0, aligned=True)
+        numbers = ", ".join(format_number(q.value) for q in entry.reading.quantities)
         return Decision(
             "hit",
             entry.entry_id,
             1.0,
-            (f"#{entry.entry_id}: {why}",),
+            (f"#{entry.entry_id}: {why}" + (f" (numbers {numbers})" if numbers else ""),),
             (check,),
             explanation=f"This is a problem from the bank: {why}.",
         )
@@ -834,17 +836,19 @@ class SemanticCache:
         if (
             comparison.aligned
             and question.language == entry.reading.language
-            and question.tokens == entry.reading.tokens
-            and question.signature == entry.reading.signature
+            and word_tokens(question.canonical) == word_tokens(entry.reading.canonical)
+            and question.signature.key() == entry.reading.signature.key()
         ):
-            # the same content words in the same order, every fact equal: what differs is only
-            # stopwords, filler, punctuation or spacing that normalization left ("请问", "please")
-            probability, gate, why = 1.0, None, ""
+            # the same words in the same order, every fact equal: what differs is only punctuation,
+            # spacing or hyphens that normalization left ("3-digit", "。" for "？")
+            probability, gate, why, certain = 1.0, None, "", True
         elif self.model is not None:
+            certain = False
             probability = self.model.probability(comparison.features)
             gate = None if probability >= self.model.suggest_at else "unlikely"
             why = edit or "it reads as a different problem"
         else:
+            certain = False
             probability, gate, why = self._fallback_probability(question, entry, score, edit)
         passed = gate is None
         reason = comparison.reason if passed else why
@@ -857,6 +861,7 @@ class SemanticCache:
             probability=probability,
             features=comparison.features,
             aligned=comparison.aligned,
+            certain=certain,
         )
 
     def _fallback_probability(

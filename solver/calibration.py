@@ -12,7 +12,8 @@ variant that must miss), it
    problem;
 4. chooses `hit_at`, the lowest probability at which wrong hits on questions that must miss and wrong
    matches in the dense bank both stay under `max_wrong` on the tuning part, and `suggest_at`, the
-   highest at which `find` of the rewordings are served or suggested;
+   highest at which `find` of the rewordings are served or suggested — both on out-of-fold
+   probabilities (each tuning problem scored by a model fitted without it);
 5. replays the decisions of both parts with the fitted rule (`solver.cache.decide`), for the report.
 
 It also owns the scoring protocol of labelled sets (`score`, `headline`, `dense_bank`) that `match`
@@ -34,6 +35,7 @@ from solver.cache import CandidateCheck, Decision, SemanticCache, decide
 from solver.decision import FEATURES, DecisionModel
 from solver.embed import Embedder
 
+FOLDS = 5
 REWORDING_KINDS = ("paraphrase", "reorder", "format", "numeral")
 
 
@@ -44,6 +46,22 @@ class Part:
     decisions: list[Decision]
     groups: dict[str, dict[str, int]]
     dense: dict[str, dict[str, int]]
+    rows: list[tuple[dict[str, Any], Decision]]  # (question, decision), for figures per source
+    dense_rows: list[tuple[dict[str, Any], Decision]]
+
+    def by_source(
+        self, entries: list[tuple[str, str]], same: dict[str, int]
+    ) -> dict[str, dict[str, tuple[int, int]]]:
+        """The headline figures of each labelled set apart (queries carry "source")."""
+        out = {}
+        for source in sorted({q.get("source", "") for q, _ in self.rows}):
+            mine = [(q, d) for q, d in self.rows if q.get("source", "") == source]
+            dense = [(q, d) for q, d in self.dense_rows if q.get("source", "") == source]
+            out[source] = headline(
+                score([q for q, _ in mine], [d for _, d in mine], entries, same),
+                score([q for q, _ in dense], [d for _, d in dense], entries, same),
+            )
+        return out
 
 
 @dataclass
@@ -51,6 +69,7 @@ class Calibration:
     model: DecisionModel
     tune: Part
     holdout: Part
+    same: dict[str, int]  # the problem class of each text (see `same_problems`)
 
 
 # -- scoring (the protocol of `python -m solver match`) -------------------------------------------
@@ -69,17 +88,56 @@ def _blank() -> dict[str, int]:
     return {"total": 0, "correct": 0, "wrong_hits": 0, "found": 0, "suggested": 0, "first": 0}
 
 
+def same_problems(queries: list[dict[str, Any]], entries: list[tuple[str, str]]) -> dict[str, int]:
+    """A class number per text: the labelled sets say two texts are one problem when one is a rewording
+    ("expect": "hit") of the other, and sameness carries over (a translation that is itself banked, or
+    a variant of one problem that is another's rewording: "问兔有多少只" misses the chickens' problem
+    and is the rabbits' problem in Chinese). Scoring a hit of such a twin as wrong would punish the
+    cache for the set's own duplicates."""
+    text_of = dict(entries)
+    parent: dict[str, str] = {}
+
+    def root(text: str) -> str:
+        parent.setdefault(text, text)
+        while parent[text] != text:
+            parent[text] = parent[parent[text]]
+            text = parent[text]
+        return text
+
+    for entry_text in text_of.values():
+        root(entry_text)
+    for query in queries:
+        root(query["text"])
+        if query.get("expect") == "hit" and query.get("bank_id") in text_of:
+            parent[root(query["text"])] = root(text_of[query["bank_id"]])
+    roots: dict[str, int] = {}
+    return {text: roots.setdefault(root(text), len(roots)) for text in parent}
+
+
 def score(
     queries: list[dict[str, Any]],
     decisions: list[Any],
-    bank: list[tuple[str, str]],
+    entries: list[tuple[str, str]],
+    same: dict[str, int] | None = None,
 ) -> dict[str, dict[str, int]]:
     """Counts per group ("all", each kind, "lang:xx", "kind/lang") of labelled queries.
 
-    correct: hit its entry (expect hit/either) or did not hit (miss); wrong_hits: served another
-    problem's answer; found: right or its entry suggested; suggested/first: had suggestions / the
-    first one was its entry."""
-    by_text = {text: entry_id for entry_id, text in bank}
+    correct: hit its problem (expect hit/either) or did not hit another problem (miss); wrong_hits:
+    served another problem's answer; found: right or its problem suggested; suggested/first: had
+    suggestions / the first one was its problem. "Its problem" is its bank entry or a text that
+    `same` (from `same_problems`) puts in one class with it; `entries` must name every entry hit."""
+    text_of = dict(entries)
+    by_text = {text: entry_id for entry_id, text in entries}
+    same = same or {}
+
+    def is_same(query: dict[str, Any], entry_id: str | None, wanted: str | None) -> bool:
+        if entry_id is None:
+            return False
+        if entry_id == wanted:
+            return True
+        cls = same.get(query["text"])
+        return cls is not None and same.get(text_of.get(entry_id, "")) == cls
+
     groups: dict[str, dict[str, int]] = defaultdict(_blank)
     for query, d in zip(queries, decisions, strict=True):
         expect = query.get("expect")
@@ -88,16 +146,18 @@ def score(
         wanted = expected_entry(query, by_text)
         suggested = [s.entry_id for s in d.suggestions]
         if expect == "miss":
-            correct, wrong, found = not d.hit, d.hit, not d.hit
+            twin = d.hit and is_same(query, d.entry_id, None)
+            correct, wrong, found = not d.hit or twin, d.hit and not twin, not d.hit or twin
         else:
-            own = d.hit and (wanted is None or d.entry_id == wanted)
+            own = d.hit and (wanted is None or is_same(query, d.entry_id, wanted))
             correct = own
             wrong = d.hit and not own
-            found = own or (wanted in suggested)
+            found = own or any(is_same(query, s, wanted) for s in suggested)
         kind = str(query.get("kind", "unlabelled"))
         names = ["all", kind, f"expect:{expect}"]
         if isinstance(query.get("lang"), str):
             names += [f"lang:{query['lang']}", f"{kind}/{query['lang']}"]
+        first = bool(suggested) and expect != "miss" and is_same(query, suggested[0], wanted)
         for group in names:
             g = groups[group]
             g["total"] += 1
@@ -105,7 +165,7 @@ def score(
             g["wrong_hits"] += int(wrong)
             g["found"] += int(found)
             g["suggested"] += int(bool(suggested))
-            g["first"] += int(bool(suggested) and suggested[0] == wanted and expect != "miss")
+            g["first"] += int(first)
     return dict(groups)
 
 
@@ -160,8 +220,8 @@ def is_held_apart(bank_text: str, share: float) -> bool:
     return int.from_bytes(digest[:4], "big") / 2**32 < share
 
 
-def _label(query: dict[str, Any], entry_id: str) -> int | None:
-    own = entry_id == query["bank_id"]
+def _label(query: dict[str, Any], entry_id: str, is_twin: bool) -> int | None:
+    own = entry_id == query["bank_id"] or is_twin
     if query.get("expect") == "hit":
         return int(own)
     if query.get("expect") == "either" and own:
@@ -178,7 +238,7 @@ def _rescore(
     if decision.outcome == "hit" and not decision.candidates[0].features:
         return decision  # the exact tier (same text, or an alias): no model involved
     checks = [
-        replace(c, probability=probability(c.features), passed=True)
+        replace(c, probability=1.0 if c.certain else probability(c.features), passed=True)
         if c.features
         else replace(c, passed=False)
         for c in decision.candidates
@@ -243,7 +303,8 @@ def calibrate(
     sources: list[str],
 ) -> Calibration:
     """See the module docstring. `queries` carry "bank_id", "expect", "kind" (and "lang")."""
-    text_of = dict(bank)
+    text_of = dict(dense)  # the bank and every variant
+    same = same_problems(queries, dense)
     apart = [is_held_apart(text_of[q["bank_id"]], holdout) for q in queries]
     plain = SemanticCache(embedder, model=None)
     plain.add_many(bank, strict=True)
@@ -259,7 +320,9 @@ def calibrate(
         )
     )
 
-    rows: list[tuple[tuple[float, ...], int]] = []
+    # Training pairs per tuning question: every candidate the exact rules let through, in the plain
+    # and the dense bank, labelled by `_label`.
+    pairs: dict[int, list[tuple[tuple[float, ...], int]]] = {}
     for i, (query, decision) in enumerate(zip(queries, decisions, strict=True)):
         if apart[i]:
             continue
@@ -268,27 +331,62 @@ def calibrate(
             if source is None:
                 continue
             for check in source.candidates:
-                label = _label(query, check.entry_id)
+                label = _label(
+                    query,
+                    check.entry_id,
+                    same.get(query["text"]) == same.get(text_of[check.entry_id]),
+                )
                 if not check.features or label is None or (check.entry_id, label) in seen:
                     continue
                 seen.add((check.entry_id, label))
-                rows.append((check.features, label))
+                pairs.setdefault(i, []).append((check.features, label))
+    rows = [row for i in sorted(pairs) for row in pairs[i]]
     model = _fit(rows, embedder.name)
     probability = lru_cache(maxsize=None)(model.probability)
 
-    def part(keep: bool, hit_at: float, suggest_at: float) -> Part:
+    # Thresholds are chosen on out-of-fold probabilities: trees are over-confident on the pairs they
+    # were fitted on, so a threshold chosen there has no margin on new wordings. The tuning problems
+    # are split into FOLDS groups (by the hash of the bank text); each group is scored by a model
+    # fitted on the others.
+    fold_of = {
+        i: int.from_bytes(
+            hashlib.sha256(text_of[queries[i]["bank_id"]].encode("utf-8")).digest()[4:6], "big"
+        )
+        % FOLDS
+        for i in range(len(queries))
+        if not apart[i]
+    }
+    out_of_fold: dict[int, Callable[[tuple[float, ...]], float]] = {}
+    for fold in range(FOLDS):
+        fitted = _fit(
+            [row for i in sorted(pairs) if fold_of[i] != fold for row in pairs[i]], embedder.name
+        )
+        scorer = lru_cache(maxsize=None)(fitted.probability)
+        for i, f in fold_of.items():
+            if f == fold:
+                out_of_fold[i] = scorer
+
+    def part(
+        keep: bool, hit_at: float, suggest_at: float, *, held_out_scores: bool = False
+    ) -> Part:
         idx = [i for i in range(len(queries)) if apart[i] == keep]
-        replayed = [_rescore(decisions[i], probability, hit_at, suggest_at) for i in idx]
+
+        def scorer(i: int) -> Callable[[tuple[float, ...]], float]:
+            return out_of_fold[i] if held_out_scores else probability
+
+        replayed = [_rescore(decisions[i], scorer(i), hit_at, suggest_at) for i in idx]
         dense_idx = [i for i in idx if i in dense_decisions]
         dense_replayed = [
-            _rescore(dense_decisions[i], probability, hit_at, suggest_at) for i in dense_idx
+            _rescore(dense_decisions[i], scorer(i), hit_at, suggest_at) for i in dense_idx
         ]
         return Part(
             problems=len({queries[i]["bank_id"] for i in idx}),
             queries=len(idx),
             decisions=replayed,
-            groups=score([queries[i] for i in idx], replayed, bank),
-            dense=score([queries[i] for i in dense_idx], dense_replayed, bank),
+            groups=score([queries[i] for i in idx], replayed, dense, same),
+            dense=score([queries[i] for i in dense_idx], dense_replayed, dense, same),
+            rows=list(zip([queries[i] for i in idx], replayed, strict=True)),
+            dense_rows=list(zip([queries[i] for i in dense_idx], dense_replayed, strict=True)),
         )
 
     def figures(p: Part) -> dict[str, float]:
@@ -305,16 +403,17 @@ def calibrate(
             "found": rate("rewordings and translations served or suggested right"),
         }
 
-    # The lowest hit threshold whose wrong hits stay under the bound on the tuning part.
+    # The lowest hit threshold whose wrong hits stay under the bound on the tuning part (scored out
+    # of fold).
     hit_at = 0.999
     for candidate in np.round(np.arange(0.50, 0.995, 0.01), 3):
-        f = figures(part(False, float(candidate), float(candidate)))
+        f = figures(part(False, float(candidate), float(candidate), held_out_scores=True))
         if max(f["wrong"], f["dense"], f["either_wrong"]) <= max_wrong:
             hit_at = float(candidate)
             break
     suggest_at = 0.02
     for candidate in np.round(np.arange(hit_at, 0.019, -0.01), 3):
-        if figures(part(False, hit_at, float(candidate)))["found"] >= find:
+        if figures(part(False, hit_at, float(candidate), held_out_scores=True))["found"] >= find:
             suggest_at = float(candidate)
             break
     model = replace(
@@ -327,11 +426,13 @@ def calibrate(
             "max_wrong_on_tune": max_wrong,
             "find_on_tune": find,
             "pairs": len(rows),
+            "thresholds_chosen_on": f"{FOLDS}-fold out-of-fold probabilities of the tune part",
             "positives": int(sum(label for _, label in rows)),
             "features": list(FEATURES),
         },
     )
     return Calibration(
+        same=same,
         model=model,
         tune=part(False, model.hit_at, model.suggest_at),
         holdout=part(True, model.hit_at, model.suggest_at),

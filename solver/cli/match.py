@@ -240,7 +240,7 @@ def run_match(args) -> int:
             raise UsageError(f"{name} must be a similarity in (0, 1]")
 
     from solver.cache import SemanticCache
-    from solver.calibration import dense_bank, score
+    from solver.calibration import dense_bank, same_problems, score
 
     embedder = _load_embedder(args)
 
@@ -275,21 +275,23 @@ def run_match(args) -> int:
             raise UsageError(f"{args.out}: cannot write ({exc.strerror or exc})") from None
     else:
         sys.stdout.write(out_lines)
+    entries = dense_bank(bank, queries)
+    same = same_problems(queries, entries)
     dense = None
     if args.dense:
-        dense_cache = build(dense_bank(bank, queries))
+        dense_cache = build(entries)
         dense_decisions = dense_cache.lookup_many(
             [q["text"] for q in queries if q.get("expect") != "miss"]
         )
         hit_queries = [q for q in queries if q.get("expect") != "miss"]
-        dense = score(hit_queries, dense_decisions, bank)
+        dense = score(hit_queries, dense_decisions, entries, same)
     rule = (
         f"learned rule (hit at {cache.model.hit_at:.3f}, suggest at {cache.model.suggest_at:.3f})"
         if cache.model is not None
         else f"version 1 gates (thresholds {cache.threshold:.2f} / {cache.signature_threshold:.2f})"
     )
     print(f"embedder {embedder.name}; {rule}; bank of {len(cache)}", file=sys.stderr)
-    for line in summary_lines(decisions, score(queries, decisions, bank), dense):
+    for line in summary_lines(decisions, score(queries, decisions, entries, same), dense):
         print(line, file=sys.stderr)
     return 0
 
@@ -306,13 +308,16 @@ def run_calibrate(args) -> int:
         part_bank, part_queries = read_cases(path)
         prefix = f"{path.stem}:"
         bank += [(prefix + entry_id, text) for entry_id, text in part_bank]
-        queries += [{**q, "bank_id": prefix + q["bank_id"]} for q in part_queries]
+        queries += [
+            {**q, "bank_id": prefix + q["bank_id"], "source": path.stem} for q in part_queries
+        ]
     embedder = _load_embedder(args)
+    dense = dense_bank(bank, queries)
     result = calibration.calibrate(
         embedder,
         bank,
         queries,
-        dense_bank(bank, queries),
+        dense,
         holdout=args.holdout,
         max_wrong=args.max_wrong,
         find=args.find,
@@ -322,6 +327,11 @@ def run_calibrate(args) -> int:
         print(f"== {name} part ({part.problems} problems, {part.queries} questions)")
         for line in summary_lines(part.decisions, part.groups, part.dense):
             print(line)
+        for source, figures in part.by_source(dense, result.same).items():
+            print(f"-- {name} part, {source} only")
+            for label, pair in figures.items():
+                if pair[1]:
+                    print(f"{label}: {_ratio(pair)}")
     from solver.decision import model_path
 
     out = args.out or model_path(embedder.name)
