@@ -41,7 +41,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from solver.decision import DecisionModel, Reading, compare, load_model_for, read
+from solver.decision import (
+    Comparison,
+    DecisionModel,
+    Reading,
+    compare,
+    load_model_for,
+    read,
+    with_margin,
+)
 from solver.embed import Embedder
 from solver.normalize import Signature, format_number, normalize, word_tokens
 
@@ -532,6 +540,18 @@ class _Entry:
     reading: Reading
 
 
+# Words whose presence never changes a problem: articles, "there is", politeness, sentence particles.
+# Deliberately short: "only", "not", "more", "less", 多/少 and the prepositions all change problems.
+_FILLER_WORDS = frozenset(
+    "a an the there here is are was were be do does did please pls plz kindly".split()
+    + list("的了呢吗啊呀吧哦嘛请")
+)
+
+
+def _without_fillers(canonical: str) -> tuple[str, ...]:
+    return tuple(t for t in word_tokens(canonical) if t not in _FILLER_WORDS)
+
+
 def _problem_with(text: object, max_chars: int) -> str | None:
     """Why a text cannot be matched at all, or None."""
     if not isinstance(text, str):
@@ -805,7 +825,42 @@ class SemanticCache:
             }
         # Entries are immutable: judge them without holding the lock, so that concurrent lookups
         # (and the exact tier) do not queue behind this one's comparisons.
-        checks = [self._judge(question, entry, score, ranked, blocked) for entry, score in ranked]
+        label = "the banked problem"  # reasons are read by students: no ids
+        compared = []
+        for entry, score in ranked:
+            if entry.entry_id in blocked:
+                compared.append((entry, score, None, None))
+                continue
+            edit = (
+                check_wording(question, entry.reading, label)
+                if question.language == entry.reading.language
+                else None
+            )
+            comparison = compare(
+                question, entry.reading, similarity=score, margin=0.0, wording_edit=edit
+            )
+            compared.append((entry, score, comparison, edit))
+        # The margin is taken over the candidates the exact rules let through: in a bank of
+        # same-template problems the siblings with other numbers are close in meaning but can never
+        # be confused with the question, so they must not make its own problem look uncertain.
+        survivors = [(entry.entry_id, score) for entry, score, c, _ in compared if c and not c.rule]
+        checks = []
+        for entry, score, comparison, edit in compared:
+            if comparison is None:
+                checks.append(
+                    CandidateCheck(
+                        entry.entry_id,
+                        score,
+                        False,
+                        "blocked",
+                        "someone said it is a different problem",
+                    )
+                )
+                continue
+            if not comparison.rule:
+                others = [s for e, s in survivors if e != entry.entry_id]
+                comparison = with_margin(comparison, score - (max(others) if others else 0.0))
+            checks.append(self._judge(question, entry, score, comparison, edit))
         return self._decide(checks)
 
     def _judge(
@@ -813,34 +868,19 @@ class SemanticCache:
         question: Reading,
         entry: _Entry,
         score: float,
-        ranked: list[tuple[_Entry, float]],
-        blocked: set[str],
+        comparison: Comparison,
+        edit: str | None,
     ) -> CandidateCheck:
-        label = "the banked problem"  # reasons are read by students: no ids
-        if entry.entry_id in blocked:
-            return CandidateCheck(
-                entry.entry_id, score, False, "blocked", "someone said it is a different problem"
-            )
-        others = [s for e, s in ranked if e.entry_id != entry.entry_id]
-        margin = score - (max(others) if others else 0.0)
-        edit = (
-            check_wording(question, entry.reading, label)
-            if question.language == entry.reading.language
-            else None
-        )
-        comparison = compare(
-            question, entry.reading, similarity=score, margin=margin, wording_edit=edit
-        )
         if comparison.rule:
             return CandidateCheck(entry.entry_id, score, False, comparison.rule, comparison.reason)
         if (
             comparison.aligned
             and question.language == entry.reading.language
-            and word_tokens(question.canonical) == word_tokens(entry.reading.canonical)
+            and _without_fillers(question.canonical) == _without_fillers(entry.reading.canonical)
             and question.signature.key() == entry.reading.signature.key()
         ):
             # the same words in the same order, every fact equal: what differs is only punctuation,
-            # spacing or hyphens that normalization left ("3-digit", "。" for "？")
+            # spacing, hyphens or words that carry nothing ("3-digit", "are there", "。" for "？")
             probability, gate, why, certain = 1.0, None, "", True
         elif self.model is not None:
             certain = False

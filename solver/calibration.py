@@ -36,6 +36,7 @@ from solver.decision import FEATURES, DecisionModel
 from solver.embed import Embedder
 
 FOLDS = 5
+SUGGEST_FLOOR = 0.02
 REWORDING_KINDS = ("paraphrase", "reorder", "format", "numeral")
 
 
@@ -411,9 +412,14 @@ def calibrate(
         if max(f["wrong"], f["dense"], f["either_wrong"]) <= max_wrong:
             hit_at = float(candidate)
             break
-    suggest_at = 0.02
-    for candidate in np.round(np.arange(hit_at, 0.019, -0.01), 3):
-        if figures(part(False, hit_at, float(candidate), held_out_scores=True))["found"] >= find:
+    # The highest suggestion threshold that serves or suggests `find` of the rewordings, or, when no
+    # threshold reaches that, nearly as many (one point) as the lowest one does: a suggestion the
+    # student must read through is a cost too, so the list is not padded with unlikely problems.
+    lowest = figures(part(False, hit_at, SUGGEST_FLOOR, held_out_scores=True))["found"]
+    wanted = min(find, lowest - 0.01)
+    suggest_at = SUGGEST_FLOOR
+    for candidate in np.round(np.arange(hit_at, SUGGEST_FLOOR, -0.01), 3):
+        if figures(part(False, hit_at, float(candidate), held_out_scores=True))["found"] >= wanted:
             suggest_at = float(candidate)
             break
     model = replace(
@@ -425,6 +431,7 @@ def calibrate(
             "held_apart_share": holdout,
             "max_wrong_on_tune": max_wrong,
             "find_on_tune": find,
+            "found_at_the_floor": round(lowest, 4),
             "pairs": len(rows),
             "thresholds_chosen_on": f"{FOLDS}-fold out-of-fold probabilities of the tune part",
             "positives": int(sum(label for _, label in rows)),

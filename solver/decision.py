@@ -24,7 +24,7 @@ import json
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -362,6 +362,16 @@ def compare(
         _vector(features),
         aligned=alignment.is_exact,
     )
+
+
+def with_margin(comparison: Comparison, margin: float) -> Comparison:
+    """The comparison with its "margin" feature set: the similarity lead over the other candidates
+    that the exact rules let through (known only once every candidate is compared)."""
+    if not comparison.features:
+        return comparison
+    features = list(comparison.features)
+    features[FEATURES.index("margin")] = float(margin)
+    return replace(comparison, features=tuple(features))
 
 
 def _vector(features: dict[str, float]) -> tuple[float, ...]:

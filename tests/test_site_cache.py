@@ -287,7 +287,7 @@ def test_a_problem_a_teacher_adds_is_served_at_once(bank, student, teacher):
 
 def test_a_teachers_rejection_takes_the_answer_out_of_service_at_once(bank, student, teacher):
     problem = bank["zh-geom-001"]
-    question = "长方形长12厘米、宽8厘米，面积是多少平方厘米？"
+    question = problem.text  # the banked text: this test is about what a hit serves
     approved = problem.best_solution()
     verified = Solution.objects.create(
         problem=problem,
