@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from solver.cache import CandidateCheck, Decision, SemanticCache, decide
+from solver.cache import Decision, SemanticCache, decide
 from solver.decision import FEATURES, DecisionModel
 from solver.embed import Embedder
 
@@ -444,6 +444,3 @@ def calibrate(
         tune=part(False, model.hit_at, model.suggest_at),
         holdout=part(True, model.hit_at, model.suggest_at),
     )
-
-
-__all__ = ["Calibration", "CandidateCheck", "calibrate", "is_held_apart"]
