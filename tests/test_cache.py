@@ -997,3 +997,108 @@ def test_the_openvino_backend_agrees_with_torch(tmp_path):
     # the export is kept: the second load reads it instead of exporting again
     assert (tmp_path / "ov" / "openvino" / "openvino_model.xml").is_file()
     assert reload_difference < 1e-4
+
+
+# --------------------------------------------------------------------------------------------------
+# Cache v2: aliases, blocks, suggestions, the decision model file, the exact rules
+# --------------------------------------------------------------------------------------------------
+
+
+def test_an_alias_is_an_exact_hit_and_a_block_never_matches_again(cache, tmp_path):
+    wording = "Someone asks in their own words about a train doing 240 km over three hours"
+    assert cache.lookup(wording).entry_id != "train"
+    cache.add_alias(wording, "train")
+    calls = cache.embedder.calls
+    decision = cache.lookup(wording)
+    assert decision.hit and decision.entry_id == "train" and "teacher" in decision.explanation
+    assert cache.embedder.calls == calls  # the exact tier
+    cache.save(tmp_path / "saved")
+    again = SemanticCache.load(tmp_path / "saved", cache.embedder, threshold=0.5)
+    assert again.lookup(wording).entry_id == "train"  # aliases are saved with the cache
+    # "not my question": that wording never matches that entry again, even word for word
+    cache.add_block(wording, "train")
+    assert cache.lookup(wording).entry_id != "train"
+    banked = BANK[1][1]
+    cache.add_block(banked, "train")
+    blocked = cache.lookup(banked)
+    assert not blocked.hit and all(
+        c.gate == "blocked" for c in blocked.candidates if c.entry_id == "train"
+    )
+    assert cache.remove_block(banked, "train") and cache.lookup(banked).entry_id == "train"
+    with pytest.raises(ValueError):
+        cache.add_alias("", "train")
+
+
+def test_a_plausible_question_is_suggested_best_first_and_never_served():
+    from solver.cache import CandidateCheck, decide
+
+    def check(entry_id: str, probability: float, aligned: bool = True) -> CandidateCheck:
+        return CandidateCheck(entry_id, 0.9, True, None, "close", probability, (0.0,), aligned)
+
+    # two certain-looking candidates (a dense bank): the student chooses
+    both = decide([check("a", 0.97), check("b", 0.99)], hit_at=0.94, suggest_at=0.06)
+    assert both.outcome == "suggest" and not both.hit
+    assert [s.entry_id for s in both.suggestions] == ["b", "a"]
+    # a certain probability without every quantity aligned is only a suggestion
+    unaligned = decide([check("a", 0.99, aligned=False)], hit_at=0.94, suggest_at=0.06)
+    assert unaligned.outcome == "suggest" and unaligned.entry_id is None
+    one = decide([check("a", 0.97), check("b", 0.5)], hit_at=0.94, suggest_at=0.06)
+    assert one.hit and one.entry_id == "a" and not one.suggestions
+    none = decide([check("a", 0.01)], hit_at=0.94, suggest_at=0.06)
+    assert none.outcome == "miss" and not none.suggestions
+
+
+@pytest.mark.parametrize(
+    ("question", "entry", "rule"),
+    [
+        (
+            "Pipe A fills 4 feet a day; how tall after 20 feet?",
+            "Pipe A fills 4 days; 20 feet?",
+            "numbers",
+        ),
+        ("What is 3^12?", "What is 12^3?", "expression"),
+        ("What is n^2+n when n is 5?", "What is n^2-n when n is 5?", "expression"),
+        (
+            "5 workers build a wall in 12 days. 4 workers take how long?",
+            "5 workers build a wall in 12 days. How many workers for 4 days?",
+            "numbers",
+        ),
+        (
+            "A ratio of -3 and a first term of 2: the 5th term?",
+            "A ratio of 3 and a first term of 2: the 5th term?",
+            "numbers",
+        ),
+    ],
+)
+def test_the_exact_rules_reject_a_changed_given(question, entry, rule):
+    from solver.decision import compare, read
+    from solver.normalize import normalize
+
+    comparison = compare(
+        read(normalize(question)),
+        read(normalize(entry)),
+        similarity=0.99,
+        margin=0.5,
+        wording_edit=None,
+    )
+    assert comparison.rule == rule, comparison
+
+
+def test_the_shipped_decision_model_loads_and_a_damaged_one_is_refused(tmp_path):
+    from solver.decision import FEATURES, DecisionModel, ModelFileError, load_model_for
+
+    model = load_model_for("use-multilingual")
+    assert model is not None and 0 < model.suggest_at <= model.hit_at < 1
+    assert "held_apart_share" in model.notes and model.notes["features"] == list(FEATURES)
+    p = model.probability(tuple(0.0 for _ in FEATURES))
+    assert 0.0 < p < 1.0
+    assert load_model_for("st:/some/folder") is None  # no model: the version 1 gates
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": 2, "features": ["x"]}')
+    with pytest.raises(ModelFileError):
+        DecisionModel.load(bad)
+    data = model.to_dict()
+    data["trees"][0][0][2] = 10_000  # a node pointing outside its tree
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ModelFileError, match="outside"):
+        DecisionModel.load(bad)
