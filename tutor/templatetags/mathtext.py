@@ -287,3 +287,41 @@ def mathfinal(value) -> SafeString:
         if mathml is not None:
             return mark_safe(mathml)  # noqa: S308 - rebuilt from an allow-list
     return mark_safe(html.escape(text, quote=False))  # noqa: S308
+
+
+def _snippet_source(text: str, limit: int) -> str:
+    """The first `limit` characters of `text` on one line, never cut inside a math segment: a formula
+    that does not fit is left out whole (with "…"), so a list never shows half a `$…$` as raw LaTeX."""
+    flat = re.sub(r"\s+", " ", text).strip().replace("$$", "$")
+    if len(flat) <= limit:
+        return flat
+    pos, out = 0, []
+    while pos < len(flat):
+        found = _scan_math(flat, pos, len(flat))
+        end = found[2] if found is not None else pos + 1
+        if end > limit:
+            break
+        out.append(flat[pos:end])
+        pos = end
+    return "".join(out).rstrip() + "…"
+
+
+def render_math_snippet(text: str, limit: int = 90) -> str:
+    """One line of a list (the bank, missed questions, history): inline Markdown and math, at most
+    `limit` characters of source, safe HTML that never raises (escaped text if anything fails)."""
+    source = _snippet_source(text or "", max(1, limit))
+    try:
+        return _MARKDOWN.renderInline(source)
+    except Exception:  # the renderer must never take a list page down
+        log.warning("snippet rendering failed; shown as text", exc_info=True)
+        return html.escape(source, quote=False)
+
+
+@register.filter(name="mathsnippet")
+def mathsnippet(value, limit=90) -> SafeString:
+    """`{{ text|mathsnippet:90 }}`: a one-line preview with its math rendered (see render_math_snippet)."""
+    try:
+        limit = int(limit)
+    except (TypeError, ValueError):
+        limit = 90
+    return mark_safe(render_math_snippet(str(value) if value is not None else "", limit))  # noqa: S308
