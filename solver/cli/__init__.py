@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "solver.cli.match",  # match
     "solver.cli.packs",  # precompute, pack-info
     "solver.cli.grade",  # grade
+    "solver.cli.serve",  # serve
 )
 
 
