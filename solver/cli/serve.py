@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -40,6 +41,11 @@ def register(subparsers) -> None:
         action="store_true",
         help="run the engine in the server's process (HTTP then waits behind decode steps)",
     )
+    s.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop when the process that started this one ends (solver.remote.start_local_service)",
+    )
     s.set_defaults(func=run_serve)
 
 
@@ -74,6 +80,16 @@ def run_serve(args) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    if args.exit_with_parent:
+        parent = os.getppid()
+
+        def watch_parent() -> None:
+            # An orphan is adopted by init (or a subreaper): the parent id changes.
+            while not stop.wait(1.0):
+                if os.getppid() != parent:
+                    stop.set()
+
+        threading.Thread(target=watch_parent, daemon=True).start()
 
     def announce(url: str) -> None:
         # The one line on standard output: solver.remote.start_local_service reads it.
