@@ -23,15 +23,52 @@ that are the same problem as a bank entry in the other language; the similarity 
 margin for wordings the gates have not seen.
 
 It does not know where answers live (the caller maps entry ids to answers) and does not embed by
-itself (an `Embedder` from `solver.embed` is passed in). Vectors live in memory; `save`/`load` write
-them to a folder as .npy + .json (never pickle). Lookups may run concurrently with `add`/`remove`.
+itself (an `Embedder` from `solver.embed` is passed in; a `solver.vectors.VectorStore` keeps what it
+embedded, so that a text is embedded once ever per embedder). Lookups may run concurrently with
+`add`/`remove`/`apply`.
+
+Saved caches (`save`/`load`; JSON, .npy and usearch files, never pickle). A save writes a new
+*generation* folder `FOLDER/gen-<time>-<pid>/` (manifest.json with sizes and sha256 of every file,
+entries.json with what indexing needs per entry: key, id, text, canonical text, signature key; then
+vectors.npy for the exact index or index.usearch for HNSW), and only then points `FOLDER/CURRENT` at it
+with one atomic rename: a process that loads while another saves sees the old cache or the new one,
+never half of either. `load` does not normalize or read any entry: the vectors are memory-mapped
+(`np.load(mmap_mode="r")`, `usearch Index.restore(view=True)`), so the processes of one machine share
+one copy through the page cache, and an entry's full `Reading` is computed the first time a lookup
+compares it (only a lookup's few candidates are ever read). A loaded index is read-only: entries added
+after the load go to a small in-memory exact "delta" index searched together with it, removed ones
+are remembered as tombstones, and the next `save` merges both into one file. A file that is damaged,
+was built with another embedder or by another version of `solver.normalize` raises `CacheFileError`
+at load (never an error at lookup time); the old format (version 1) is still read, slowly.
+
+How a site process starts (`SemanticCache.load_or_build` does steps 2-4):
+1. read the change feed's current position P, then the bank [(id, text)] and the accepted aliases and
+   blocks from the database (in that order: a change after P is then applied again, which is harmless);
+2. `load` FOLDER if a saved cache is there (a `CacheFileError` means: build a new one with `add_many`,
+   which takes every vector it can from the vector store);
+3. `reconcile(bank, aliases=..., blocks=..., feed_position=P)`: only the ids whose text differs from
+   the file are normalized and embedded, ids no longer in the bank are removed;
+4. if `StartReport.should_save`, `save(FOLDER)` (one process is enough; concurrent saves are safe).
+Then it follows the feed: every second or so it reads the changes after `cache.feed_position` and calls
+`apply(added=[(id, current text)], removed=[ids], aliases=..., blocks=..., removed_aliases=...,
+removed_blocks=..., feed_position=newest)` with the *net* change per id (an id is either in `added` or
+in `removed`). A handful of changes costs a few milliseconds (one embedding each, or none when the
+vector store has it). `fingerprints()` gives {id: sha256 of the text} (`text_fingerprint`) for a
+caller that wants to compare with the database itself.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
+import hashlib
 import json
+import os
+import re
+import shutil
 import threading
+import time
+import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -51,7 +88,13 @@ from solver.decision import (
     with_margin,
 )
 from solver.embed import Embedder
-from solver.normalize import Signature, format_number, normalize, word_tokens
+from solver.normalize import (
+    Signature,
+    format_number,
+    normalize,
+    word_tokens,
+)
+from solver.vectors import VectorStore
 
 # (threshold, signature_threshold) per embedder, measured on tests/data/cache_cases.jsonl: cosine
 # similarities are not comparable across models, so each one gets its own pair. Any other model starts
@@ -74,7 +117,13 @@ SMALL_EDIT_MIN_TOKENS = 10
 # The exact index is the fastest choice up to tens of thousands of entries; past that, HNSW.
 AUTO_HNSW_AT = 20_000
 _MAX_SIGNATURE_CANDIDATES = 64
-_FORMAT_VERSION = 1
+# Version 2: generation folders with entries.json (what indexing needs per entry) and memory-mapped
+# vectors. Version 1 (entries.json of ids and texts + vectors.npy in the folder itself) is still read.
+_FORMAT_VERSION = 2
+_OLD_FORMAT_VERSION = 1
+_KEEP_GENERATIONS = 2  # the newest ones; a process that is loading an older one retries
+_GENERATION_RE = re.compile(r"gen-[0-9]{20}-[0-9]{1,10}")
+_ABANDONED_AFTER_S = 3600  # temporary files of a save that crashed are removed after an hour
 
 
 class CacheFileError(Exception):
@@ -207,6 +256,12 @@ class ExactIndex:
     def __len__(self) -> int:
         return self._size
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._row_of
+
+    def keys(self) -> list[int]:
+        return self._keys[: self._size].tolist()
+
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim)
         keys = np.asarray(keys, dtype=np.int64).reshape(-1)
@@ -280,8 +335,20 @@ class HnswIndex:
             expansion_search=expansion_search,
         )
 
+    @classmethod
+    def wrapping(cls, index: Any) -> HnswIndex:
+        """An HnswIndex around a mutable usearch `Index` (never a viewed one: adding to a view
+        crashes the process)."""
+        self = cls.__new__(cls)
+        self.dim = int(index.ndim)
+        self._index = index
+        return self
+
     def __len__(self) -> int:
         return len(self._index)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, int) and key >= 0 and bool(self._index.contains(key))
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         keys = np.asarray(keys, dtype=np.uint64).reshape(-1)
@@ -296,25 +363,158 @@ class HnswIndex:
             self._index.remove(key)
 
     def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        if len(self._index) == 0 or k <= 0:
-            return []
-        matches = self._index.search(np.asarray(vector, dtype=np.float32), k, threads=1)
-        # usearch's "ip" distance is 1 - dot product
-        return [
-            (int(key), 1.0 - float(dist))
-            for key, dist in zip(matches.keys, matches.distances, strict=True)
-        ]
+        return _usearch_search(self._index, vector, k)
 
     def get(self, keys: list[int]) -> np.ndarray:
-        if not keys:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self._index.get(np.asarray(keys, dtype=np.uint64), dtype=np.float32)
-        if isinstance(vectors, tuple):
-            vectors = np.stack(vectors)
-        return np.asarray(vectors, dtype=np.float32).reshape(len(keys), self.dim)
+        return _usearch_get(self._index, keys, self.dim)
 
     def memory_bytes(self) -> int:
         return int(self._index.memory_usage)
+
+
+def _usearch_search(index: Any, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+    if len(index) == 0 or k <= 0:
+        return []
+    matches = index.search(np.asarray(vector, dtype=np.float32), k, threads=1)
+    # usearch's "ip" distance is 1 - dot product
+    return [
+        (int(key), 1.0 - float(dist))
+        for key, dist in zip(matches.keys, matches.distances, strict=True)
+    ]
+
+
+def _usearch_get(index: Any, keys: list[int], dim: int) -> np.ndarray:
+    if not keys:
+        return np.zeros((0, dim), dtype=np.float32)
+    vectors = index.get(np.asarray(keys, dtype=np.uint64), dtype=np.float32)
+    if isinstance(vectors, tuple):
+        vectors = np.stack(vectors)
+    return np.asarray(vectors, dtype=np.float32).reshape(len(keys), dim)
+
+
+class _MappedExactBase:
+    """The exact index of a loaded cache: its vectors.npy memory-mapped read-only, row i for keys[i]."""
+
+    kind = "exact"
+
+    def __init__(self, matrix: np.ndarray, keys: list[int]) -> None:
+        self.dim = int(matrix.shape[1])
+        self._matrix = matrix
+        self._keys = np.asarray(keys, dtype=np.int64)
+        self._row_of = {key: row for row, key in enumerate(keys)}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._row_of
+
+    def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        n = len(self._keys)
+        if n == 0 or k <= 0:
+            return []
+        scores = self._matrix @ np.asarray(vector, dtype=np.float32)
+        k = min(k, n)
+        top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
+        top = top[np.argsort(-scores[top])]
+        return [(int(self._keys[i]), float(scores[i])) for i in top]
+
+    def get(self, keys: list[int]) -> np.ndarray:
+        return np.array(self._matrix[[self._row_of[k] for k in keys]], dtype=np.float32)
+
+    def memory_bytes(self) -> int:
+        return int(self._matrix.nbytes + self._keys.nbytes)
+
+
+class _ViewedHnswBase:
+    """The HNSW index of a loaded cache: usearch's saved index viewed (memory-mapped), read-only.
+
+    It has no `add` or `remove` on purpose: usearch crashes the whole process (a segmentation fault,
+    not an exception) when a viewed index is added to."""
+
+    kind = "hnsw"
+
+    def __init__(self, index: Any) -> None:
+        self.dim = int(index.ndim)
+        self._index = index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, int) and key >= 0 and bool(self._index.contains(key))
+
+    def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        return _usearch_search(self._index, vector, k)
+
+    def get(self, keys: list[int]) -> np.ndarray:
+        return _usearch_get(self._index, keys, self.dim)
+
+    def mutable_copy(self) -> Any:
+        """A usearch Index in memory with the same graph and vectors, which can be changed."""
+        return self._index.copy()
+
+    def memory_bytes(self) -> int:
+        return int(self._index.memory_usage)
+
+
+class LayeredIndex:
+    """A loaded cache's index: the read-only `base` from the file, an in-memory exact `delta` for
+    the entries added since the load, and tombstones for the base entries removed since.
+
+    A search asks both parts and merges their best; tombstoned keys are skipped by asking the base for
+    a few more results than needed. `SemanticCache.save` writes the three back as one index."""
+
+    def __init__(self, base: _MappedExactBase | _ViewedHnswBase) -> None:
+        self.dim = base.dim
+        self.base = base
+        self.delta = ExactIndex(base.dim)
+        self.removed: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.base) - len(self.removed) + len(self.delta)
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        keys = np.asarray(keys, dtype=np.int64).reshape(-1)
+        for key in keys.tolist():
+            if key in self.base:  # a base key given again: the delta's vector replaces it
+                self.removed.add(key)
+        self.delta.add(keys, vectors)
+
+    def remove(self, key: int) -> None:
+        if key in self.delta:
+            self.delta.remove(key)
+        elif key in self.base:
+            self.removed.add(key)
+
+    def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        if k <= 0:
+            return []
+        found = self.delta.search(vector, k)
+        size = len(self.base)
+        fetch = min(size, k + min(len(self.removed), 4 * k))
+        while fetch > 0:
+            hits = self.base.search(vector, fetch)
+            alive = [(key, score) for key, score in hits if key not in self.removed]
+            if len(alive) >= k or fetch >= size or len(hits) < fetch:
+                found.extend(alive)
+                break
+            fetch = min(size, 2 * fetch)
+        found.sort(key=lambda ks: -ks[1])
+        return found[:k]
+
+    def get(self, keys: list[int]) -> np.ndarray:
+        out = np.zeros((len(keys), self.dim), dtype=np.float32)
+        in_delta = [i for i, key in enumerate(keys) if key in self.delta]
+        in_base = [i for i, key in enumerate(keys) if key not in self.delta]
+        if in_delta:
+            out[in_delta] = self.delta.get([keys[i] for i in in_delta])
+        if in_base:
+            out[in_base] = self.base.get([keys[i] for i in in_base])
+        return out
+
+    def memory_bytes(self) -> int:
+        return self.base.memory_bytes() + self.delta.memory_bytes()
 
 
 def make_index(kind: str, dim: int) -> VectorIndex:
@@ -533,11 +733,93 @@ def decide(checks: list[CandidateCheck], *, hit_at: float, suggest_at: float) ->
     )
 
 
-@dataclass(frozen=True)
 class _Entry:
-    entry_id: str
-    text: str
-    reading: Reading
+    """A bank entry: what indexing needs (id, text, canonical text, signature key), and its full
+    `Reading`, read the first time a lookup compares the entry. A loaded cache reads only the few
+    candidates of its lookups; a built one reads every entry as it adds it."""
+
+    __slots__ = ("entry_id", "text", "canonical", "signature_key", "_reading")
+
+    def __init__(
+        self,
+        entry_id: str,
+        text: str,
+        canonical: str,
+        signature_key: str,
+        reading: Reading | None = None,
+    ) -> None:
+        self.entry_id = entry_id
+        self.text = text
+        self.canonical = canonical
+        self.signature_key = signature_key
+        self._reading = reading
+
+    @classmethod
+    def from_text(cls, entry_id: str, text: str) -> _Entry:
+        canonical = normalize(text)
+        reading = read(canonical)
+        return cls(entry_id, text, canonical, reading.signature.key(), reading)
+
+    @property
+    def reading(self) -> Reading:
+        reading = self._reading
+        if reading is None:
+            # `read` is a pure function of the canonical text and a Reading is immutable: two threads
+            # that race here compute equal readings and either one is kept, so no lock is needed.
+            reading = read(self.canonical)
+            self._reading = reading
+        return reading
+
+    @property
+    def is_read(self) -> bool:
+        return self._reading is not None
+
+
+def text_fingerprint(text: str) -> str:
+    """The sha256 (hex) of a bank text as given, as `SemanticCache.fingerprints` reports it."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class SyncReport:
+    """What `apply` or `reconcile` changed."""
+
+    added: int = 0  # ids the cache did not hold
+    replaced: int = 0  # ids whose text changed
+    unchanged: int = 0  # ids given again with the same text (nothing done)
+    removed: int = 0
+    skipped: int = 0  # texts the cache can never match (empty, too long): not held
+    embedded: int = 0  # texts embedded; the others' vectors came from the vector store
+    corrections: int = 0  # aliases and blocks added or removed
+    refused: int = 0  # aliases or blocks whose wording cannot be read (too long, no words)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.replaced or self.removed or self.corrections)
+
+
+@dataclass(frozen=True)
+class StartReport:
+    """How `SemanticCache.load_or_build` started a cache."""
+
+    loaded: bool  # from the saved folder; False: built from the bank
+    reason: str | None  # why the saved folder was not used
+    sync: SyncReport
+    seconds: float
+
+    @property
+    def should_save(self) -> bool:
+        """The saved folder is missing, unusable or behind the bank: save the cache now."""
+        return not self.loaded or self.sync.changed
+
+
+@functools.cache
+def normalizer_version() -> str:
+    """A digest of `solver.normalize`'s source: saved canonical texts and signature keys are valid only
+    for the normalizer that made them."""
+    import solver.normalize as module
+
+    return hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()[:16]
 
 
 # Words whose presence never changes a problem: articles, "there is", politeness, sentence particles.
@@ -590,6 +872,7 @@ class SemanticCache:
         index: str = "auto",
         max_chars: int = MAX_QUESTION_CHARS,
         model: DecisionModel | None | str = "default",
+        store: VectorStore | None = None,
     ) -> None:
         default_threshold, default_signature = recommended_thresholds(embedder.name)
         threshold = default_threshold if threshold is None else threshold
@@ -618,6 +901,12 @@ class SemanticCache:
         self._blocks: set[tuple[str, str]] = set()
         # the learned rule fitted for this embedder ("default"), one given, or None for version 1's gates
         self.model = load_model_for(embedder.name) if model == "default" else model
+        # where vectors are taken from before embedding, and written to after (None: embed everything)
+        self.store = store
+        # the change feed's position this cache is up to date with (the caller's number; saved with it)
+        self.feed_position: int | None = None
+        # the generation folder this cache was loaded from, if any
+        self.loaded_from: Path | None = None
 
     # -- size and contents ---------------------------------------------------------------------------
 
@@ -644,15 +933,34 @@ class SemanticCache:
         self.add_many([(entry_id, text)], strict=True)
 
     def add_many(
-        self, items: Iterable[tuple[str, str]], *, batch_size: int = 64, strict: bool = False
+        self,
+        items: Iterable[tuple[str, str]],
+        *,
+        batch_size: int = 64,
+        strict: bool = False,
+        store: VectorStore | None = None,
     ) -> int:
         """Add (or replace) many entries, embedding them in batches; returns how many were added.
 
         An entry that can never be matched (empty text, longer than `max_chars`) is skipped, so that one
         odd problem cannot keep a whole bank out of the cache; with `strict=True` it raises ValueError.
+        Vectors are taken from `store` (or the cache's own `store`) where it has them; only the other
+        texts are embedded, and written back to it.
         """
+        return self._add_items(items, batch_size=batch_size, strict=strict, store=store)[0]
+
+    def _add_items(
+        self,
+        items: Iterable[tuple[str, str]],
+        *,
+        batch_size: int = 64,
+        strict: bool = False,
+        store: VectorStore | None = None,
+    ) -> tuple[int, int]:
+        """`add_many`, returning (added, embedded)."""
+        store = store if store is not None else self.store
         batch: list[tuple[str, str]] = []
-        added = 0
+        added = embedded = 0
         for entry_id, text in items:
             if not isinstance(entry_id, str) or not entry_id:
                 raise ValueError("a bank entry needs a non-empty string id")
@@ -663,21 +971,25 @@ class SemanticCache:
                 continue
             batch.append((entry_id, text))
             if len(batch) >= batch_size:
-                added += self._add_batch(batch)
+                counts = self._add_batch(batch, store)
+                added, embedded = added + counts[0], embedded + counts[1]
                 batch = []
         if batch:
-            added += self._add_batch(batch)
-        return added
+            counts = self._add_batch(batch, store)
+            added, embedded = added + counts[0], embedded + counts[1]
+        return added, embedded
 
-    def _add_batch(self, batch: list[tuple[str, str]]) -> int:
-        canonicals = [normalize(text) for _, text in batch]
-        vectors = self.embedder.embed(canonicals)
-        entries = [
-            _Entry(entry_id, text, read(canonical))
-            for (entry_id, text), canonical in zip(batch, canonicals, strict=True)
-        ]
+    def _add_batch(
+        self, batch: list[tuple[str, str]], store: VectorStore | None
+    ) -> tuple[int, int]:
+        entries = [_Entry.from_text(entry_id, text) for entry_id, text in batch]
+        canonicals = [entry.canonical for entry in entries]
+        if store is None:
+            vectors, embedded = self.embedder.embed(canonicals), len(canonicals)
+        else:
+            vectors, embedded = store.embed(self.embedder, canonicals)
         self._insert(entries, vectors)
-        return len(entries)
+        return len(entries), embedded
 
     def _insert(self, entries: list[_Entry], vectors: np.ndarray) -> None:
         with self._lock:
@@ -687,13 +999,16 @@ class SemanticCache:
                     self._remove_locked(entry.entry_id)
                 key = self._next_key
                 self._next_key += 1
-                self._entries[key] = entry
-                self._key_of[entry.entry_id] = key
-                self._by_signature.setdefault(entry.reading.signature.key(), set()).add(key)
-                self._by_canonical.setdefault(entry.reading.canonical, set()).add(key)
+                self._index_entry(key, entry)
                 keys.append(key)
             self._index.add(np.asarray(keys, dtype=np.int64), vectors)
             self._maybe_switch_index()
+
+    def _index_entry(self, key: int, entry: _Entry) -> None:
+        self._entries[key] = entry
+        self._key_of[entry.entry_id] = key
+        self._by_signature.setdefault(entry.signature_key, set()).add(key)
+        self._by_canonical.setdefault(entry.canonical, set()).add(key)
 
     def _maybe_switch_index(self) -> None:
         if (
@@ -730,10 +1045,135 @@ class SemanticCache:
         if key is None:
             return False
         entry = self._entries.pop(key)
-        _discard(self._by_signature, entry.reading.signature.key(), key)
-        _discard(self._by_canonical, entry.reading.canonical, key)
+        _discard(self._by_signature, entry.signature_key, key)
+        _discard(self._by_canonical, entry.canonical, key)
         self._index.remove(key)
         return True
+
+    # -- following a change feed ---------------------------------------------------------------------
+
+    def fingerprints(self) -> dict[str, str]:
+        """{entry id: sha256 of its text as given} (`text_fingerprint`), for reconciling with a database."""
+        with self._lock:
+            held = [(entry.entry_id, entry.text) for entry in self._entries.values()]
+        return {entry_id: text_fingerprint(text) for entry_id, text in held}
+
+    def apply(
+        self,
+        *,
+        added: Iterable[tuple[str, str]] = (),
+        removed: Iterable[str] = (),
+        aliases: Iterable[tuple[str, str]] = (),
+        blocks: Iterable[tuple[str, str]] = (),
+        removed_aliases: Iterable[str] = (),
+        removed_blocks: Iterable[tuple[str, str]] = (),
+        store: VectorStore | None = None,
+        feed_position: int | None = None,
+    ) -> SyncReport:
+        """Net changes from a change feed: `added` holds the current (id, text) of every problem that
+        was added or changed, `removed` the ids deleted (an id is in one list or the other);
+        `aliases`/`blocks` are (wording, id) pairs to add, `removed_aliases` wordings and
+        `removed_blocks` (wording, id) pairs to take out. An id given again with the same text costs
+        nothing; a changed one is normalized and embedded (or its vector taken from the store). A
+        wording that cannot be read (too long, no words) is counted as refused, not raised.
+        `feed_position`, when given, is recorded as `self.feed_position` once the changes are in."""
+        added = list(added)
+        removed = list(removed)
+        both = {entry_id for entry_id, _ in added} & set(removed)
+        if both:
+            raise ValueError(f"ids both added and removed: {sorted(both)[:5]}")
+        report = SyncReport()
+        for entry_id in removed:
+            report.removed += int(self.remove(entry_id))
+        with self._lock:
+            held = {
+                entry_id: self._entries[self._key_of[entry_id]].text
+                for entry_id, _ in added
+                if entry_id in self._key_of
+            }
+        latest = dict(added)  # an id given twice: its last text
+        changed = []
+        for entry_id, text in latest.items():
+            if held.get(entry_id) == text:
+                report.unchanged += 1
+            elif _problem_with(text, self.max_chars):
+                # a text that can never be matched: the old text of this id must not be served either
+                report.skipped += 1
+                report.removed += int(self.remove(entry_id))
+            else:
+                changed.append((entry_id, text))
+                if entry_id in held:
+                    report.replaced += 1
+                else:
+                    report.added += 1
+        report.embedded = self._add_items(changed, store=store)[1]
+        for add, pairs in ((self.add_alias, aliases), (self.add_block, blocks)):
+            for text, entry_id in pairs:
+                try:
+                    add(text, entry_id)
+                    report.corrections += 1
+                except ValueError:
+                    report.refused += 1
+        for text in removed_aliases:
+            report.corrections += int(self.remove_alias(text))
+        for text, entry_id in removed_blocks:
+            report.corrections += int(self.remove_block(text, entry_id))
+        if feed_position is not None:
+            self.feed_position = feed_position
+        return report
+
+    def reconcile(
+        self,
+        bank: Iterable[tuple[str, str]],
+        *,
+        aliases: Iterable[tuple[str, str]] | None = None,
+        blocks: Iterable[tuple[str, str]] | None = None,
+        store: VectorStore | None = None,
+        feed_position: int | None = None,
+    ) -> SyncReport:
+        """Make the cache hold exactly `bank` (every (id, text) of the database): ids whose text differs
+        are added again, ids not in `bank` are removed, the rest costs nothing. `aliases` and `blocks`,
+        when given, replace the cache's own (they are small; every wording is normalized again)."""
+        wanted = dict(bank)
+        with self._lock:
+            gone = [entry_id for entry_id in self._key_of if entry_id not in wanted]
+        report = self.apply(
+            added=wanted.items(), removed=gone, store=store, feed_position=feed_position
+        )
+        if aliases is not None or blocks is not None:
+            corrections, refused = self._replace_corrections(aliases, blocks)
+            report.corrections += corrections
+            report.refused += refused
+        return report
+
+    def _replace_corrections(
+        self,
+        aliases: Iterable[tuple[str, str]] | None,
+        blocks: Iterable[tuple[str, str]] | None,
+    ) -> tuple[int, int]:
+        """Set the aliases and/or blocks to exactly these; returns (how many differ, refused)."""
+        refused = 0
+        given_aliases: dict[str, str] = {}
+        given_blocks: set[tuple[str, str]] = set()
+        for text, entry_id in aliases or ():
+            try:
+                given_aliases[self._canonical_or_error(text)] = entry_id
+            except ValueError:
+                refused += 1
+        for text, entry_id in blocks or ():
+            try:
+                given_blocks.add((self._canonical_or_error(text), entry_id))
+            except ValueError:
+                refused += 1
+        with self._lock:
+            final_blocks = self._blocks if blocks is None else given_blocks
+            final_aliases = self._aliases if aliases is None else given_aliases
+            # a block wins over an alias of the same wording and problem, as in add_block
+            final_aliases = {c: e for c, e in final_aliases.items() if (c, e) not in final_blocks}
+            differ = len(set(self._aliases.items()) ^ set(final_aliases.items()))
+            differ += len(self._blocks ^ final_blocks)
+            self._aliases, self._blocks = final_aliases, set(final_blocks)
+        return differ, refused
 
     # -- lookup --------------------------------------------------------------------------------------
 
@@ -971,40 +1411,208 @@ class SemanticCache:
 
     # -- persistence ---------------------------------------------------------------------------------
 
-    def save(self, folder: str | Path) -> None:
-        """Write entries.json and vectors.npy into `folder` (created if needed)."""
-        path = Path(folder)
-        path.mkdir(parents=True, exist_ok=True)
+    def save(self, folder: str | Path, *, feed_position: int | None = None) -> Path:
+        """Write the cache as a new generation of `folder` and point `folder/CURRENT` at it (one atomic
+        rename: a concurrent `load` sees the old cache or this one). Returns the generation folder.
+
+        The vectors of a loaded cache are merged first: its read-only index, the entries added since
+        (the delta) and the tombstones become one index. `feed_position` (default: this cache's) is
+        saved with it. Lookups wait only while the entries and vectors are copied, not while they are
+        written. Raises CacheFileError when the folder cannot be written."""
+        root = Path(folder)
         with self._lock:
             keys = sorted(self._entries)
-            vectors = (
-                self._index.get(keys)
-                if keys
-                else np.zeros((0, self.embedder.dim), dtype=np.float32)
-            )
-            meta = {
+            entries = [self._entries[k] for k in keys]
+            aliases = sorted(self._aliases.items())
+            blocks = sorted(self._blocks)
+            position = self.feed_position if feed_position is None else feed_position
+            write_vectors = self._vector_writer(keys)
+        columns = {
+            "keys": keys,
+            "ids": [e.entry_id for e in entries],
+            "texts": [e.text for e in entries],
+            "canonicals": [e.canonical for e in entries],
+            "signatures": [e.signature_key for e in entries],
+            "aliases": [list(pair) for pair in aliases],
+            "blocks": [list(pair) for pair in blocks],
+        }
+        tmp = root / f".tmp-{uuid.uuid4().hex}"
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            tmp.mkdir()
+            data = json.dumps(columns, ensure_ascii=False).encode("utf-8")
+            (tmp / "entries.json").write_bytes(data)
+            kind, vectors_name = write_vectors(tmp)
+            files = {name: _file_record(tmp / name) for name in ("entries.json", vectors_name)}
+            manifest = {
                 "format": _FORMAT_VERSION,
                 "embedder": self.embedder.name,
                 "dim": self.embedder.dim,
-                "entries": [
-                    {"id": self._entries[k].entry_id, "text": self._entries[k].text} for k in keys
-                ],
-                "aliases": sorted(self._aliases.items()),
-                "blocks": sorted(self._blocks),
+                "index": kind,
+                "count": len(keys),
+                "normalizer": normalizer_version(),
+                "feed_position": position,
+                "saved_at": time.time(),
+                "files": files,
             }
-        np.save(path / "vectors.npy", np.asarray(vectors, dtype=np.float32), allow_pickle=False)
-        (path / "entries.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+            for name in (*files, "manifest.json"):
+                _fsync_file(tmp / name)
+            generation = f"gen-{time.time_ns():020d}-{os.getpid()}"
+            os.rename(tmp, root / generation)
+            _fsync_dir(root)
+            pointer = root / f".CURRENT-{uuid.uuid4().hex}"
+            pointer.write_text(generation + "\n", encoding="utf-8")
+            _fsync_file(pointer)
+            os.replace(pointer, root / "CURRENT")
+            _fsync_dir(root)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CacheFileError(f"Cannot save the cache in {root}: {exc}") from exc
+        _prune_generations(root, keep=generation)
+        return root / generation
+
+    def _vector_writer(self, keys: list[int]) -> Any:
+        """Copy what the vectors file needs (called with the lock held) and return a function that
+        writes it into a folder outside the lock, returning (index kind, file name)."""
+        index = self._index
+        hnsw_base = isinstance(index, LayeredIndex) and isinstance(index.base, _ViewedHnswBase)
+        if isinstance(index, HnswIndex) or hnsw_base:
+            if isinstance(index, HnswIndex):
+                graph, removed, delta_keys = index._index.copy(), [], []
+                delta_vectors = np.zeros((0, self.embedder.dim), dtype=np.float32)
+            else:
+                graph, removed = index.base.mutable_copy(), sorted(index.removed)
+                delta_keys = index.delta.keys()
+                delta_vectors = index.delta.get(delta_keys)
+
+            def write_hnsw(folder: Path) -> tuple[str, str]:
+                for key in removed:
+                    graph.remove(key)
+                if delta_keys:
+                    graph.add(np.asarray(delta_keys, dtype=np.uint64), delta_vectors, threads=1)
+                graph.save(str(folder / "index.usearch"))
+                return "hnsw", "index.usearch"
+
+            return write_hnsw
+        vectors = (
+            np.asarray(index.get(keys), dtype=np.float32)
+            if keys
+            else np.zeros((0, self.embedder.dim), dtype=np.float32)
+        )
+
+        def write_exact(folder: Path) -> tuple[str, str]:
+            np.save(folder / "vectors.npy", np.ascontiguousarray(vectors), allow_pickle=False)
+            return "exact", "vectors.npy"
+
+        return write_exact
 
     @classmethod
-    def load(cls, folder: str | Path, embedder: Embedder, **settings: Any) -> SemanticCache:
-        """A cache read back from `save`; the embedder must be the one that built it."""
-        path = Path(folder)
+    def load(
+        cls, folder: str | Path, embedder: Embedder, *, verify: bool = True, **settings: Any
+    ) -> SemanticCache:
+        """A cache read back from `save`; the embedder must be the one that built it.
+
+        Nothing is normalized or embedded: the vectors are memory-mapped and every entry is read when a
+        lookup first compares it. `verify=True` checks every file's sha256 against the manifest (about
+        0.2 s per 100 MB; it also brings the files into the page cache, where lookups need them).
+        `settings` are SemanticCache's keyword arguments; an `index` other than "auto" that differs
+        from the saved one is rebuilt in memory. Raises CacheFileError with a readable reason."""
+        root = Path(folder)
+        if (root / "CURRENT").is_file():
+            for _ in range(3):
+                generation = _current_generation(root)
+                if not (root / generation).is_dir():
+                    continue  # pruned by a concurrent save between reading CURRENT and opening it
+                try:
+                    return cls._load_generation(root / generation, embedder, verify, settings)
+                except FileNotFoundError:
+                    if (root / generation).is_dir():
+                        raise CacheFileError(
+                            f"The cache in {root / generation} is damaged: a file is missing."
+                        ) from None
+            raise CacheFileError(f"The cache in {root} keeps changing while it is read; try again.")
+        if (root / "entries.json").is_file():
+            return cls._load_version_1(root, embedder, settings)
+        raise CacheFileError(f"There is no saved cache in {root}.")
+
+    @classmethod
+    def _load_generation(
+        cls, path: Path, embedder: Embedder, verify: bool, settings: dict[str, Any]
+    ) -> SemanticCache:
+        try:
+            manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise CacheFileError(f"Cannot read the cache in {path}: {exc}") from exc
+        if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT_VERSION:
+            found = manifest.get("format") if isinstance(manifest, dict) else None
+            raise CacheFileError(
+                f"{path / 'manifest.json'} is not a cache file this version can read "
+                f"(format {found!r}; this version reads {_FORMAT_VERSION} and {_OLD_FORMAT_VERSION})."
+            )
+        if manifest.get("embedder") != embedder.name or manifest.get("dim") != embedder.dim:
+            raise CacheFileError(
+                f"The cache in {path} was built with {manifest.get('embedder')!r}; re-embed the bank for {embedder.name!r}."
+            )
+        if manifest.get("normalizer") != normalizer_version():
+            raise CacheFileError(
+                f"The cache in {path} was saved by another version of solver/normalize.py; build it "
+                "again from the bank (a vector store keeps the embeddings, so only the texts are read)."
+            )
+        kind, count = manifest.get("index"), manifest.get("count")
+        vectors_name = {"exact": "vectors.npy", "hnsw": "index.usearch"}.get(kind)  # type: ignore[arg-type]
+        files = manifest.get("files")
+        if (
+            vectors_name is None
+            or not isinstance(count, int)
+            or not isinstance(files, dict)
+            or set(files) != {"entries.json", vectors_name}
+        ):
+            raise CacheFileError(f"The cache in {path} is damaged: its manifest is incomplete.")
+        for name, record in files.items():
+            _check_file(path / name, record, verify)
+        try:
+            columns = json.loads((path / "entries.json").read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise CacheFileError(f"Cannot read the cache in {path}: {exc}") from exc
+        keys, ids, texts, canonicals, signatures = _entry_columns(columns, count, path)
+        if kind == "exact":
+            base: _MappedExactBase | _ViewedHnswBase = _MappedExactBase(
+                _mapped_matrix(path / vectors_name, count, embedder.dim), keys
+            )
+        else:
+            base = _ViewedHnswBase(_viewed_usearch(path / vectors_name, keys, embedder.dim))
+        cache = cls(embedder, **settings)
+        for key, entry_id, text, canonical, signature in zip(
+            keys, ids, texts, canonicals, signatures, strict=True
+        ):
+            cache._index_entry(key, _Entry(entry_id, text, canonical, signature))
+        cache._next_key = max(keys) + 1 if keys else 0
+        cache._index = LayeredIndex(base)
+        cache._aliases, cache._blocks = _corrections_from(columns, path)
+        position = manifest.get("feed_position")
+        cache.feed_position = position if isinstance(position, int) else None
+        cache.loaded_from = path
+        wanted = settings.get("index", "auto")
+        if wanted != "auto" and wanted != kind:
+            cache.use_index(wanted)
+        return cache
+
+    @classmethod
+    def _load_version_1(
+        cls, path: Path, embedder: Embedder, settings: dict[str, Any]
+    ) -> SemanticCache:
+        """The format of version 1 (ids and texts; every entry is normalized and read again)."""
         try:
             meta = json.loads((path / "entries.json").read_text(encoding="utf-8"))
             vectors = np.load(path / "vectors.npy", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise CacheFileError(f"Cannot read the cache in {path}: {exc}") from exc
-        if not isinstance(meta, dict) or meta.get("format") != _FORMAT_VERSION:
+        if not isinstance(meta, dict) or meta.get("format") != _OLD_FORMAT_VERSION:
             raise CacheFileError(
                 f"{path / 'entries.json'} is not a cache file this version can read."
             )
@@ -1013,7 +1621,11 @@ class SemanticCache:
                 f"The cache in {path} was built with {meta.get('embedder')!r}; re-embed the bank for {embedder.name!r}."
             )
         items = meta.get("entries")
-        if not isinstance(items, list) or vectors.shape != (len(items), embedder.dim):
+        if (
+            not isinstance(items, list)
+            or vectors.dtype != np.float32
+            or vectors.shape != (len(items), embedder.dim)
+        ):
             raise CacheFileError(
                 f"The cache in {path} is damaged: entries and vectors do not match."
             )
@@ -1028,13 +1640,203 @@ class SemanticCache:
                 raise CacheFileError(
                     f"The cache in {path} is damaged: an entry is not an id and a text."
                 )
-            canonical = normalize(item["text"])
-            entries.append(_Entry(item["id"], item["text"], read(canonical)))
+            entries.append(_Entry.from_text(item["id"], item["text"]))
         if entries:
-            cache._insert(entries, vectors.astype(np.float32, copy=False))
-        try:
-            cache._aliases = {str(c): str(e) for c, e in meta.get("aliases", [])}
-            cache._blocks = {(str(c), str(e)) for c, e in meta.get("blocks", [])}
-        except (TypeError, ValueError) as exc:
-            raise CacheFileError(f"The cache in {path} is damaged: bad aliases or blocks.") from exc
+            cache._insert(entries, vectors)
+        cache._aliases, cache._blocks = _corrections_from(meta, path)
         return cache
+
+    @classmethod
+    def load_or_build(
+        cls,
+        folder: str | Path,
+        embedder: Embedder,
+        bank: Iterable[tuple[str, str]],
+        *,
+        aliases: Iterable[tuple[str, str]] | None = None,
+        blocks: Iterable[tuple[str, str]] | None = None,
+        feed_position: int | None = None,
+        verify: bool = True,
+        **settings: Any,
+    ) -> tuple[SemanticCache, StartReport]:
+        """A cache that holds exactly `bank` (and these aliases and blocks): the saved one in `folder`
+        brought up to date, or, when there is none or it cannot be used (the reason is reported), a new
+        one built from `bank` (with `settings["store"]`, only the texts it lacks are embedded). The
+        caller saves it when `report.should_save`."""
+        started = time.perf_counter()
+        reason = None
+        try:
+            cache = cls.load(folder, embedder, verify=verify, **settings)
+        except CacheFileError as exc:
+            reason = str(exc)
+            cache = cls(embedder, **settings)
+        sync = cache.reconcile(bank, aliases=aliases, blocks=blocks, feed_position=feed_position)
+        return cache, StartReport(reason is None, reason, sync, time.perf_counter() - started)
+
+
+# --------------------------------------------------------------------------------------------------
+# Saved files
+# --------------------------------------------------------------------------------------------------
+
+
+def _file_record(path: Path) -> dict[str, Any]:
+    with path.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    return {"bytes": path.stat().st_size, "sha256": digest}
+
+
+def _check_file(path: Path, record: object, verify: bool) -> None:
+    """The file has the size (and, with `verify`, the sha256) the manifest recorded."""
+    if (
+        not isinstance(record, dict)
+        or not isinstance(record.get("bytes"), int)
+        or not isinstance(record.get("sha256"), str)
+    ):
+        raise CacheFileError(f"The cache in {path.parent} is damaged: its manifest is incomplete.")
+    size = (
+        path.stat().st_size
+    )  # FileNotFoundError: the caller tells a pruned folder from a damaged one
+    if size != record["bytes"]:
+        raise CacheFileError(
+            f"The cache in {path.parent} is damaged: {path.name} has {size} bytes, "
+            f"its manifest says {record['bytes']}."
+        )
+    if verify and _file_record(path)["sha256"] != record["sha256"]:
+        raise CacheFileError(
+            f"The cache in {path.parent} is damaged: {path.name} is not the file that was saved."
+        )
+
+
+def _entry_columns(
+    columns: object, count: int, path: Path
+) -> tuple[list[int], list[str], list[str], list[str], list[str]]:
+    """keys, ids, texts, canonical texts and signature keys from entries.json, checked."""
+    names = ("keys", "ids", "texts", "canonicals", "signatures")
+    damaged = CacheFileError(f"The cache in {path} is damaged: entries.json is not what was saved.")
+    if not isinstance(columns, dict):
+        raise damaged
+    lists = [columns.get(name) for name in names]
+    if not all(isinstance(c, list) and len(c) == count for c in lists):
+        raise damaged
+    keys, ids, *strings = lists
+    if not all(type(k) is int and 0 <= k < 2**63 for k in keys) or len(set(keys)) != count:
+        raise damaged
+    if not all(isinstance(i, str) and i for i in ids) or len(set(ids)) != count:
+        raise damaged
+    if not all(isinstance(t, str) for column in strings for t in column):
+        raise damaged
+    return keys, ids, strings[0], strings[1], strings[2]
+
+
+def _corrections_from(
+    meta: dict[str, Any], path: Path
+) -> tuple[dict[str, str], set[tuple[str, str]]]:
+    try:
+        aliases = {str(c): str(e) for c, e in meta.get("aliases", [])}
+        blocks = {(str(c), str(e)) for c, e in meta.get("blocks", [])}
+    except (TypeError, ValueError) as exc:
+        raise CacheFileError(f"The cache in {path} is damaged: bad aliases or blocks.") from exc
+    return aliases, blocks
+
+
+def _mapped_matrix(path: Path, count: int, dim: int) -> np.ndarray:
+    """vectors.npy memory-mapped read-only, checked to be (count, dim) float32 in C order."""
+    try:
+        matrix = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise CacheFileError(
+            f"Cannot read the vectors of the cache in {path.parent}: {exc}"
+        ) from exc
+    if (
+        matrix.dtype != np.dtype("<f4")
+        or matrix.shape != (count, dim)
+        or not matrix.flags.c_contiguous
+    ):
+        raise CacheFileError(
+            f"The cache in {path.parent} is damaged: vectors.npy holds {matrix.dtype} {matrix.shape}, "
+            f"not float32 ({count}, {dim})."
+        )
+    return np.asarray(matrix)
+
+
+def _viewed_usearch(path: Path, keys: list[int], dim: int) -> Any:
+    """index.usearch viewed (memory-mapped, read-only), checked to hold exactly `keys`."""
+    from usearch.index import Index, MetricKind, ScalarKind
+
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    damaged = f"The cache in {path.parent} is damaged: index.usearch"
+    try:
+        meta = Index.metadata(str(path))
+    except (RuntimeError, ValueError) as exc:
+        raise CacheFileError(f"{damaged} cannot be read ({exc}).") from exc
+    if (
+        not meta
+        or meta.get("dimensions") != dim
+        or meta.get("kind_metric") != MetricKind.IP
+        or meta.get("kind_scalar") != ScalarKind.F32
+        or meta.get("count_present") != len(keys)
+    ):
+        raise CacheFileError(f"{damaged} is not the index of these entries.")
+    try:
+        index = Index.restore(str(path), view=True, expansion_search=64)
+    except (RuntimeError, ValueError) as exc:
+        raise CacheFileError(f"{damaged} cannot be read ({exc}).") from exc
+    if index is None or len(index) != len(keys):
+        raise CacheFileError(f"{damaged} is not the index of these entries.")
+    if keys and not bool(np.all(index.contains(np.asarray(keys, dtype=np.uint64)))):
+        raise CacheFileError(f"{damaged} does not hold every entry.")
+    return index
+
+
+def _current_generation(root: Path) -> str:
+    try:
+        name = (root / "CURRENT").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CacheFileError(f"Cannot read {root / 'CURRENT'}: {exc}") from exc
+    if not _GENERATION_RE.fullmatch(name):
+        raise CacheFileError(f"{root / 'CURRENT'} does not name a saved cache.")
+    return name
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _prune_generations(root: Path, *, keep: str) -> None:
+    """Remove all but the newest generations (and the current one and `keep`), what a crashed save
+    left behind, and the files of format 1. A process still using a removed generation keeps its
+    memory maps (the files disappear only when it closes them)."""
+    try:
+        current = _current_generation(root)
+    except CacheFileError:
+        current = keep
+    generations = sorted(p.name for p in root.iterdir() if _GENERATION_RE.fullmatch(p.name))
+    kept = set(generations[-_KEEP_GENERATIONS:]) | {current, keep}
+    now = time.time()
+    for child in root.iterdir():
+        name = child.name
+        try:
+            if _GENERATION_RE.fullmatch(name) and name not in kept:
+                shutil.rmtree(child, ignore_errors=True)
+            elif name.startswith((".tmp-", ".CURRENT-")):
+                if now - child.stat().st_mtime > _ABANDONED_AFTER_S:
+                    if child.is_dir():
+                        shutil.rmtree(child, ignore_errors=True)
+                    else:
+                        child.unlink()
+            elif name in ("entries.json", "vectors.npy"):
+                child.unlink()
+        except OSError:  # pruning is tidying: a file another process removed first is fine
+            continue

@@ -266,8 +266,13 @@ def test_an_empty_bank_misses(tmp_path):
 
 
 def test_save_and_load_keep_every_decision(cache, tmp_path):
-    cache.save(tmp_path / "bank")
-    assert sorted(p.name for p in (tmp_path / "bank").iterdir()) == ["entries.json", "vectors.npy"]
+    generation = cache.save(tmp_path / "bank")
+    assert sorted(p.name for p in (tmp_path / "bank").iterdir()) == ["CURRENT", generation.name]
+    assert sorted(p.name for p in generation.iterdir()) == [
+        "entries.json",
+        "manifest.json",
+        "vectors.npy",
+    ]
     loaded = SemanticCache.load(
         tmp_path / "bank", HashingEmbedder(), threshold=0.5, signature_threshold=0.3
     )
@@ -277,14 +282,14 @@ def test_save_and_load_keep_every_decision(cache, tmp_path):
 
 
 def test_loading_refuses_another_embedder_and_damaged_files(cache, tmp_path):
-    cache.save(tmp_path / "bank")
+    generation = cache.save(tmp_path / "bank")
 
     class Other(HashingEmbedder):
         name = "other"
 
     with pytest.raises(CacheFileError, match="re-embed"):
         SemanticCache.load(tmp_path / "bank", Other())
-    (tmp_path / "bank" / "entries.json").write_text("{not json", encoding="utf-8")
+    (generation / "entries.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(CacheFileError):
         SemanticCache.load(tmp_path / "bank", HashingEmbedder())
     with pytest.raises(CacheFileError):
