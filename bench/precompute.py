@@ -101,8 +101,8 @@ def framework_alone(count: int) -> dict:
     from types import SimpleNamespace
 
     from solver.batch import CheckedAnswer
-    from tutor import services
     from tutor.models import Problem
+    from tutor.services import precompute as services
 
     Problem.objects.all().delete()
     Problem.objects.bulk_create(
@@ -150,8 +150,8 @@ def framework_alone(count: int) -> dict:
 
 def precompute(texts: list[str], max_new_tokens: int) -> dict:
     """The site's path: a run of RunItems, claimed, answered with continuous batching, stored."""
-    from tutor import services
     from tutor.models import PrecomputeRun, Problem
+    from tutor.services import precompute as services
 
     Problem.objects.all().delete()
     Problem.objects.bulk_create([Problem(text=t) for t in texts])
@@ -242,7 +242,7 @@ def main() -> None:
     from solver.engine_process import EngineProcess
     from solver.modelstore import ModelStore
     from solver.prompts import get_family
-    from tutor import services
+    from tutor.services import runtime as services
 
     rows = []
     alone = framework_alone(max(64, args.problems))

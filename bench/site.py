@@ -29,7 +29,7 @@ The clients share the machine's cores with the server, so the figures include th
     python bench/site.py --live 4         # and hits while 4 live generations stream
 
 This file is also the server's gunicorn config (`-c bench/site.py`): its `post_worker_init` hook installs
-the saved cache in the worker with `tutor.services.use_cache`, so the server does not embed the bank again.
+the saved cache in the worker with `tutor.services.runtime.use_cache`, so the server does not embed the bank again.
 """
 
 from __future__ import annotations
@@ -195,9 +195,9 @@ def fill_database(bank: list[tuple[str, str, str, str]]) -> tuple[list[int], str
     from django.contrib.auth.models import Group, User
     from django.core.management import call_command
 
-    from tutor import services
     from tutor.management.commands.setup_demo import ensure_groups
     from tutor.models import Problem, Solution
+    from tutor.services import tokens as services
 
     call_command("migrate", verbosity=0)
     if Problem.objects.exists():
@@ -289,7 +289,7 @@ def post_worker_init(worker) -> None:
         return
     from solver.cache import SemanticCache
     from solver.embed import load_embedder
-    from tutor import services
+    from tutor.services import runtime as services
 
     set_torch_threads(int(os.environ.get("BENCH_TORCH_THREADS", "0")))
     from django.conf import settings as dj_settings

@@ -67,7 +67,7 @@ class ExactCache:
         self.suggest: dict[str, list[str]] = {}  # question key -> entry ids to suggest
 
     def _key(self, text: str) -> str:
-        from tutor.services import question_key
+        from tutor.services.text import question_key
 
         return question_key(text)
 
@@ -245,16 +245,15 @@ def exact_cache():
 @pytest.fixture
 def site(exact_cache, settings):
     """A clean process-wide runtime for each test: the exact-text cache and no engine (so a miss is
-    refused as no_model unless the test installs one with services.use_engine)."""
-    from tutor import services
+    refused as no_model unless the test installs one with runtime.install / use_engine)."""
+    from tutor.services import live, runtime
 
     settings.SUANJING_MODELS = "/nonexistent-suanjing-models"
-    services.use_cache(exact_cache)
-    services.use_engine(None, None)
-    yield services
-    assert services.live_jobs.wait_idle(30), "a live job was still running at the end of the test"
-    services.use_cache(None)
-    services.use_engine(None, None)
+    runtime.reset()
+    runtime.install(cache=exact_cache)
+    yield runtime
+    assert live.live_jobs.wait_idle(30), "a live job was still running at the end of the test"
+    runtime.reset()
 
 
 @pytest.fixture
@@ -275,9 +274,9 @@ def make_problem(db):
                 status=status,
                 source="batch",
             )
-        from tutor import services
+        from tutor.services import runtime
 
-        services._cache_put(problem.pk, problem.text)
+        runtime.put_problem(problem.pk, problem.text)
         return problem
 
     return make

@@ -9,8 +9,8 @@ from django.test import Client
 
 from tests.site_fixtures import *  # noqa: F403
 from tests.site_fixtures import bearer
-from tutor import services
 from tutor.models import Question, Solution
+from tutor.services import bank, tokens
 
 CHICKENS = "一个笼子里有鸡和兔子共35只，脚共94只，问鸡和兔各有多少只？"
 
@@ -76,7 +76,7 @@ def test_a_rejection_takes_an_answer_out_of_service_at_once(site, cast, make_pro
     first = post_json(alice_client, "/api/ask", {"question": CHICKENS}).json()
     assert first["answer"]["status"] == "verified"
     verified = Solution.objects.get(problem=problem, status="verified")
-    services.review_solution(solution=verified, reviewer=cast.teacher, status="rejected")
+    bank.review_solution(solution=verified, reviewer=cast.teacher, status="rejected")
     # The question already asked now shows the next best answer, and so does a new ask.
     again = alice_client.get(f"/api/questions/{first['id']}").json()
     assert again["answer"]["status"] == "unverified" and again["answer"]["final"] == "22, 13"
@@ -139,7 +139,7 @@ def test_the_api_refuses_missing_or_wrong_credentials(site, cast, headers, statu
 
 def test_a_bearer_token_works_without_csrf_and_a_session_needs_it(site, cast, make_problem):
     make_problem("2+2=?", solutions=(("approved", "4"),))
-    token = services.issue_api_token(user=cast.alice)
+    token = tokens.issue_api_token(user=cast.alice)
     strict = Client(enforce_csrf_checks=True)
     assert post_json(strict, "/api/ask", {"question": "2+2=?"}, **bearer(token)).status_code == 200
     strict.force_login(cast.alice)
@@ -153,7 +153,7 @@ def test_a_bearer_token_works_without_csrf_and_a_session_needs_it(site, cast, ma
 
 
 def test_a_disabled_users_token_stops_working(site, cast):
-    token = services.issue_api_token(user=cast.alice)
+    token = tokens.issue_api_token(user=cast.alice)
     cast.alice.is_active = False
     cast.alice.save()
     assert Client().get("/api/problems", **bearer(token)).status_code == 401
@@ -236,7 +236,7 @@ def test_wrong_methods_get_405(site, cast, alice_client):
 
 def test_problems_are_for_teachers_only(site, cast, alice_client):
     assert alice_client.get("/api/problems").status_code == 403
-    token = services.issue_api_token(user=cast.bob)
+    token = tokens.issue_api_token(user=cast.bob)
     assert Client().get("/api/problems", **bearer(token)).status_code == 403
 
 
@@ -251,7 +251,7 @@ def test_problems_search_filter_and_pages_of_50(site, cast, make_problem):
     make_problem(
         CHICKENS, reference="23, 12", topic="linear_systems", solutions=(("verified", "23, 12"),)
     )
-    token = services.issue_api_token(user=cast.teacher)
+    token = tokens.issue_api_token(user=cast.teacher)
     client = Client()
     first = client.get("/api/problems", **bearer(token)).json()
     assert first["total"] == 61 and first["page"] == 1 and len(first["items"]) == 50

@@ -27,8 +27,11 @@ from pathlib import Path
 import pytest
 
 from tests.site_fixtures import *  # noqa: F403
-from tutor import services
 from tutor.models import Problem, Solution
+from tutor.services import bank as bank_service
+from tutor.services import live as live_service
+from tutor.services import runtime
+from tutor.services.text import question_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -93,7 +96,7 @@ def load_bank() -> dict[str, Problem]:
     """Problems of a few topics from fixtures/problems.jsonl, through the site's real loader."""
     items = map(json.loads, (REPO / "fixtures" / "problems.jsonl").read_text().splitlines())
     return {
-        item["id"]: services.import_fixture_problem(item=item)[0]
+        item["id"]: bank_service.import_fixture_problem(item=item)[0]
         for item in items
         if item.get("topic") in BANK_TOPICS
     }
@@ -115,12 +118,12 @@ def test_a_student_gets_hits_and_a_live_answer_and_a_teacher_approves_it(
     settings.SUANJING_LIVE_ORPHAN_S = 60
     settings.SUANJING_MAX_NEW_TOKENS = 384  # SmolLM2 answers NEW in ~200 tokens
     settings.SUANJING_CACHE_THRESHOLD = ""
-    services.use_cache(None)  # the real cache (MiniLM), built from the bank below on first use
+    runtime.use_cache(None)  # the real cache (MiniLM), built from the bank below on first use
     bank = load_bank()
     banked = bank[BANKED_ID]
-    cache = services.get_cache()
+    cache = runtime.get_cache()
     assert type(cache).__name__ == "SemanticCache" and len(cache) == len(bank)
-    services.use_engine(*smollm2)
+    runtime.use_engine(*smollm2)
     SHOTS.mkdir(parents=True, exist_ok=True)
 
     student = sign_in(browser, live_server, "alice")
@@ -149,7 +152,7 @@ def test_a_student_gets_hits_and_a_live_answer_and_a_teacher_approves_it(
     )
     student.screenshot(path=str(SHOTS / "ask-streaming.png"), full_page=True)
     block = student.wait_for_selector(".answer-block[data-outcome=generated]", timeout=120_000)
-    assert services.live_jobs.wait_idle(10)
+    assert live_service.live_jobs.wait_idle(10)
     live = Problem.objects.get(text=NEW)
     assert live.origin == Problem.Origin.LIVE and live.pk not in {p.pk for p in bank.values()}
     answer = live.solutions.get()
@@ -235,10 +238,10 @@ def test_the_trust_loop_journeys(browser, live_server, site, cast, make_problem,
 
     # 2. A missed question: it fails, the student is offered a retry or the teacher; the teacher links it
     #    to the bank problem, and the next student asking it gets that problem at once.
-    services.use_engine(ScriptedEngine(NO_ANSWER), FakeManifest())
+    runtime.use_engine(ScriptedEngine(NO_ANSWER), FakeManifest())
     wording = "Chickens and rabbits share a cage: 35 heads, 94 legs. How many rabbits?"
     ask_in(student, live_server, wording, "failed")
-    assert services.live_jobs.wait_idle(10)
+    assert live_service.live_jobs.wait_idle(10)
     assert student.locator("#retry-button").count() == 1
     assert student.locator("#ask-teacher-button").count() == 1
     shoot(student, "trust-failed")
@@ -254,9 +257,9 @@ def test_the_trust_loop_journeys(browser, live_server, site, cast, make_problem,
     # 3. A live answer a teacher rejects is never served again; when the model gives it again the
     #    problem waits for the teacher, and students are told so.
     fresh = make_problem("一个数的3倍是36，这个数是多少？")
-    services.use_engine(ScriptedEngine(GOOD), FakeManifest())
+    runtime.use_engine(ScriptedEngine(GOOD), FakeManifest())
     ask_in(student, live_server, fresh.text, "generated")
-    assert services.live_jobs.wait_idle(10)
+    assert live_service.live_jobs.wait_idle(10)
     teacher.goto(f"{live_server.url}/bank/{fresh.pk}")
     teacher.click("button.reject")
     teacher.wait_for_selector(".solution .tag-rejected")
@@ -273,7 +276,7 @@ def test_the_trust_loop_journeys(browser, live_server, site, cast, make_problem,
         "长方形长12厘米、宽8厘米，面积是多少？", solutions=(("approved", "96"),)
     )
     reworded = "一个长方形，长是12厘米，宽是8厘米，求面积"
-    exact_cache.suggest[services.question_key(reworded)] = [str(approved.pk), str(fresh.pk)]
+    exact_cache.suggest[question_key(reworded)] = [str(approved.pk), str(fresh.pk)]
     ask_in(student, live_server, reworded, "suggested")
     assert "Is this your question?" in student.inner_text("main")
     shoot(student, "trust-suggest")

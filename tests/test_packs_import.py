@@ -14,8 +14,8 @@ from django.core.management.base import CommandError
 
 from solver import packs
 from tests.site_fixtures import *  # noqa: F403
-from tutor import services
 from tutor.models import ModelManifest, Problem, Solution
+from tutor.services import bank
 
 
 def counts() -> tuple[int, int, int]:
@@ -138,7 +138,7 @@ def test_a_teachers_edit_is_never_overwritten(tmp_path, make_problem, cast):
         manifest_id="other-model",
         prompt_version="r1-distill/1",
     )
-    services.edit_solution(solution=s, editor=cast.teacher, reasoning="", answer="2", final="2")
+    bank.edit_solution(solution=s, editor=cast.teacher, reasoning="", answer="2", final="2")
     call_command(
         "import_pack", write_pack(tmp_path / "a.sqlite", solutions=[("p2", "verified", "5")])
     )

@@ -22,8 +22,8 @@ from django.db import IntegrityError, transaction
 from tests.site_fixtures import *  # noqa: F403
 from tests.site_fixtures import FakeManifest
 from tests.test_batch import ScriptedEngine, boxed
-from tutor import services
 from tutor.models import PrecomputeRun, Problem, RunItem, Solution
+from tutor.services import precompute, runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,12 +43,12 @@ class CyclingEngine(ScriptedEngine):
 def scripted(db, settings):
     def install(script, seconds=None):
         engine = CyclingEngine(script, seconds)
-        services.use_engine(engine, FakeManifest())
+        runtime.use_engine(engine, FakeManifest())
         return engine
 
     settings.SUANJING_PRECOMPUTE_BATCH = 6
     yield install
-    services.use_engine(None, None)
+    runtime.use_engine(None, None)
 
 
 @pytest.fixture
@@ -56,9 +56,9 @@ def tiny_site(db, settings, tiny_model, tiny_engine_process):
     """The tiny model behind EngineProcess, as a precompute worker runs it by default."""
     settings.SUANJING_MODELS = str(tiny_model.path.parent)
     settings.SUANJING_MODEL = "tiny-qwen2"
-    services.use_engine(tiny_engine_process, tiny_model.manifest)
+    runtime.use_engine(tiny_engine_process, tiny_model.manifest)
     yield tiny_model
-    services.use_engine(None, None)
+    runtime.use_engine(None, None)
 
 
 def problem(text: str, reference: str = "", **fields) -> Problem:
@@ -108,7 +108,7 @@ def test_a_run_checks_every_answer_and_stores_it_with_its_status(scripted):
     assert nothing.best_solution() is None
     item = RunItem.objects.get(problem=nothing)
     assert item.status == "set_aside" and item.attempts == 3 and "no final answer" in item.error
-    figures = services.run_figures(run)
+    figures = precompute.run_figures(run)
     assert figures["results"] == {"verified": 2, "unverified": 2, "failed": 1}
     assert figures["finished"] == 5 and figures["new_tokens"] == run.new_tokens > 0
     # the next run (default selection: no servable answer) tries the failed problem and the one whose
@@ -157,19 +157,19 @@ def test_claims_are_exclusive_and_lost_claims_come_back(scripted, settings):
     scripted({})
     for i in range(6):
         problem(f"p{i}")
-    run = services.create_run(selection=services.Selection(), enqueue=False)
-    first = services.claim_items(run_id=run.pk, worker_id="w1", limit=4)
-    second = services.claim_items(run_id=run.pk, worker_id="w2", limit=4)
+    run = precompute.create_run(selection=precompute.Selection(), enqueue=False)
+    first = precompute.claim_items(run_id=run.pk, worker_id="w1", limit=4)
+    second = precompute.claim_items(run_id=run.pk, worker_id="w2", limit=4)
     assert len(first) == 4 and len(second) == 2
     assert not {i.pk for i in first} & {i.pk for i in second}
-    assert services.claim_items(run_id=run.pk, worker_id="w3") == []
+    assert precompute.claim_items(run_id=run.pk, worker_id="w3") == []
     # w1 dies: its claims are not renewed; within the lease nothing moves, after it they are pending
-    assert services.requeue_expired(run_id=run.pk) == 0
+    assert precompute.requeue_expired(run_id=run.pk) == 0
     RunItem.objects.filter(claimed_by="w1").update(
-        claimed_at=services._lease_cutoff() - __import__("datetime").timedelta(seconds=1)
+        claimed_at=precompute._lease_cutoff() - __import__("datetime").timedelta(seconds=1)
     )
     RunItem.objects.filter(pk=first[0].pk).update(attempts=MAX_ATTEMPTS)
-    assert services.requeue_expired(run_id=run.pk) == 4
+    assert precompute.requeue_expired(run_id=run.pk) == 4
     states = dict(run.items.values_list("pk", "status"))
     assert states[first[0].pk] == "set_aside"
     assert [states[i.pk] for i in first[1:]] == ["pending"] * 3
@@ -180,13 +180,13 @@ def test_an_item_stores_its_answer_at_most_once(scripted):
 
     scripted({})
     p = problem("Q", "5")
-    run = services.create_run(selection=services.Selection(), enqueue=False)
-    (item,) = services.claim_items(run_id=run.pk, worker_id="w1")
+    run = precompute.create_run(selection=precompute.Selection(), enqueue=False)
+    (item,) = precompute.claim_items(run_id=run.pk, worker_id="w1")
     checked = CheckedAnswer(str(item.pk), "verified", "5", 1.0, [], "r", "\\boxed{5}", "5", 10, 0.5)
     kwargs = {"checked": checked, "manifest": FakeManifest(), "prompt_version": "v"}
-    assert services.store_run_item(item_id=item.pk, retry_failed=True, **kwargs) == "stored"
+    assert precompute.store_run_item(item_id=item.pk, retry_failed=True, **kwargs) == "stored"
     # a second worker that also finished it (its lease had expired) writes nothing
-    assert services.store_run_item(item_id=item.pk, retry_failed=True, **kwargs) == "duplicate"
+    assert precompute.store_run_item(item_id=item.pk, retry_failed=True, **kwargs) == "duplicate"
     assert p.solutions.count() == 1
     with pytest.raises(IntegrityError), transaction.atomic():
         Solution.objects.create(problem=p, status="verified", source="batch", run_item=item)
@@ -199,14 +199,14 @@ def test_cancelling_stops_a_run_within_seconds_and_resume_finishes_it(scripted, 
     scripted(script, seconds={q: 0.4 for q in script})
     for q in script:
         problem(q)
-    run = services.create_run(selection=services.Selection(), enqueue=False, greedy=True)
-    worker = threading.Thread(target=lambda: services.work_on_run(run_id=run.pk, fan_out=False))
+    run = precompute.create_run(selection=precompute.Selection(), enqueue=False, greedy=True)
+    worker = threading.Thread(target=lambda: precompute.work_on_run(run_id=run.pk, fan_out=False))
     worker.start()
     deadline = time.monotonic() + 20
     while not run.items.filter(status="done").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     started = time.monotonic()
-    services.cancel_run(run=run)
+    precompute.cancel_run(run=run)
     worker.join(10)
     assert not worker.is_alive() and time.monotonic() - started < 5
     run.refresh_from_db()
@@ -214,8 +214,8 @@ def test_cancelling_stops_a_run_within_seconds_and_resume_finishes_it(scripted, 
     assert run.status == "cancelled" and 0 < len(done_before) < 16
     assert not run.items.filter(status__in=("pending", "running")).exists()
     # resume: the rest is done, nothing twice
-    assert services.resume_run(run=run, enqueue=False) == 16 - len(done_before)
-    services.work_on_run(run_id=run.pk, fan_out=False)
+    assert precompute.resume_run(run=run, enqueue=False) == 16 - len(done_before)
+    precompute.work_on_run(run_id=run.pk, fan_out=False)
     run.refresh_from_db()
     assert run.status == "done" and run.items.filter(status="done").count() == 16
     assert Solution.objects.count() == 16

@@ -8,15 +8,15 @@ from django.test import Client
 
 from tests.site_fixtures import *  # noqa: F403
 from tests.site_fixtures import FakeManifest
-from tutor import services
 from tutor.models import PrecomputeRun, Problem, Question, Solution
+from tutor.services import asking, precompute, runtime
 
 
 @pytest.fixture
 def engine_info(db):
-    services.use_engine(object(), FakeManifest())  # current_model() reads the manifest only
+    runtime.use_engine(object(), FakeManifest())  # current_model() reads the manifest only
     yield
-    services.use_engine(None, None)
+    runtime.use_engine(None, None)
 
 
 def client_for(user) -> Client:
@@ -40,7 +40,7 @@ def client_for(user) -> Client:
 )
 def test_only_admins_reach_the_run_pages(cast, engine_info, who, method, url):
     Problem.objects.create(text="1+1=?")
-    run = services.create_run(selection=services.Selection(), enqueue=False)
+    run = precompute.create_run(selection=precompute.Selection(), enqueue=False)
     response = getattr(client_for(getattr(cast, who)), method)(url.replace("RUN", str(run.pk)))
     assert response.status_code == 403
     run.refresh_from_db()
@@ -83,10 +83,10 @@ def test_an_admin_starts_watches_cancels_and_resumes_a_run(cast, engine_info):
 
 
 def test_a_reference_mismatch_is_labelled_for_teachers_and_students(cast, exact_cache):
-    services.use_cache(exact_cache)
+    runtime.use_cache(exact_cache)
     try:
         problem = Problem.objects.create(text="鸡兔同笼，兔有几只？", reference_answer="12")
-        services._cache_put(problem.pk, problem.text)
+        runtime.put_problem(problem.pk, problem.text)
         solution = Solution.objects.create(
             problem=problem,
             final="13",
@@ -98,11 +98,11 @@ def test_a_reference_mismatch_is_labelled_for_teachers_and_students(cast, exact_
         page = client_for(cast.teacher).get(f"/bank/{problem.pk}")
         assert b"status-mismatch" in page.content
         # the student is never served the answer that contradicts the reference: the answer key instead
-        question = services.answer_question(user=cast.alice, text=problem.text)
+        question = asking.answer_question(user=cast.alice, text=problem.text)
         assert question.outcome == Question.Outcome.HIT and question.solution is None
         assert solution.pk not in [s.pk for s in problem.solutions.servable()]
         answer = client_for(cast.alice).get(f"/questions/{question.pk}")
         assert "答案".encode() in answer.content
         assert question.to_dict()["answer"]["status"] == "answer_key"
     finally:
-        services.use_cache(None)
+        runtime.use_cache(None)

@@ -8,8 +8,9 @@ import pytest
 from django.test import Client
 
 from tests.site_fixtures import *  # noqa: F403
-from tutor import services
 from tutor.models import MatchBlock, Problem, ProblemAlias, Question, Solution, Topic
+from tutor.services import bank
+from tutor.services.text import question_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,12 +36,12 @@ def one_of_each(cast, make_problem):
     problem = make_problem(
         CHICKENS, reference="12", topic="algebra", solutions=(("verified", "12"),)
     )
-    services.register_topic("algebra")
+    bank.register_topic("algebra")
     question = Question.objects.create(
-        user=cast.alice, text=CHICKENS, key=services.question_key(CHICKENS), outcome="hit"
+        user=cast.alice, text=CHICKENS, key=question_key(CHICKENS), outcome="hit"
     )
-    services.accept_alias(text="35 heads, 94 legs: rabbits?", problem=problem, user=cast.teacher)
-    services.block_match(text="How many chickens?", problem=problem, user=cast.bob)
+    bank.accept_alias(text="35 heads, 94 legs: rabbits?", problem=problem, user=cast.teacher)
+    bank.block_match(text="How many chickens?", problem=problem, user=cast.bob)
     return {
         "topic": Topic.objects.get(),
         "problem": problem,
@@ -156,7 +157,7 @@ def test_aliases_and_blocks_deleted_in_the_admin_leave_the_cache(
     assert exact_cache.lookup(alias.text).hit
     admin_client.post(f"/admin/tutor/problemalias/{alias.pk}/delete/", {"post": "yes"})
     assert not ProblemAlias.objects.exists() and not exact_cache.lookup(alias.text).hit
-    key = services.question_key(block.text)
+    key = question_key(block.text)
     assert (key, str(block.problem_id)) in exact_cache.blocks
     admin_client.post(f"/admin/tutor/matchblock/{block.pk}/delete/", {"post": "yes"})
     assert (
@@ -168,7 +169,7 @@ def test_a_pending_alias_is_accepted_from_the_admin(site, cast, admin_client, ma
     problem = make_problem(CHICKENS, solutions=(("approved", "12"),))
     pending = ProblemAlias.objects.create(
         text="rabbits, 35 heads?",
-        key=services.question_key("rabbits, 35 heads?"),
+        key=question_key("rabbits, 35 heads?"),
         problem=problem,
         status="pending",
         created_by=cast.alice,

@@ -20,8 +20,10 @@ from django.test import Client
 
 from tests.site_fixtures import *  # noqa: F403
 from tests.site_fixtures import FakeManifest, ScriptedEngine, bearer
-from tutor import services
 from tutor.models import Problem, Question, Solution
+from tutor.services import bank as bank_service
+from tutor.services import live as live_service
+from tutor.services import runtime, tokens
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -42,7 +44,7 @@ def embedder():
 
 @pytest.fixture
 def bank(site, cast, embedder, monkeypatch, settings) -> dict[str, Problem]:
-    """The bundled problems above, in the site's real cache (built by `services.get_cache` from the
+    """The bundled problems above, in the site's real cache (built by `runtime.get_cache` from the
     database); the module's embedder is shared so that it is loaded once, not once per test."""
     import solver.embed
 
@@ -53,11 +55,11 @@ def bank(site, cast, embedder, monkeypatch, settings) -> dict[str, Problem]:
     monkeypatch.setattr(solver.embed, "load_embedder", shared)
     settings.SUANJING_CACHE_THRESHOLD = ""  # the embedder's recommended thresholds
     items = {item["id"]: item for item in map(json.loads, FIXTURES.read_text().splitlines())}
-    services.use_cache(None)
+    runtime.use_cache(None)
     problems = {
-        fid: services.import_fixture_problem(item=items[fid])[0] for fid in BANK_IDS
+        fid: bank_service.import_fixture_problem(item=items[fid])[0] for fid in BANK_IDS
     }  # the cache is not loaded yet, so nothing is put into it here...
-    cache = services.get_cache()  # ...it is built from the bank, with the real SemanticCache
+    cache = runtime.get_cache()  # ...it is built from the bank, with the real SemanticCache
     assert type(cache).__name__ == "SemanticCache" and len(cache) == len(BANK_IDS)
     for problem in problems.values():
         assert problem.best_status == Solution.Status.APPROVED
@@ -67,7 +69,7 @@ def bank(site, cast, embedder, monkeypatch, settings) -> dict[str, Problem]:
 @pytest.fixture
 def student(cast) -> dict:
     """alice's bearer token, as an API client sends it."""
-    return bearer(services.issue_api_token(user=cast.alice))
+    return bearer(tokens.issue_api_token(user=cast.alice))
 
 
 @pytest.fixture
@@ -226,7 +228,7 @@ def test_it_serves_a_reworded_question_from_the_real_cache(
 )
 def test_a_different_question_is_never_a_hit_and_goes_live(bank, student, question, near, changed):
     engine = ScriptedEngine(LIVE)
-    services.use_engine(engine, FakeManifest())
+    runtime.use_engine(engine, FakeManifest())
     response = ask(question, student)
     data = response.json()
     if data["status"] == "suggest":
@@ -246,7 +248,7 @@ def test_a_different_question_is_never_a_hit_and_goes_live(bank, student, questi
     assert not row.bank_hit
     if changed:
         assert changed in " ".join(row.match_reasons), row.match_reasons  # says what differs
-    assert services.live_jobs.wait_idle(20)
+    assert live_service.live_jobs.wait_idle(20)
     assert len(engine.prompts) == 1 and question in engine.prompts[0]
     done = Client().get(f"/api/questions/{data['id']}", **student).json()
     assert done["status"] == "answered" and done["answer"]["final"] == "42"

@@ -1,5 +1,5 @@
 """One batch precompute run on the real embedded model (SmolLM2-135M INT8), through `manage.py precompute
---inline`: the model is loaded from the store by the site's own `services.get_engine`, as in production.
+--inline`: the model is loaded from the store by the site's own `runtime.get_engine`, as in production.
 
 Three easy problems with reference answers, greedy decoding, 128 new tokens at most. SmolLM2 is weak at
 math, so the test does not expect any particular answer: it checks that the run finishes, that every item
@@ -21,8 +21,9 @@ from django.test import Client
 
 from tests.site_fixtures import *  # noqa: F403
 from tests.site_fixtures import bearer
-from tutor import services
 from tutor.models import PrecomputeRun, Problem, RunItem, Solution
+from tutor.services import bank, precompute, runtime, tokens
+from tutor.services.text import guess_lang
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 
@@ -42,14 +43,14 @@ def embedded_site(settings, embedded_model, tmp_path):
     settings.SUANJING_KV_CACHE_GB = 0.5
     settings.SUANJING_SERVE_UNVERIFIED = True
     settings.SUANJING_CACHE_THRESHOLD = ""
-    services.use_engine(None, None)
-    services.use_cache(None)
+    runtime.use_engine(None, None)
+    runtime.use_cache(None)
     yield embedded_model
-    if services.model_info() is not None:
-        engine, _ = services.get_engine()
+    if runtime.model_info() is not None:
+        engine, _ = runtime.get_engine()
         engine.close()
-    services.use_engine(None, None)
-    services.use_cache(None)
+    runtime.use_engine(None, None)
+    runtime.use_cache(None)
 
 
 def test_a_precompute_run_on_the_embedded_model_stores_checked_answers(
@@ -58,8 +59,8 @@ def test_a_precompute_run_on_the_embedded_model_stores_checked_answers(
     from solver.answers import answers_equivalent
 
     problems = [
-        services.create_problem(
-            text=text, lang=services.guess_lang(text), topic="arithmetic", reference_answer=ref
+        bank.create_problem(
+            text=text, lang=guess_lang(text), topic="arithmetic", reference_answer=ref
         )
         for text, ref in EASY
     ]
@@ -81,7 +82,7 @@ def test_a_precompute_run_on_the_embedded_model_stores_checked_answers(
     assert run.manifest_id == embedded_site.manifest.manifest_id
     assert f"run {run.pk} done: 3/3 problems" in out.getvalue()
 
-    figures = services.run_figures(run)
+    figures = precompute.run_figures(run)
     assert sum(figures["results"].values()) == 3 and figures["items"]["done"] == 3
     for problem in problems:
         item = RunItem.objects.get(run=run, problem=problem)
@@ -104,11 +105,11 @@ def test_a_precompute_run_on_the_embedded_model_stores_checked_answers(
 
     # The next ask of each problem, through the API and the real cache: a verified answer is served at
     # once; a failed or contradicting one never is: the student gets the reference as the answer key.
-    engine, _ = services.get_engine()
+    engine, _ = runtime.get_engine()
     engine.close()
-    services.use_engine(None, None)
+    runtime.use_engine(None, None)
     settings.SUANJING_MODELS = "/nonexistent-suanjing-models"
-    auth = bearer(services.issue_api_token(user=cast.alice))
+    auth = bearer(tokens.issue_api_token(user=cast.alice))
     for problem in problems:
         answer = Solution.objects.get(problem=problem)
         response = Client().post(

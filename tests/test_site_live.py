@@ -14,9 +14,9 @@ from django.test import Client
 from solver.engine import GenerationParams
 from tests.site_fixtures import *  # noqa: F403
 from tests.site_fixtures import FakeManifest, ScriptedEngine
-from tutor import services
 from tutor.models import Problem, Question, Solution
-from tutor.services import _StreamSplitter
+from tutor.services import live, runtime
+from tutor.services.live import _StreamSplitter
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -80,7 +80,7 @@ def test_the_stream_is_split_into_reasoning_and_answer(implicit, pieces, expecte
 
 def test_a_miss_streams_then_is_stored_and_the_next_ask_is_a_hit(site, cast, alice):
     engine = ScriptedEngine(GOOD)
-    services.use_engine(engine, FakeManifest())
+    runtime.use_engine(engine, FakeManifest())
     text = "A cage holds 35 heads and 94 legs. How many rabbits?"
     response = ask(alice, text)
     assert response.status_code == 202
@@ -125,7 +125,7 @@ def test_a_banked_problem_without_an_answer_is_generated_and_checked(
 ):
     """No reference answer: generated live for the problem, stored unverified and labelled."""
     problem = make_problem("鸡兔同笼，35个头94只脚，兔有几只？")
-    services.use_engine(ScriptedEngine(GOOD), FakeManifest())
+    runtime.use_engine(ScriptedEngine(GOOD), FakeManifest())
     data = ask(alice, problem.text).json()
     assert data["status"] == "generating"
     done = stream_events(alice, data["id"])[-1]
@@ -143,7 +143,7 @@ def test_a_banked_problem_with_only_a_reference_serves_the_answer_key_at_once(
     at once; nothing is generated for that ask (so nothing that contradicts the key can be served)."""
     problem = make_problem("鸡兔同笼，35个头94只脚，兔有几只？", reference="12")
     engine = ScriptedEngine(GOOD)
-    services.use_engine(engine, FakeManifest())
+    runtime.use_engine(engine, FakeManifest())
     data = ask(alice, problem.text).json()
     assert data["status"] == "hit" and data["answer"]["status"] == "answer_key"
     assert data["answer"]["final"] == "12" and engine.prompts == []
@@ -161,7 +161,7 @@ def test_a_banked_problem_with_only_a_reference_serves_the_answer_key_at_once(
 def test_a_run_with_no_final_answer_is_stored_failed_and_never_served(
     site, cast, alice, pieces, finish_reason, why
 ):
-    services.use_engine(ScriptedEngine(pieces, finish_reason=finish_reason), FakeManifest())
+    runtime.use_engine(ScriptedEngine(pieces, finish_reason=finish_reason), FakeManifest())
     data = ask(alice, "What is the meaning of it all?").json()
     done = stream_events(alice, data["id"])[-1]
     assert done["status"] == "failed" and "answer" not in done
@@ -173,7 +173,7 @@ def test_a_run_with_no_final_answer_is_stored_failed_and_never_served(
 def test_identical_questions_share_one_generation(site, cast, alice):
     gate = threading.Event()
     engine = ScriptedEngine(GOOD, gate=gate)
-    services.use_engine(engine, FakeManifest())
+    runtime.use_engine(engine, FakeManifest())
     bob = Client()
     bob.force_login(cast.bob)
     first = ask(alice, "How many rabbits are in the cage?").json()
@@ -192,9 +192,9 @@ def test_identical_questions_share_one_generation(site, cast, alice):
 def test_a_generation_nobody_waits_for_is_cancelled(site, cast, alice, settings):
     settings.SUANJING_LIVE_ORPHAN_S = 0
     engine = ScriptedEngine(GOOD, gate=threading.Event())  # never opened: only a cancel ends it
-    services.use_engine(engine, FakeManifest())
+    runtime.use_engine(engine, FakeManifest())
     data = ask(alice, "Nobody will wait for this one?").json()
-    assert services.live_jobs.wait_idle(10)
+    assert live.live_jobs.wait_idle(10)
     assert engine.generations[0].cancelled.is_set()
     question = Question.objects.get(pk=data["id"])
     assert question.outcome == "failed" and "cancelled" in question.error
@@ -204,7 +204,7 @@ def test_a_generation_nobody_waits_for_is_cancelled(site, cast, alice, settings)
 def test_the_queue_is_bounded(site, cast, alice, settings):
     settings.SUANJING_MAX_LIVE_JOBS = 1
     gate = threading.Event()
-    services.use_engine(ScriptedEngine(GOOD, gate=gate), FakeManifest())
+    runtime.use_engine(ScriptedEngine(GOOD, gate=gate), FakeManifest())
     assert ask(alice, "first new question?").status_code == 202
     busy = ask(alice, "second new question?")
     assert busy.status_code == 429 and busy["Retry-After"]
@@ -220,7 +220,7 @@ def test_the_queue_is_bounded(site, cast, alice, settings):
 @pytest.fixture
 def real_engine(any_tiny_engine, tiny_model, settings):
     settings.SUANJING_MAX_NEW_TOKENS = 12
-    services.use_engine(any_tiny_engine, tiny_model.manifest)
+    runtime.use_engine(any_tiny_engine, tiny_model.manifest)
     return any_tiny_engine
 
 
@@ -263,7 +263,7 @@ def test_a_real_generation_is_cancelled_when_its_student_leaves(
 ):
     settings.SUANJING_MAX_NEW_TOKENS = 4000
     settings.SUANJING_LIVE_ORPHAN_S = 1
-    services.use_engine(any_tiny_engine, tiny_model.manifest)
+    runtime.use_engine(any_tiny_engine, tiny_model.manifest)
     data = ask(alice, "Write a very long story about numbers?").json()
     response = alice.get(f"/api/questions/{data['id']}/stream")
     stream = iter(response.streaming_content)
@@ -271,7 +271,7 @@ def test_a_real_generation_is_cancelled_when_its_student_leaves(
     next(stream)  # some text arrived
     response.close()  # the student closes the page
     started = time.monotonic()
-    assert services.live_jobs.wait_idle(30)
+    assert live.live_jobs.wait_idle(30)
     assert time.monotonic() - started < 30
     question = Question.objects.get(pk=data["id"])
     assert question.outcome == "failed" and "cancelled" in question.error
@@ -287,7 +287,7 @@ def test_the_site_runs_its_engine_in_a_child_process_and_replaces_it_if_it_dies(
 
     settings.SUANJING_MODELS = str(tiny_model.path.parent)
     settings.SUANJING_MODEL = tiny_model.manifest.name
-    engine, manifest = services.get_engine()
+    engine, manifest = runtime.get_engine()
     try:
         assert isinstance(engine, EngineProcess) and engine.pid != os.getpid()
         assert manifest.manifest_id == tiny_model.manifest.manifest_id
@@ -296,11 +296,11 @@ def test_the_site_runs_its_engine_in_a_child_process_and_replaces_it_if_it_dies(
         while engine.alive and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not engine.alive
-        again, _ = services.get_engine()
+        again, _ = runtime.get_engine()
         assert again is not engine and again.alive
         assert again.generate("2+3=", FIXED_SHORT).new_tokens == 4
     finally:
-        current = services._runtime.engine
+        current = runtime.loaded_engine()
         if current is not None:
             current.close()
         engine.close()

@@ -11,8 +11,9 @@ from django.test import Client
 
 from tests.site_fixtures import *  # noqa: F403
 from tests.site_fixtures import bearer
-from tutor import services
 from tutor.models import Problem, Question, Solution, Topic
+from tutor.services import bank
+from tutor.services.text import question_key
 from tutor.templatetags.mathtext import render_math_text
 
 TEACHER_GET = [
@@ -229,10 +230,10 @@ def test_missed_questions_are_grouped_and_ranked(cast, site):
         (cast.alice, "Rare one?"),
     ]:
         Question.objects.create(
-            user=user, text=text, key=services.question_key(text), outcome="refused", refusal="busy"
+            user=user, text=text, key=question_key(text), outcome="refused", refusal="busy"
         )
     Question.objects.create(user=cast.alice, text="banked", key="b", outcome="hit", bank_hit=True)
-    groups = services.missed_groups()
+    groups = bank.missed_groups()
     assert [(g["count"], g["text"].lower().rstrip("?")) for g in groups] == [
         (2, "what is 7 squared"),
         (1, "rare one"),

@@ -16,8 +16,9 @@ from django.test import Client
 
 from tests.site_fixtures import *  # noqa: F403
 from tests.site_fixtures import FakeManifest, ScriptedEngine
-from tutor import services
 from tutor.models import MatchBlock, Problem, ProblemAlias, Question, Solution, Topic
+from tutor.services import live, runtime
+from tutor.services.text import MAX_QUESTION_CHARS, question_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -107,7 +108,7 @@ def test_approved_verified_and_unverified_answers_look_different(
 
 
 def test_the_ask_page_no_longer_claims_bank_answers_are_checked(site, cast):
-    services.use_engine(None, FakeManifest(weak_at_math=True))
+    runtime.use_engine(None, FakeManifest(weak_at_math=True))
     page = client_for(cast.alice).get("/ask").content.decode()
     assert "small and often wrong at math" in page
     assert "Answers from the bank are checked" not in page
@@ -124,7 +125,7 @@ def test_a_suggestion_confirmed_serves_that_problem_and_a_teacher_accepts_the_al
         "鸡兔同笼，共有20个头，50只脚，问兔有多少只？", solutions=(("approved", "5"),)
     )
     wording = "笼子里鸡兔三十五个头九十四只脚，兔几只"
-    exact_cache.suggest[services.question_key(wording)] = [str(first.pk), str(second.pk)]
+    exact_cache.suggest[question_key(wording)] = [str(first.pk), str(second.pk)]
     alice = client_for(cast.alice)
     question, page = ask_page(alice, wording)
     assert question.outcome == "suggested"
@@ -153,8 +154,8 @@ def test_a_suggestion_declined_asks_the_tutor_and_the_api_says_suggest(
 ):
     banked = make_problem(CHICKENS, solutions=(("approved", "12"),))
     wording = "A cage with 35 heads and 94 legs: how many rabbits?"
-    exact_cache.suggest[services.question_key(wording)] = [str(banked.pk)]
-    services.use_engine(ScriptedEngine(GOOD), FakeManifest())
+    exact_cache.suggest[question_key(wording)] = [str(banked.pk)]
+    runtime.use_engine(ScriptedEngine(GOOD), FakeManifest())
     alice = client_for(cast.alice)
     data = ask(alice, wording).json()
     assert data["status"] == "suggest" and "answer" not in data
@@ -182,7 +183,7 @@ def test_a_teacher_links_a_missed_question_and_the_next_student_hits_that_proble
 ):
     """Finding 2: the live miss had made its own problem; "same as #N" now wins over it."""
     banked = make_problem(CHICKENS, solutions=(("approved", "12"),))
-    services.use_engine(ScriptedEngine(NO_ANSWER), FakeManifest())
+    runtime.use_engine(ScriptedEngine(NO_ANSWER), FakeManifest())
     wording = "Chickens and rabbits: 35 heads, 94 legs. Rabbits?"
     alice = client_for(cast.alice)
     data = ask(alice, wording).json()
@@ -196,12 +197,12 @@ def test_a_teacher_links_a_missed_question_and_the_next_student_hits_that_proble
     assert again["status"] == "hit" and again["match"]["problem_id"] == banked.pk
     assert again["answer"]["final"] == "12"
     # A cache built from scratch (another process, a restart) reads the alias from the database.
-    services.use_cache(None)
+    runtime.use_cache(None)
     from tests.site_fixtures import ExactCache
 
     rebuilt = ExactCache()
     rebuilt.add_many([(str(p.pk), p.text) for p in Problem.objects.all()])
-    services._feed_corrections(rebuilt)
+    runtime.feed_corrections(rebuilt)
     assert rebuilt.lookup(wording).entry_id == str(banked.pk)
 
 
@@ -233,7 +234,7 @@ def test_a_rejected_answer_stays_out_and_repeated_rejections_wait_for_a_teacher(
     answer again counts as rejected; after two rejections students are told the teacher is checking."""
     problem = make_problem(CHICKENS)
     engine = ScriptedEngine(GOOD)
-    services.use_engine(engine, FakeManifest())
+    runtime.use_engine(engine, FakeManifest())
     alice = client_for(cast.alice)
     first = ask(alice, CHICKENS).json()
     done = finish(alice, first["id"])
@@ -266,7 +267,7 @@ def test_live_misses_are_students_questions_kept_apart_from_the_bank(site, cast,
     """Finding 5: a live miss is cached and served, but listed apart; a teacher promotes, merges or
     deletes it."""
     banked = make_problem(CHICKENS, solutions=(("approved", "12"),))
-    services.use_engine(ScriptedEngine(GOOD), FakeManifest())
+    runtime.use_engine(ScriptedEngine(GOOD), FakeManifest())
     alice = client_for(cast.alice)
     texts = ["<script>alert(1)</script> 2+2=?", "How many legs do 3 ducks have?", "A new one: 7*6?"]
     for text in texts:
@@ -331,7 +332,7 @@ def test_a_hit_says_why_in_plain_words_without_internals(site, cast, make_proble
 def test_the_length_limit_is_stated_and_a_longer_question_is_refused_not_cut(site, cast):
     alice = client_for(cast.alice)
     page = alice.get("/ask").content.decode()
-    limit = services.MAX_QUESTION_CHARS
+    limit = MAX_QUESTION_CHARS
     assert f"Up to {limit} characters" in page and f"最多{limit}字" in page
     assert "maxlength" not in page.split('id="question"')[1].split(">")[0]  # a paste is never cut
     refused = alice.post("/ask/submit", {"question": "x" * (limit + 1000)})
@@ -342,14 +343,14 @@ def test_the_length_limit_is_stated_and_a_longer_question_is_refused_not_cut(sit
 
 def test_a_miss_page_works_without_javascript(site, cast):
     gate = threading.Event()
-    services.use_engine(ScriptedEngine(GOOD, gate=gate), FakeManifest())
+    runtime.use_engine(ScriptedEngine(GOOD, gate=gate), FakeManifest())
     alice = client_for(cast.alice)
     question, page = ask_page(alice, "What is 6 times 7?")
     head = page.split("</head>")[0]
     assert '<noscript><meta http-equiv="refresh" content="5"></noscript>' in head
     assert "this page reloads every few seconds" in page
     gate.set()
-    assert services.live_jobs.wait_idle(10)
+    assert live.live_jobs.wait_idle(10)
     # The reload shows the answer, without any script.
     reloaded = alice.get(f"/questions/{question.pk}").content.decode()
     assert 'http-equiv="refresh"' not in reloaded and "12" in reloaded
@@ -360,13 +361,13 @@ def test_a_miss_page_works_without_javascript(site, cast):
 
 def test_a_student_stops_a_live_answer(site, cast):
     engine = ScriptedEngine(GOOD, gate=threading.Event())  # never opened: it runs until stopped
-    services.use_engine(engine, FakeManifest())
+    runtime.use_engine(engine, FakeManifest())
     alice = client_for(cast.alice)
     question, page = ask_page(alice, "Write a very long proof?")
     assert 'id="stop-button"' in page
     assert client_for(cast.bob).post(f"/questions/{question.pk}/stop").status_code == 404
     assert alice.post(f"/questions/{question.pk}/stop").status_code == 302
-    assert services.live_jobs.wait_idle(10) and engine.generations[0].cancelled.is_set()
+    assert live.live_jobs.wait_idle(10) and engine.generations[0].cancelled.is_set()
     question.refresh_from_db()
     assert question.outcome == "failed" and "You stopped" in question.error
     page = alice.get(f"/questions/{question.pk}").content.decode()
@@ -375,7 +376,7 @@ def test_a_student_stops_a_live_answer(site, cast):
 
 def test_a_failed_question_is_remembered_and_offers_a_retry_or_the_teacher(site, cast):
     engine = ScriptedEngine(NO_ANSWER)
-    services.use_engine(engine, FakeManifest())
+    runtime.use_engine(engine, FakeManifest())
     alice = client_for(cast.alice)
     text = "鸡兔同笼，头比脚少多少？"
     first = ask(alice, text).json()
@@ -395,7 +396,7 @@ def test_a_failed_question_is_remembered_and_offers_a_retry_or_the_teacher(site,
 
 def test_one_live_generation_per_student_at_a_time(site, cast):
     gate = threading.Event()
-    services.use_engine(ScriptedEngine(GOOD, gate=gate), FakeManifest())
+    runtime.use_engine(ScriptedEngine(GOOD, gate=gate), FakeManifest())
     alice = client_for(cast.alice)
     assert ask(alice, "first question?").status_code == 202
     stored = Question.objects.count()

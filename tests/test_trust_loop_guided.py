@@ -20,8 +20,8 @@ from django_tasks_db.models import DBTaskResult
 
 from tests.site_fixtures import *  # noqa: F403
 from tests.site_fixtures import FakeManifest, ScriptedEngine
-from tutor import services
 from tutor.models import Problem, Solution
+from tutor.services import bank, runtime
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -65,7 +65,7 @@ def test_the_answer_key_queues_one_worked_solution_and_the_next_student_gets_it(
 ):
     problem = make_problem(CHICKENS, reference="12")
     engine = ScriptedEngine(STEPS)
-    services.use_engine(engine, FakeManifest())
+    runtime.use_engine(engine, FakeManifest())
     alice, bob = client_for(cast.alice), client_for(cast.bob)
     first = ask(alice, CHICKENS)
     assert first["answer"]["status"] == "answer_key" and first["answer"]["final"] == "12"
@@ -96,7 +96,7 @@ def test_a_worked_solution_that_misses_the_answer_key_is_kept_for_teachers_never
     site, cast, make_problem
 ):
     problem = make_problem(CHICKENS, reference="15")
-    services.use_engine(ScriptedEngine(STEPS), FakeManifest())  # the model still writes 12
+    runtime.use_engine(ScriptedEngine(STEPS), FakeManifest())  # the model still writes 12
     alice = client_for(cast.alice)
     ask(alice, CHICKENS)
     run_worker()
@@ -133,7 +133,7 @@ def test_a_worked_solution_without_a_final_answer_is_stored_failed(
     site, cast, make_problem, pieces, finish_reason, why
 ):
     problem = make_problem(CHICKENS, reference="12")
-    services.use_engine(ScriptedEngine(pieces, finish_reason=finish_reason), FakeManifest())
+    runtime.use_engine(ScriptedEngine(pieces, finish_reason=finish_reason), FakeManifest())
     ask(client_for(cast.alice), CHICKENS)
     run_worker()
     failed = problem.solutions.get()
@@ -146,7 +146,7 @@ def test_no_worked_solution_is_queued_when_one_is_servable_or_there_is_no_answer
 ):
     make_problem(CHICKENS, reference="12", solutions=(("approved", "12"),))
     make_problem("What is 2 + 2?", lang="en", solutions=(("rejected", "5"),))
-    services.use_engine(ScriptedEngine(STEPS), FakeManifest())
+    runtime.use_engine(ScriptedEngine(STEPS), FakeManifest())
     alice = client_for(cast.alice)
     assert ask(alice, CHICKENS)["answer"]["status"] == "approved"
     finish(alice, ask(alice, "What is 2 + 2?")["id"])  # no reference: a live generation instead
@@ -158,9 +158,9 @@ def test_a_queued_worked_solution_is_skipped_when_a_teacher_answered_meanwhile(
 ):
     problem = make_problem(CHICKENS, reference="12")
     engine = ScriptedEngine(STEPS)
-    services.use_engine(engine, FakeManifest())
+    runtime.use_engine(engine, FakeManifest())
     ask(client_for(cast.alice), CHICKENS)
-    services.add_teacher_solution(problem=problem, author=cast.teacher, text="答案是 \\boxed{12}")
+    bank.add_teacher_solution(problem=problem, author=cast.teacher, text="答案是 \\boxed{12}")
     run_worker()
     assert engine.prompts == [] and problem.solutions.count() == 1
     assert DBTaskResult.objects.get().return_value == {"outcome": "not_needed"}
@@ -179,7 +179,7 @@ def test_a_worked_solution_on_the_real_tiny_model_is_checked_before_it_is_stored
 ):
     """The random tiny model cannot reach the answer key in 12 tokens: stored failed, never served."""
     settings.SUANJING_MAX_NEW_TOKENS = 12
-    services.use_engine(any_tiny_engine, tiny_model.manifest)
+    runtime.use_engine(any_tiny_engine, tiny_model.manifest)
     problem = make_problem(CHICKENS, reference="12")
     alice = client_for(cast.alice)
     ask(alice, CHICKENS)
@@ -197,7 +197,7 @@ def test_a_worked_solution_on_the_real_tiny_model_is_checked_before_it_is_stored
 def test_the_generation_after_a_rejection_is_told_the_rejected_answer(site, cast, make_problem):
     problem = make_problem("What is 7 times 8?", lang="en")
     engine = ScriptedEngine(["<think>\n7*8</think>\n\n", "\\boxed{54}"])
-    services.use_engine(engine, FakeManifest())
+    runtime.use_engine(engine, FakeManifest())
     alice, bob = client_for(cast.alice), client_for(cast.bob)
     assert finish(alice, ask(alice, problem.text)["id"])["status"] == "answered"
     assert "marked wrong" not in engine.prompts[0]
@@ -222,7 +222,7 @@ def test_a_rejected_answer_with_no_final_still_tells_the_model_it_was_wrong(
         problem=problem, answer="no idea", final=None, status="rejected", source="live"
     )
     engine = ScriptedEngine(["<think>\n7*8=56</think>\n\n", "\\boxed{56}"])
-    services.use_engine(engine, FakeManifest())
+    runtime.use_engine(engine, FakeManifest())
     alice = client_for(cast.alice)
     finish(alice, ask(alice, problem.text)["id"])
     assert "A previous answer was marked wrong by a teacher" in engine.prompts[0]

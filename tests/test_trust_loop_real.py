@@ -14,7 +14,7 @@ import pytest
 from django.test import Client
 
 from tests.site_fixtures import *  # noqa: F403
-from tutor import services
+from tutor.services import runtime
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -37,8 +37,8 @@ def real_cache(site, minilm, monkeypatch, settings):
     monkeypatch.setattr(solver.embed, "load_embedder", lambda name, **kwargs: minilm)
     settings.SUANJING_EMBEDDER = "minilm"
     settings.SUANJING_CACHE_THRESHOLD = ""
-    services.use_cache(None)
-    return services
+    runtime.use_cache(None)
+    return runtime
 
 
 def ask(user, text: str) -> dict:
@@ -56,7 +56,7 @@ def test_a_link_and_a_block_reach_the_real_cache_and_survive_a_rebuild(
     other = make_problem(
         "正方形的边长是3厘米，面积是多少平方厘米？", solutions=(("approved", "9"),)
     )
-    services.get_cache()  # built from the database, with the real SemanticCache
+    runtime.get_cache()  # built from the database, with the real SemanticCache
     before = ask(cast.alice, WORDING)
     assert before.get("match", {}).get("problem_id") != banked.pk or before["status"] != "hit"
     teacher = Client()
@@ -76,7 +76,7 @@ def test_a_link_and_a_block_reach_the_real_cache_and_survive_a_rebuild(
     alice.post(f"/questions/{hit['id']}/feedback")
     assert ask(cast.bob, CHICKENS).get("match", {}).get("problem_id") != banked.pk
     # Another process (or a restart) builds its cache from the database: both corrections hold.
-    services.use_cache(None)
+    runtime.use_cache(None)
     assert ask(cast.bob, WORDING)["match"]["problem_id"] == banked.pk
     assert ask(cast.bob, CHICKENS).get("match", {}).get("problem_id") != banked.pk
     assert other.pk  # the bank held more than one problem throughout

@@ -14,8 +14,9 @@ from django.contrib import admin, messages
 from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 
-from tutor import services
+from tutor import errors
 from tutor.models import MatchBlock, Problem, ProblemAlias, Question, Solution, Topic
+from tutor.services import bank, text
 
 
 def short(text: str, limit: int = 60) -> str:
@@ -51,11 +52,9 @@ class TopicAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj: Topic, form, change: bool) -> None:
         if change:
-            services.rename_topic(
-                topic=Topic.objects.get(pk=obj.pk), name=form.cleaned_data["name"]
-            )
+            bank.rename_topic(topic=Topic.objects.get(pk=obj.pk), name=form.cleaned_data["name"])
         else:
-            services.register_topic(form.cleaned_data["name"])
+            bank.register_topic(form.cleaned_data["name"])
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)
@@ -80,7 +79,7 @@ class TopicAdmin(admin.ModelAdmin):
         return super().has_delete_permission(request, obj)
 
     def delete_model(self, request, obj: Topic) -> None:
-        services.delete_topic(topic=obj)
+        bank.delete_topic(topic=obj)
 
 
 # -- the bank ----------------------------------------------------------------------------------------
@@ -114,8 +113,8 @@ class ProblemAdminForm(forms.ModelForm):
 
     def clean_text(self) -> str:
         try:
-            return services.validate_question(self.cleaned_data["text"])
-        except services.BadQuestion as exc:
+            return text.validate_question(self.cleaned_data["text"])
+        except errors.BadQuestion as exc:
             raise forms.ValidationError(str(exc)) from None
 
 
@@ -156,11 +155,11 @@ class ProblemAdmin(admin.ModelAdmin):
     def save_model(self, request, obj: Problem, form, change: bool) -> None:
         data = form.cleaned_data
         if change:
-            changes = {f: data[f] for f in form.changed_data if f in services.PROBLEM_FIELDS}
+            changes = {f: data[f] for f in form.changed_data if f in bank.PROBLEM_FIELDS}
             if changes:
-                services.update_problem(problem=Problem.objects.get(pk=obj.pk), **changes)
+                bank.update_problem(problem=Problem.objects.get(pk=obj.pk), **changes)
             return
-        created = services.create_problem(
+        created = bank.create_problem(
             text=data["text"],
             lang=data["lang"],
             topic=data.get("topic") or "",
@@ -172,11 +171,11 @@ class ProblemAdmin(admin.ModelAdmin):
         obj.pk = created.pk  # the admin's "saved" message and redirect use it
 
     def delete_model(self, request, obj: Problem) -> None:
-        services.delete_problem(problem=obj)
+        bank.delete_problem(problem=obj)
 
     def delete_queryset(self, request, queryset) -> None:
         for problem in queryset:
-            services.delete_problem(problem=problem)
+            bank.delete_problem(problem=problem)
 
 
 class SolutionAdminForm(forms.ModelForm):
@@ -243,7 +242,7 @@ class SolutionAdmin(admin.ModelAdmin):
         solution = Solution.objects.get(pk=obj.pk)
         data = form.cleaned_data
         if {"reasoning", "answer", "final"} & set(form.changed_data):
-            services.edit_solution(
+            bank.edit_solution(
                 solution=solution,
                 editor=request.user,
                 reasoning=data["reasoning"],
@@ -251,9 +250,7 @@ class SolutionAdmin(admin.ModelAdmin):
                 final=data["final"] or "",
             )
         elif "status" in form.changed_data:
-            services.review_solution(
-                solution=solution, reviewer=request.user, status=data["status"]
-            )
+            bank.review_solution(solution=solution, reviewer=request.user, status=data["status"])
 
 
 # -- students' questions and the cache's corrections ---------------------------------------------------
@@ -295,7 +292,7 @@ class QuestionAdmin(ReadOnlyAdmin):
 @admin.action(description="Accept: the wording is a hit on its problem")
 def accept_aliases(modeladmin, request, queryset) -> None:
     for alias in queryset.select_related("problem"):
-        services.accept_alias(
+        bank.accept_alias(
             text=alias.text, problem=alias.problem, user=request.user, question=alias.question
         )
     modeladmin.message_user(request, f"{queryset.count()} aliases accepted.", messages.SUCCESS)
@@ -314,11 +311,11 @@ class ProblemAliasAdmin(ReadOnlyAdmin):
         return short(alias.text)
 
     def delete_model(self, request, obj: ProblemAlias) -> None:
-        services.dismiss_alias(alias=obj)
+        bank.dismiss_alias(alias=obj)
 
     def delete_queryset(self, request, queryset) -> None:
         for alias in queryset:
-            services.dismiss_alias(alias=alias)
+            bank.dismiss_alias(alias=alias)
 
 
 @admin.register(MatchBlock)
@@ -333,8 +330,8 @@ class MatchBlockAdmin(ReadOnlyAdmin):
         return short(block.text)
 
     def delete_model(self, request, obj: MatchBlock) -> None:
-        services.lift_block(block=obj)
+        bank.lift_block(block=obj)
 
     def delete_queryset(self, request, queryset) -> None:
         for block in queryset:
-            services.lift_block(block=block)
+            bank.lift_block(block=block)

@@ -16,9 +16,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
-from tutor import openapi, permissions, services
+from tutor import errors, openapi, permissions
 from tutor.forms import BankFilterForm
 from tutor.models import Problem, Question, Solution
+from tutor.services import asking, live, tokens
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
@@ -50,9 +51,7 @@ def api_endpoint(*methods: str) -> Callable:
             header = request.headers.get("Authorization")
             if header is not None:
                 scheme, _, token = header.partition(" ")
-                user = (
-                    services.user_for_token(token.strip()) if scheme.lower() == "bearer" else None
-                )
+                user = tokens.user_for_token(token.strip()) if scheme.lower() == "bearer" else None
                 if user is None:
                     return error(401, "invalid or unknown token")
                 request.user = user
@@ -101,9 +100,9 @@ def _asked(run: Callable[[], Question]) -> HttpResponse:
     202 generating, 400 bad text, 429 busy or one live answer at a time already, 503 no model."""
     try:
         question = run()
-    except services.BadQuestion as exc:
+    except errors.BadQuestion as exc:
         return error(400, str(exc))
-    except services.OneAtATime as exc:
+    except errors.OneAtATime as exc:
         response = error(429, str(exc), refusal="one_at_a_time")
         response["Retry-After"] = str(exc.retry_after)
         return response
@@ -124,7 +123,7 @@ def ask(request: HttpRequest) -> HttpResponse:
         return error(400, '"question" must be a string')
     if not permissions.can_ask(request.user):
         return error(403, "you may not ask questions")
-    return _asked(lambda: services.answer_question(user=request.user, text=text))
+    return _asked(lambda: asking.answer_question(user=request.user, text=text))
 
 
 @api_endpoint("GET")
@@ -132,7 +131,7 @@ def question_detail(request: HttpRequest, question_id: int) -> HttpResponse:
     question = _visible_question(request, question_id)
     if question is None:
         return error(404, "no such question")
-    job = services.live_jobs.for_question(question.pk)
+    job = live.live_jobs.for_question(question.pk)
     if job is not None:
         job.touch()  # a client polling instead of streaming still counts as waiting
     return _question_response(question)
@@ -153,7 +152,7 @@ def question_stream(request: HttpRequest, question_id: int) -> HttpResponse:
 
 
 def _events(question_id: int) -> Iterator[str]:
-    job = services.live_jobs.for_question(question_id)
+    job = live.live_jobs.for_question(question_id)
     if job is not None:
         yield ": stream\n\n"
         for event in job.follow():
@@ -172,7 +171,7 @@ def question_feedback(request: HttpRequest, question_id: int) -> HttpResponse:
         return error(404, "no such question")
     if not permissions.can_give_feedback(request.user, question):
         return error(403, "only the student who asked can say this")
-    services.record_feedback(question=question)
+    asking.record_feedback(question=question)
     return _question_response(question)
 
 
@@ -198,7 +197,7 @@ def question_choose(request: HttpRequest, question_id: int) -> HttpResponse:
         problem = Problem.objects.filter(pk=choice).first()
         if problem is None:
             return error(400, "that problem was not offered")
-    return _asked(lambda: services.choose_suggestion(question=question, problem=problem))
+    return _asked(lambda: asking.choose_suggestion(question=question, problem=problem))
 
 
 @api_endpoint("POST")
@@ -209,7 +208,7 @@ def question_stop(request: HttpRequest, question_id: int) -> HttpResponse:
         return error(404, "no such question")
     if not permissions.is_asker(request.user, question):
         return error(403, "only the student who asked can stop it")
-    services.live_jobs.stop(question=question)
+    live.live_jobs.stop(question=question)
     question.refresh_from_db()
     return _question_response(question)
 

@@ -6,7 +6,7 @@ from django import forms
 from django.contrib.auth.forms import UserCreationForm
 
 from tutor.models import Problem, Solution, Topic, normalize_topic
-from tutor.services import MAX_QUESTION_CHARS  # solver.prompts' limit: the ask page states it
+from tutor.services import text  # the question-text rules: the ask page states the limit
 
 
 class AskForm(forms.Form):
@@ -15,14 +15,11 @@ class AskForm(forms.Form):
     question = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}))
 
     def clean_question(self) -> str:
-        text = self.cleaned_data["question"]
-        if len(text.strip()) > MAX_QUESTION_CHARS:
-            raise forms.ValidationError(
-                f"Your question is {len(text.strip())} characters long; the limit is "
-                f"{MAX_QUESTION_CHARS}. Shorten it and ask again. "
-                f"问题有{len(text.strip())}字，最多{MAX_QUESTION_CHARS}字，请缩短后再问。"
-            )
-        return text
+        question = self.cleaned_data["question"]
+        too_long = text.length_error(question)
+        if too_long:
+            raise forms.ValidationError(too_long)
+        return question
 
 
 class BankFilterForm(forms.Form):
@@ -77,7 +74,7 @@ class ProblemForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["text"].max_length = MAX_QUESTION_CHARS
+        self.fields["text"].max_length = text.MAX_QUESTION_CHARS
         self.fields["difficulty"].widget = forms.Select(
             choices=[("", "—")] + [(i, str(i)) for i in range(1, 6)]
         )
@@ -92,7 +89,7 @@ class ProblemForm(forms.ModelForm):
         data = super().clean()
         new = normalize_topic(data.get("new_topic") or "")
         if new:
-            data["topic"] = new  # services.register_topic adds it to the list when saved
+            data["topic"] = new  # services.bank.register_topic adds it to the list when saved
         else:
             data["topic"] = normalize_topic(data.get("topic") or "")
         return data

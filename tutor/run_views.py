@@ -11,8 +11,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from tutor import permissions, services
+from tutor import errors, permissions
 from tutor.models import PrecomputeRun
+from tutor.services import precompute
 from tutor.views import render_form
 
 
@@ -33,7 +34,7 @@ class RunForm(forms.Form):
     topic = forms.CharField(max_length=64, required=False)
     tag = forms.CharField(max_length=64, required=False)
     ids = forms.CharField(max_length=5000, required=False, help_text="problem numbers, e.g. 1,2,3")
-    samples = forms.IntegerField(min_value=1, max_value=services.MAX_RUN_SAMPLES, initial=1)
+    samples = forms.IntegerField(min_value=1, max_value=precompute.MAX_RUN_SAMPLES, initial=1)
     max_new_tokens = forms.IntegerField(min_value=1, max_value=32768, required=False)
     limit = forms.IntegerField(min_value=1, required=False)
     greedy = forms.BooleanField(required=False)
@@ -48,9 +49,9 @@ class RunForm(forms.Form):
             raise forms.ValidationError("problem numbers are positive")
         return ids
 
-    def selection(self) -> services.Selection:
+    def selection(self) -> precompute.Selection:
         d = self.cleaned_data
-        return services.Selection(
+        return precompute.Selection(
             topic=d["topic"], tag=d["tag"], ids=d["ids"], which=d["which"], limit=d["limit"]
         )
 
@@ -62,14 +63,14 @@ def runs(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         d = form.cleaned_data
         try:
-            run = services.create_run(
+            run = precompute.create_run(
                 selection=form.selection(),
                 samples=d["samples"],
                 max_new_tokens=d["max_new_tokens"],
                 greedy=d["greedy"],
                 user=request.user,
             )
-        except (services.RunRefused, services.EngineUnavailable) as exc:
+        except (errors.RunRefused, errors.EngineUnavailable) as exc:
             form.add_error(None, str(exc))
         else:
             messages.success(request, f"Run {run.pk} queued: {run.total} problems.")
@@ -83,7 +84,7 @@ def runs(request: HttpRequest) -> HttpResponse:
 def run_page(request: HttpRequest, run_id: int) -> HttpResponse:
     require_admin(request)
     run = get_object_or_404(PrecomputeRun, pk=run_id)
-    return render(request, "tutor/run.html", {"run": run, "figures": services.run_figures(run)})
+    return render(request, "tutor/run.html", {"run": run, "figures": precompute.run_figures(run)})
 
 
 @require_GET
@@ -91,7 +92,7 @@ def run_page(request: HttpRequest, run_id: int) -> HttpResponse:
 def run_progress(request: HttpRequest, run_id: int) -> JsonResponse:
     require_admin(request)
     run = get_object_or_404(PrecomputeRun, pk=run_id)
-    return JsonResponse(services.run_figures(run))
+    return JsonResponse(precompute.run_figures(run))
 
 
 @require_POST
@@ -100,8 +101,8 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
     require_admin(request)
     run = get_object_or_404(PrecomputeRun, pk=run_id)
     try:
-        services.cancel_run(run=run)
-    except services.RunRefused as exc:
+        precompute.cancel_run(run=run)
+    except errors.RunRefused as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, f"Run {run.pk} is being cancelled; workers stop within seconds.")
@@ -113,6 +114,6 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
 def run_resume(request: HttpRequest, run_id: int) -> HttpResponse:
     require_admin(request)
     run = get_object_or_404(PrecomputeRun, pk=run_id)
-    todo = services.resume_run(run=run)
+    todo = precompute.resume_run(run=run)
     messages.success(request, f"Run {run.pk}: {todo} problems queued again.")
     return redirect("run", run_id=run.pk)

@@ -14,9 +14,11 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from tutor import permissions, services
+from tutor import errors, permissions
 from tutor.forms import AskForm, BankFilterForm, ProblemForm, SignupForm, SolutionEditForm
 from tutor.models import Problem, ProblemAlias, Question, Solution, Topic
+from tutor.services import asking, live, runtime, text
+from tutor.services import bank as bank_service
 
 PAGE_SIZE = 50
 
@@ -67,8 +69,8 @@ def _ask_page(request: HttpRequest, form: AskForm, status: int = 200) -> HttpRes
             "form": form,
             "examples": EXAMPLES,
             "history": history,
-            "model": services.model_info(),
-            "max_chars": services.MAX_QUESTION_CHARS,
+            "model": runtime.model_info(),
+            "max_chars": text.MAX_QUESTION_CHARS,
         },
         status=status,
     )
@@ -88,11 +90,11 @@ def ask_submit(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return _ask_page(request, form, status=400)
     try:
-        question = services.answer_question(user=request.user, text=form.cleaned_data["question"])
-    except services.BadQuestion as exc:
+        question = asking.answer_question(user=request.user, text=form.cleaned_data["question"])
+    except errors.BadQuestion as exc:
         form.add_error("question", str(exc))
         return _ask_page(request, form, status=400)
-    except services.OneAtATime as exc:
+    except errors.OneAtATime as exc:
         form.add_error("question", str(exc))
         return _ask_page(request, form, status=429)
     return redirect("question", question_id=question.pk)
@@ -101,7 +103,7 @@ def ask_submit(request: HttpRequest) -> HttpResponse:
 @login_required
 def question_page(request: HttpRequest, question_id: int) -> HttpResponse:
     question = visible_question(request, question_id)
-    job = services.live_jobs.for_question(question.pk)
+    job = live.live_jobs.for_question(question.pk)
     if job is not None:
         job.touch()  # a page reloaded without JavaScript still counts as waiting for the answer
     return render(request, "tutor/question.html", _question_context(request, question))
@@ -144,7 +146,7 @@ def asked_question(request: HttpRequest, question_id: int) -> Question:
 @login_required
 def question_feedback(request: HttpRequest, question_id: int) -> HttpResponse:
     question = asked_question(request, question_id)
-    services.record_feedback(question=question)
+    asking.record_feedback(question=question)
     messages.info(
         request,
         "Thank you: a teacher will look at it, and this problem will not be offered for this "
@@ -157,7 +159,7 @@ def question_feedback(request: HttpRequest, question_id: int) -> HttpResponse:
 @login_required
 def question_ask_teacher(request: HttpRequest, question_id: int) -> HttpResponse:
     question = asked_question(request, question_id)
-    services.record_feedback(question=question, kind=Question.Feedback.ASK_TEACHER)
+    asking.record_feedback(question=question, kind=Question.Feedback.ASK_TEACHER)
     messages.info(request, "Your teacher will see this question. 老师会看到这个问题。")
     return redirect("question", question_id=question.pk)
 
@@ -174,10 +176,10 @@ def question_choose(request: HttpRequest, question_id: int) -> HttpResponse:
             return HttpResponse("problem must be a suggested problem's id or none", status=400)
         problem = get_object_or_404(Problem, pk=int(choice))
     try:
-        services.choose_suggestion(question=question, problem=problem)
-    except services.BadQuestion as exc:
+        asking.choose_suggestion(question=question, problem=problem)
+    except errors.BadQuestion as exc:
         return HttpResponse(str(exc), status=400)
-    except services.OneAtATime as exc:
+    except errors.OneAtATime as exc:
         messages.error(request, str(exc))
     return redirect("question", question_id=question.pk)
 
@@ -186,7 +188,7 @@ def question_choose(request: HttpRequest, question_id: int) -> HttpResponse:
 @login_required
 def question_stop(request: HttpRequest, question_id: int) -> HttpResponse:
     question = asked_question(request, question_id)
-    services.live_jobs.stop(question=question)
+    live.live_jobs.stop(question=question)
     return redirect("question", question_id=question.pk)
 
 
@@ -195,8 +197,8 @@ def question_stop(request: HttpRequest, question_id: int) -> HttpResponse:
 def question_retry(request: HttpRequest, question_id: int) -> HttpResponse:
     question = asked_question(request, question_id)
     try:
-        services.retry_question(question=question)
-    except services.OneAtATime as exc:
+        asking.retry_question(question=question)
+    except errors.OneAtATime as exc:
         messages.error(request, str(exc))
     return redirect("question", question_id=question.pk)
 
@@ -212,7 +214,7 @@ def question_link(request: HttpRequest, question_id: int) -> HttpResponse:
         messages.error(request, "Give the number of a problem in the bank, e.g. 12.")
         return redirect(request.POST.get("next") or "missed")
     problem = get_object_or_404(Problem, pk=int(raw))
-    services.link_question(question=question, problem=problem, teacher=request.user)
+    bank_service.link_question(question=question, problem=problem, teacher=request.user)
     messages.success(
         request, f"Linked: students asking “{question.text[:60]}” now get problem #{problem.pk}."
     )
@@ -226,10 +228,10 @@ def alias_review(request: HttpRequest, alias_id: int) -> HttpResponse:
     require_teacher(request)
     alias = get_object_or_404(ProblemAlias.objects.select_related("problem"), pk=alias_id)
     if request.POST.get("action") == "accept":
-        services.accept_alias(text=alias.text, problem=alias.problem, user=request.user)
+        bank_service.accept_alias(text=alias.text, problem=alias.problem, user=request.user)
         messages.success(request, f"Accepted: this wording is problem #{alias.problem_id} now.")
     elif request.POST.get("action") == "dismiss":
-        services.dismiss_alias(alias=alias)
+        bank_service.dismiss_alias(alias=alias)
         messages.success(request, "Dismissed.")
     else:
         return HttpResponse("action must be accept or dismiss", status=400)
@@ -308,12 +310,12 @@ def problem_add(request: HttpRequest) -> HttpResponse:
     if from_question and from_question.isdigit():
         source = Question.objects.filter(pk=int(from_question)).first()
         if source is not None:
-            initial = {"text": source.text, "lang": services.guess_lang(source.text)}
+            initial = {"text": source.text, "lang": text.guess_lang(source.text)}
     form = ProblemForm(request.POST or None, initial=initial)
     duplicates: list[Problem] = []
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        duplicates = services.near_duplicates(text=data["text"])
+        duplicates = bank_service.near_duplicates(text=data["text"])
         if duplicates and not request.POST.get("confirm_duplicate"):
             return render(
                 request,
@@ -323,7 +325,7 @@ def problem_add(request: HttpRequest) -> HttpResponse:
             )
         try:
             with transaction.atomic():
-                problem = services.create_problem(
+                problem = bank_service.create_problem(
                     text=data["text"],
                     lang=data["lang"],
                     topic=data["topic"],
@@ -333,10 +335,10 @@ def problem_add(request: HttpRequest) -> HttpResponse:
                     added_by=request.user,
                 )
                 if data.get("solution"):
-                    services.add_teacher_solution(
+                    bank_service.add_teacher_solution(
                         problem=problem, author=request.user, text=data["solution"]
                     )
-        except services.BadQuestion as exc:
+        except errors.BadQuestion as exc:
             form.add_error("text", str(exc))
         else:
             messages.success(
@@ -352,10 +354,10 @@ def problem_edit(request: HttpRequest, problem_id: int) -> HttpResponse:
     problem = get_object_or_404(Problem, pk=problem_id)
     form = ProblemForm(request.POST or None, instance=Problem.objects.get(pk=problem.pk))
     if request.method == "POST" and form.is_valid():
-        changes = {name: form.cleaned_data[name] for name in services.PROBLEM_FIELDS}
+        changes = {name: form.cleaned_data[name] for name in bank_service.PROBLEM_FIELDS}
         try:
-            services.update_problem(problem=problem, **changes)
-        except services.BadQuestion as exc:
+            bank_service.update_problem(problem=problem, **changes)
+        except errors.BadQuestion as exc:
             form.add_error("text", str(exc))
         else:
             messages.success(request, "Saved.")
@@ -371,7 +373,7 @@ def solution_review(request: HttpRequest, solution_id: int) -> HttpResponse:
     status = request.POST.get("status", "")
     if status not in (Solution.Status.APPROVED, Solution.Status.REJECTED, Solution.Status.FLAGGED):
         return HttpResponse("status must be approved, rejected or flagged", status=400)
-    services.review_solution(solution=solution, reviewer=request.user, status=status)
+    bank_service.review_solution(solution=solution, reviewer=request.user, status=status)
     messages.success(request, f"Answer {solution.pk} {status}.")
     return redirect("problem", problem_id=solution.problem_id)
 
@@ -383,7 +385,7 @@ def solution_edit(request: HttpRequest, solution_id: int) -> HttpResponse:
     form = SolutionEditForm(request.POST or None, instance=Solution.objects.get(pk=solution.pk))
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        services.edit_solution(
+        bank_service.edit_solution(
             solution=solution,
             editor=request.user,
             reasoning=data["reasoning"],
@@ -404,7 +406,7 @@ def missed(request: HttpRequest) -> HttpResponse:
         request,
         "tutor/missed.html",
         {
-            "groups": services.missed_groups(flagged_only=flagged),
+            "groups": bank_service.missed_groups(flagged_only=flagged),
             "flagged": flagged,
             "pending": ProblemAlias.objects.filter(
                 status=ProblemAlias.Status.PENDING
@@ -437,7 +439,7 @@ def _student_problem(problem_id: int) -> Problem:
 def problem_promote(request: HttpRequest, problem_id: int) -> HttpResponse:
     require_teacher(request)
     problem = _student_problem(problem_id)
-    duplicates = services.near_duplicates(text=problem.text, exclude=problem)
+    duplicates = bank_service.near_duplicates(text=problem.text, exclude=problem)
     if duplicates and not request.POST.get("confirm_duplicate"):
         return render(
             request,
@@ -445,7 +447,7 @@ def problem_promote(request: HttpRequest, problem_id: int) -> HttpResponse:
             {"problem": problem, "duplicates": duplicates},
             status=409,
         )
-    services.promote_problem(problem=problem, topic=request.POST.get("topic", ""))
+    bank_service.promote_problem(problem=problem, topic=request.POST.get("topic", ""))
     messages.success(request, f"Problem #{problem.pk} is in the bank now.")
     return redirect("problem", problem_id=problem.pk)
 
@@ -460,7 +462,7 @@ def problem_merge(request: HttpRequest, problem_id: int) -> HttpResponse:
     if into is None or into.pk == problem.pk:
         messages.error(request, "Give the number of another problem in the bank.")
         return redirect("student_questions")
-    made = services.merge_problem(problem=problem, into=into, teacher=request.user)
+    made = bank_service.merge_problem(problem=problem, into=into, teacher=request.user)
     messages.success(
         request, f"Merged into #{into.pk}: {made} wording(s) now get problem #{into.pk}."
     )
@@ -472,6 +474,6 @@ def problem_merge(request: HttpRequest, problem_id: int) -> HttpResponse:
 def problem_delete(request: HttpRequest, problem_id: int) -> HttpResponse:
     require_teacher(request)
     problem = _student_problem(problem_id)
-    services.delete_problem(problem=problem)
+    bank_service.delete_problem(problem=problem)
     messages.success(request, "Deleted.")
     return redirect("student_questions")

@@ -8,8 +8,8 @@ from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from tutor import services
 from tutor.management.commands.setup_demo import ensure_groups
+from tutor.services import tokens
 
 
 class Command(BaseCommand):
@@ -43,4 +43,4 @@ class Command(BaseCommand):
             user.is_staff = user.is_superuser = role == "admin"
             user.save(update_fields=["is_staff", "is_superuser"])
             user.groups.set(Group.objects.filter(name=role if role != "admin" else "teacher"))
-        self.stdout.write(services.issue_api_token(user=user))
+        self.stdout.write(tokens.issue_api_token(user=user))

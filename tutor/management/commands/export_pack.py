@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tutor import services
+from tutor import errors
+from tutor.services import packs
 
 
 class Command(BaseCommand):
@@ -26,10 +27,10 @@ class Command(BaseCommand):
         from solver.packs import PackError
 
         try:
-            counts = services.export_pack(
-                path=path, topic=topic, statuses=tuple(status or services.EXPORT_STATUSES)
+            counts = packs.export_pack(
+                path=path, topic=topic, statuses=tuple(status or packs.EXPORT_STATUSES)
             )
-        except (PackError, services.RunRefused) as exc:
+        except (PackError, errors.RunRefused) as exc:
             raise CommandError(str(exc)) from None
         by_status = ", ".join(f"{n} {s}" for s, n in sorted(counts["by_status"].items()))
         self.stdout.write(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tutor import services
+from tutor.services import packs
 
 
 class Command(BaseCommand):
@@ -22,7 +22,7 @@ class Command(BaseCommand):
         from solver.packs import PackError
 
         try:
-            report = services.import_pack(path=path, dry_run=dry_run)
+            report = packs.import_pack(path=path, dry_run=dry_run)
         except PackError as exc:
             raise CommandError(f"not imported: {exc}") from None
         for note in report.notes:

@@ -8,7 +8,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from tutor import services
+from tutor import errors
+from tutor.services import bank
 
 
 class Command(BaseCommand):
@@ -42,9 +43,9 @@ class Command(BaseCommand):
         try:
             item = json.loads(line)
             if not isinstance(item, dict):
-                raise services.BadFixture("not a JSON object")
-            _, was_created = services.import_fixture_problem(item=item)
-        except (ValueError, services.BadFixture) as exc:
+                raise errors.BadFixture("not a JSON object")
+            _, was_created = bank.import_fixture_problem(item=item)
+        except (ValueError, errors.BadFixture) as exc:
             self.stderr.write(f"line {number}: {exc}")
             return "bad"
         return "created" if was_created else "existing"

@@ -7,8 +7,9 @@ import threading
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tutor import services
+from tutor import errors
 from tutor.models import PrecomputeRun
+from tutor.services import precompute
 
 
 def parse_ids(value: str) -> tuple[int, ...]:
@@ -69,8 +70,8 @@ class Command(BaseCommand):
         if opts["cancel"]:
             run = self.get_run(opts["cancel"])
             try:
-                services.cancel_run(run=run)
-            except services.RunRefused as exc:
+                precompute.cancel_run(run=run)
+            except errors.RunRefused as exc:
                 raise CommandError(str(exc)) from None
             self.stdout.write(f"run {run.pk}: cancelling; workers stop within seconds")
             return
@@ -78,7 +79,7 @@ class Command(BaseCommand):
             raise CommandError("--greedy gives one answer per problem: drop --samples or --greedy")
         if opts["resume"]:
             run = self.get_run(opts["resume"])
-            todo = services.resume_run(run=run, enqueue=not opts["inline"], force=opts["force"])
+            todo = precompute.resume_run(run=run, enqueue=not opts["inline"], force=opts["force"])
             self.stdout.write(f"run {run.pk}: {todo} problems to do")
             if not todo:
                 return
@@ -104,7 +105,7 @@ class Command(BaseCommand):
         which = "stale" if opts["stale"] else "all" if opts["all"] else "unanswered"
         if opts["limit"] is not None and opts["limit"] < 1:
             raise CommandError("--limit must be at least 1")
-        selection = services.Selection(
+        selection = precompute.Selection(
             topic=opts["topic"],
             tag=opts["tag"],
             ids=parse_ids(opts["ids"]) if opts["ids"] else (),
@@ -112,7 +113,7 @@ class Command(BaseCommand):
             limit=opts["limit"],
         )
         try:
-            return services.create_run(
+            return precompute.create_run(
                 selection=selection,
                 samples=opts["samples"],
                 max_new_tokens=opts["max_new_tokens"],
@@ -120,7 +121,7 @@ class Command(BaseCommand):
                 model=opts["model"],
                 enqueue=not opts["inline"],
             )
-        except (services.RunRefused, services.EngineUnavailable) as exc:
+        except (errors.RunRefused, errors.EngineUnavailable) as exc:
             raise CommandError(str(exc)) from None
 
     def run_inline(self, run: PrecomputeRun) -> None:
@@ -144,10 +145,10 @@ class Command(BaseCommand):
             )
 
         try:
-            progress = services.work_on_run(
+            progress = precompute.work_on_run(
                 run_id=run.pk, fan_out=False, on_progress=on_progress, stop_requested=stop.is_set
             )
-        except services.EngineUnavailable as exc:
+        except errors.EngineUnavailable as exc:
             raise CommandError(str(exc)) from None
         finally:
             bar.close()
@@ -164,7 +165,7 @@ class Command(BaseCommand):
         try:
             while True:
                 run.refresh_from_db()
-                figures = services.run_figures(run)
+                figures = precompute.run_figures(run)
                 bar.update(figures["finished"] - bar.n)
                 bar.set_postfix_str(
                     f"{figures['tokens_per_s']:.1f} tok/s, {figures['problems_per_hour']:.0f} problems/h"
@@ -180,7 +181,7 @@ class Command(BaseCommand):
 
     def summary(self, run: PrecomputeRun, progress) -> None:
         run.refresh_from_db()
-        f = services.run_figures(run)
+        f = precompute.run_figures(run)
         r = f["results"]
         self.stdout.write(
             f"run {run.pk} {run.status}: {f['finished']}/{f['total']} problems — {r['verified']} verified, "

@@ -1,0 +1,378 @@
+"""The bank: problems, topics, teachers' reviews, aliases and blocks, missed questions, the fixture bank.
+
+Owns: teachers' writes to the curated bank (add, edit, promote, merge, delete problems; the managed topic
+list; approve, reject and edit answers), the wordings people confirmed (aliases) or refused (blocks) and
+their effect on the loaded cache, `near_duplicates`, `missed_groups`, and loading fixtures/problems.jsonl.
+Does not own: the cache itself (`runtime`), the text rules (`text`), answering students (`asking`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from tutor.errors import BadFixture, BadQuestion, TopicInUse
+from tutor.models import (
+    MatchBlock,
+    Problem,
+    ProblemAlias,
+    Question,
+    Solution,
+    Topic,
+    normalize_topic,
+)
+from tutor.services import runtime
+from tutor.services.text import guess_lang, question_key, validate_question
+
+# -- problems and topics -----------------------------------------------------------------------------
+
+PROBLEM_FIELDS = ("text", "lang", "topic", "tags", "difficulty", "reference_answer")
+
+
+@transaction.atomic
+def create_problem(
+    *,
+    text: str,
+    lang: str,
+    topic: str = "",
+    tags: list[str] | None = None,
+    difficulty: int | None = None,
+    reference_answer: str = "",
+    added_by=None,
+    origin: str = Problem.Origin.TEACHER,
+    fixture_id: str | None = None,
+) -> Problem:
+    topic = register_topic(topic)
+    problem = Problem.objects.create(
+        text=validate_question(text),
+        lang=lang,
+        topic=topic,
+        tags=tags or [],
+        difficulty=difficulty,
+        reference_answer=reference_answer.strip(),
+        added_by=added_by,
+        origin=origin,
+        fixture_id=fixture_id,
+    )
+    transaction.on_commit(lambda: runtime.put_problem(problem.pk, problem.text))
+    return problem
+
+
+@transaction.atomic
+def update_problem(*, problem: Problem, **changes: Any) -> Problem:
+    unknown = set(changes) - set(PROBLEM_FIELDS)
+    if unknown:
+        raise TypeError(f"cannot change {sorted(unknown)}")
+    if "text" in changes:
+        changes["text"] = validate_question(changes["text"])
+    if "topic" in changes:
+        changes["topic"] = register_topic(changes["topic"])
+    text_changed = "text" in changes and changes["text"] != problem.text
+    for name, value in changes.items():
+        setattr(problem, name, value)
+    problem.save(update_fields=[*changes, "updated"])
+    if text_changed:
+        transaction.on_commit(lambda: runtime.put_problem(problem.pk, problem.text))
+    return problem
+
+
+def register_topic(name: str) -> str:
+    """The topic folded to the managed list's form (lower case), added to the list if new."""
+    name = normalize_topic(name)
+    if name:
+        Topic.objects.get_or_create(name=name)
+    return name
+
+
+@transaction.atomic
+def rename_topic(*, topic: Topic, name: str) -> Topic:
+    """Rename a topic of the managed list; its problems follow. Raises BadQuestion on an empty name
+    or one that is already on the list."""
+    old, new = topic.name, normalize_topic(name)
+    if not new:
+        raise BadQuestion("a topic needs a name")
+    if new != old and Topic.objects.filter(name=new).exists():
+        raise BadQuestion(f"the topic {new!r} is already on the list")
+    topic.name = new
+    topic.save(update_fields=["name"])
+    Problem.objects.filter(topic=old).update(topic=new, updated=timezone.now())
+    return topic
+
+
+@transaction.atomic
+def delete_topic(*, topic: Topic) -> None:
+    """Take a topic off the list; raises TopicInUse while problems have it."""
+    if Problem.objects.filter(topic=topic.name).exists():
+        raise TopicInUse(f"problems still have the topic {topic.name!r}")
+    topic.delete()
+
+
+@transaction.atomic
+def lift_block(*, block: MatchBlock) -> None:
+    """A student's "not my question" undone: that wording may match that problem again."""
+    text, problem_id = block.text, str(block.problem_id)
+    block.delete()
+
+    transaction.on_commit(lambda: runtime.remove_block(text, problem_id))
+
+
+def near_duplicates(*, text: str, exclude: Problem | None = None) -> list[Problem]:
+    """Banked problems the cache says are (or may be) the same as `text`: a teacher adding or promoting
+    a problem is warned about them. Students' questions are left out (they are not the bank)."""
+    decision = runtime.lookup(text)
+    if decision is None:
+        return []
+    ids: list[str] = []
+    if decision.hit and decision.entry_id is not None:
+        ids.append(decision.entry_id)
+    ids += [s.entry_id for s in getattr(decision, "suggestions", ())]
+    ids += [c.entry_id for c in getattr(decision, "candidates", ()) if c.passed]
+    if exclude is not None:
+        # The cache finds the problem itself first (same text): the suggestions the student was shown
+        # when they asked it are the next best evidence.
+        for question in exclude.questions.exclude(suggestions=[]):
+            ids += [str(s["problem_id"]) for s in question.suggestions]
+    wanted = list(dict.fromkeys(int(i) for i in ids if str(i).isdigit()))
+    found = Problem.objects.in_bank().in_bulk(wanted)
+    return [found[i] for i in wanted if i in found and (exclude is None or i != exclude.pk)]
+
+
+@transaction.atomic
+def promote_problem(*, problem: Problem, topic: str = "") -> Problem:
+    """A student's question joins the curated bank."""
+    problem.source = Problem.Source.BANK
+    fields = ["source", "updated"]
+    if topic:
+        problem.topic = register_topic(topic)
+        fields.append("topic")
+    problem.save(update_fields=fields)
+    return problem
+
+
+@transaction.atomic
+def merge_problem(*, problem: Problem, into: Problem, teacher) -> int:
+    """A student's question is the banked problem `into`: every wording asked of it becomes an accepted
+    alias of `into`, its questions point at `into`, and it is deleted. Returns the aliases made."""
+    if problem.pk == into.pk:
+        raise BadQuestion("a problem cannot be merged into itself")
+    texts = {question_key(problem.text): problem.text}
+    for text in problem.questions.values_list("text", flat=True):
+        texts.setdefault(question_key(text), text)
+    for text in texts.values():
+        accept_alias(text=text, problem=into, user=teacher)
+    problem.questions.update(problem=into, solution=None)
+    delete_problem(problem=problem)
+    return len(texts)
+
+
+@transaction.atomic
+def delete_problem(*, problem: Problem) -> None:
+    problem_id = problem.pk
+    problem.delete()
+    transaction.on_commit(lambda: runtime.drop_problem(problem_id))
+
+
+@transaction.atomic
+def review_solution(*, solution: Solution, reviewer, status: str) -> Solution:
+    """Approve or reject (or flag) an answer; a rejection takes it out of service at once."""
+    allowed = (Solution.Status.APPROVED, Solution.Status.REJECTED, Solution.Status.FLAGGED)
+    if status not in allowed:
+        raise ValueError(f"status must be one of {allowed}")
+    solution.status = status
+    solution.reviewed_by = reviewer
+    solution.reviewed_at = timezone.now()
+    solution.save(update_fields=["status", "reviewed_by", "reviewed_at"])
+    return solution
+
+
+@transaction.atomic
+def edit_solution(
+    *, solution: Solution, editor, reasoning: str, answer: str, final: str
+) -> Solution:
+    """A teacher corrects an answer; the corrected answer is theirs, so it is approved."""
+    solution.reasoning = reasoning
+    solution.answer = answer
+    solution.final = final.strip()[:500] or None
+    solution.status = Solution.Status.APPROVED
+    solution.reviewed_by = editor
+    solution.reviewed_at = timezone.now()
+    solution.evidence = {**solution.evidence, "edited_by_teacher": True}
+    solution.save(
+        update_fields=[
+            "reasoning",
+            "answer",
+            "final",
+            "status",
+            "reviewed_by",
+            "reviewed_at",
+            "evidence",
+        ]
+    )
+    return solution
+
+
+@transaction.atomic
+def add_teacher_solution(*, problem: Problem, author, text: str) -> Solution:
+    """A worked solution written by a teacher (final answer in \\boxed{} or 'the answer is ...')."""
+    from solver.answers import extract_final_answer
+
+    final = extract_final_answer(text)
+    return Solution.objects.create(
+        problem=problem,
+        answer=text.strip(),
+        final=final[:500] if final else None,
+        status=Solution.Status.APPROVED,
+        source=Solution.Source.TEACHER,
+        created_by=author,
+        reviewed_by=author,
+        reviewed_at=timezone.now(),
+        evidence={"reference": problem.reference_answer} if problem.reference_answer else {},
+    )
+
+
+def missed_groups(*, limit: int = 200, flagged_only: bool = False) -> list[dict[str, Any]]:
+    """Missed and flagged questions grouped by near-duplicate (same normalized text), most asked first;
+    `flagged_only`: those a student flagged for a teacher ("needs a teacher's look")."""
+    groups: dict[str, dict[str, Any]] = {}
+    missed = Question.objects.missed()
+    if flagged_only:
+        missed = missed.flagged()
+    for q in missed.only("pk", "text", "key", "created", "problem_id", "feedback", "outcome")[
+        :5000
+    ]:
+        group = groups.setdefault(
+            q.key,
+            {
+                "key": q.key,
+                "text": q.text,
+                "count": 0,
+                "last": q.created,
+                "problem_id": None,
+                "feedback": 0,
+                "example_id": q.pk,
+            },
+        )
+        group["count"] += 1
+        group["feedback"] += q.feedback != Question.Feedback.NONE
+        group["problem_id"] = group["problem_id"] or q.problem_id
+        group["last"] = max(group["last"], q.created)
+    ranked = sorted(groups.values(), key=lambda g: (-g["count"], -g["last"].timestamp()))
+    return ranked[:limit]
+
+
+# -- aliases and blocks ------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def block_match(*, text: str, problem: Problem, user=None) -> MatchBlock:
+    key = question_key(text)
+    block, _ = MatchBlock.objects.get_or_create(
+        key=key, problem=problem, defaults={"text": text, "created_by": user}
+    )
+    ProblemAlias.objects.filter(key=key, problem=problem).delete()
+    problem_id = str(problem.pk)
+    transaction.on_commit(lambda: runtime.correct_cache("add_block", text, problem_id))
+    return block
+
+
+@transaction.atomic
+def accept_alias(
+    *, text: str, problem: Problem, user, question: Question | None = None
+) -> ProblemAlias:
+    """A teacher says this wording is problem N: from now on asking it (or, as the cache allows, a
+    rewording close to it) is a hit on N. Replaces any other alias of the wording, lifts any block."""
+    key = question_key(text)
+    ProblemAlias.objects.filter(key=key, status=ProblemAlias.Status.ACCEPTED).exclude(
+        problem=problem
+    ).delete()
+    alias, created = ProblemAlias.objects.get_or_create(
+        key=key,
+        problem=problem,
+        defaults={
+            "text": text,
+            "status": ProblemAlias.Status.ACCEPTED,
+            "question": question,
+            "created_by": user,
+        },
+    )
+    if not created and alias.status != ProblemAlias.Status.ACCEPTED:
+        alias.status = ProblemAlias.Status.ACCEPTED
+        alias.save(update_fields=["status"])
+    blocked = list(
+        MatchBlock.objects.filter(key=key, problem=problem).values_list("text", flat=True)
+    )
+    MatchBlock.objects.filter(key=key, problem=problem).delete()
+    problem_id, alias_text = str(problem.pk), alias.text
+
+    def correct() -> None:
+        for old in blocked:
+            runtime.remove_block(old, problem_id)
+        runtime.correct_cache("add_alias", alias_text, problem_id)
+
+    transaction.on_commit(correct)
+    return alias
+
+
+@transaction.atomic
+def dismiss_alias(*, alias: ProblemAlias) -> None:
+    text, accepted = alias.text, alias.status == ProblemAlias.Status.ACCEPTED
+    alias.delete()
+    if accepted:
+        transaction.on_commit(lambda: runtime.remove_alias(text))
+
+
+def link_question(*, question: Question, problem: Problem, teacher) -> ProblemAlias:
+    """ "Same as #N" on a student's question: an accepted alias of its wording."""
+    return accept_alias(text=question.text, problem=problem, user=teacher, question=question)
+
+
+# -- fixture bank -----------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def import_fixture_problem(*, item: dict[str, Any]) -> tuple[Problem, bool]:
+    """One line of fixtures/problems.jsonl, keyed on its id: (problem, created). Loading twice changes nothing."""
+    from solver.answers import extract_final_answer
+
+    try:
+        fixture_id = str(item["id"])
+        text = validate_question(item["text"])
+    except (KeyError, TypeError, BadQuestion) as exc:
+        raise BadFixture(
+            f"bad problem {item.get('id', '?') if isinstance(item, dict) else '?'}: {exc}"
+        ) from None
+    fields = {
+        "text": text,
+        "lang": item.get("lang") if item.get("lang") in Problem.Lang.values else guess_lang(text),
+        "topic": register_topic(str(item.get("topic") or "")),
+        "tags": [str(t) for t in item.get("tags") or []],
+        "difficulty": item.get("difficulty") if isinstance(item.get("difficulty"), int) else None,
+        "reference_answer": str(item.get("reference_answer") or "")[:500],
+        "origin": Problem.Origin.FIXTURE,
+    }
+    problem, created = Problem.objects.get_or_create(fixture_id=fixture_id, defaults=fields)
+    if not created:
+        return problem, False
+    worked = item.get("solution")
+    if worked:
+        final = extract_final_answer(worked)
+        ref = fields["reference_answer"]
+        Solution.objects.create(
+            problem=problem,
+            answer=str(worked),
+            final=final[:500] if final else None,
+            # Written by the team: approved, with the check against the reference kept as evidence.
+            status=Solution.Status.APPROVED,
+            source=Solution.Source.TEACHER,
+            evidence={"reference": ref, "agreement": bool(final and ref and _agree(final, ref))},
+        )
+    transaction.on_commit(lambda: runtime.put_problem(problem.pk, problem.text))
+    return problem, True
+
+
+def _agree(a: str, b: str) -> bool:
+    from solver.answers import answers_equivalent
+
+    return answers_equivalent(a, b)
