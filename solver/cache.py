@@ -1522,15 +1522,16 @@ class SemanticCache:
         if (root / "CURRENT").is_file():
             for _ in range(3):
                 generation = _current_generation(root)
-                if not (root / generation).is_dir():
-                    continue  # pruned by a concurrent save between reading CURRENT and opening it
                 try:
                     return cls._load_generation(root / generation, embedder, verify, settings)
-                except FileNotFoundError:
-                    if (root / generation).is_dir():
-                        raise CacheFileError(
-                            f"The cache in {root / generation} is damaged: a file is missing."
-                        ) from None
+                except FileNotFoundError as exc:
+                    missing = Path(exc.filename or generation).name
+                # A save prunes only generations that CURRENT no longer names: when it still names
+                # this one, the file was not removed by a concurrent save.
+                if _current_generation(root) == generation:
+                    raise CacheFileError(
+                        f"The cache in {root} is damaged: {generation}/{missing} is missing."
+                    )
             raise CacheFileError(f"The cache in {root} keeps changing while it is read; try again.")
         if (root / "entries.json").is_file():
             return cls._load_version_1(root, embedder, settings)
