@@ -191,7 +191,11 @@ class HTTPGeneration(GenerationHandle):
                 new_tokens=n,
                 finish_reason=finish,
                 ttft_ms=((first or finished) - self.submitted) * 1000.0,
-                tokens_per_s=(n - 1) / decode_time if n > 1 and decode_time > 0 else 0.0,
+                # As the caller saw it; the service's own figure when no text came to time (tokens
+                # that decode to nothing, or a single piece).
+                tokens_per_s=(n - 1) / decode_time
+                if n > 1 and decode_time > 0 and chunks > 1
+                else float(vendor.get("tokens_per_s") or 0.0),
                 elapsed_s=finished - self.submitted,
                 error=str(failure) if failure is not None else None,
             )
