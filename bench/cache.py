@@ -16,15 +16,36 @@ Half of the queries are reworded bank questions (full-width digits: must hit), h
     python bench/cache.py --quick                 # 1k and 10k, about a minute
     python bench/cache.py                         # all sizes (the 1M bank takes ~30-40 min to build)
     python bench/cache.py --sizes 1000,100000 --no-embedder
+
+Cold start (`--cold-start`, at 1 000 and 100 000 problems by default): the time from nothing to a
+first hit through the vector search, with the real default embedder (USE-multilingual) and its
+decision rule, three ways:
+  (a) rebuild: `add_many` normalizes, reads and embeds every problem (what the site did until now);
+  (b) build with every vector already in a `VectorStore`: normalizes and reads, embeds nothing;
+  (c) load the saved cache in a fresh process (`load_or_build`: load, compare with the bank, first
+      lookup), plus that process's Python start, imports and embedder load, and one `apply` of a
+      new problem followed by its first hit (what a change feed costs per added answer).
+Above `--slice` problems (5 000) embedding everything would take most of an hour on 2 busy cores,
+so (a) is estimated: (b) minus its store reads plus the embedding time per problem measured while
+rebuilding a `--slice` slice for real; the rest of the bank gets synthetic vectors in the store, and
+the first-hit question is a reworded problem of the really embedded slice. The page cache is warm for
+(c) (the file was just written), as on a machine where the site saved it.
+
+    python bench/cache.py --cold-start                       # 1 000 and 100 000, about 10 minutes
+    python bench/cache.py --cold-start --cold-sizes 1000
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import random
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,6 +63,7 @@ from solver.normalize import (  # noqa: E402
     quantities,
     signature_of_canonical,
 )
+from solver.vectors import VectorStore, text_key  # noqa: E402
 
 DIM = 512  # USE-multilingual, the default embedder
 
@@ -190,11 +212,8 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def measure(cache: SemanticCache, queries, embedder: QueuedEmbedder) -> dict:
-    for question, vector, _ in queries[:20]:  # warm up
-        embedder.load(vector[None, :])
-        cache.lookup(question)
-    # every measured lookup pays for its own normalization, as a new student question does
+def clear_memos() -> None:
+    """Empty the normalizer's memo tables, so that nothing measured profits from an earlier run."""
     for memo in (
         normalize,
         signature_of_canonical,
@@ -203,6 +222,13 @@ def measure(cache: SemanticCache, queries, embedder: QueuedEmbedder) -> dict:
         implicit_quantities,
     ):
         memo.cache_clear()
+
+
+def measure(cache: SemanticCache, queries, embedder: QueuedEmbedder) -> dict:
+    for question, vector, _ in queries[:20]:  # warm up
+        embedder.load(vector[None, :])
+        cache.lookup(question)
+    clear_memos()  # every measured lookup pays for its own normalization, as a new question does
     lookups, searches, decisions = [], [], []
     for question, vector, _ in queries:
         embedder.load(vector[None, :])
@@ -291,6 +317,218 @@ def embedding_times(names: list[str], batch: int = 64) -> list[str]:
     return lines
 
 
+# --------------------------------------------------------------------------------------------------
+# Cold start
+# --------------------------------------------------------------------------------------------------
+
+
+class TimedEmbedder:
+    """The real embedder, adding up the seconds spent inside it and the texts it embedded."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.name, self.dim = inner, inner.name, inner.dim
+        self.seconds, self.texts = 0.0, 0
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        started = time.perf_counter()
+        try:
+            return self.inner.embed(texts)
+        finally:
+            self.seconds += time.perf_counter() - started
+            self.texts += len(texts)
+
+
+class TimedStore(VectorStore):
+    """A VectorStore adding up the seconds spent in `embed` (its reads, and any embedding)."""
+
+    seconds = 0.0
+
+    def embed(self, embedder, texts, *, batch_size: int = 64):
+        started = time.perf_counter()
+        try:
+            return super().embed(embedder, texts, batch_size=batch_size)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
+def reworded(text: str) -> str:
+    """An English bank question said another way, which normalization does not undo (so the lookup
+    goes through the vector search, not the exact-text tier)."""
+    return text.replace("What is", "Can you tell me").replace("How many", "Tell me how many")
+
+
+def pick_query(items: list[tuple[str, str]], embedder) -> tuple[str, str]:
+    """(entry id, reworded question) that the cache of the first 200 problems serves as a hit through
+    the vector search."""
+    small = SemanticCache(embedder)
+    small.add_many(items[:200])
+    for entry_id, text in items[:200]:
+        question = reworded(text)
+        if normalize(question) == normalize(text):
+            continue
+        decision = small.lookup(question)
+        if decision.hit and decision.entry_id == entry_id:
+            return entry_id, question
+    raise SystemExit("no reworded question of the first 200 problems is a hit; check the embedder")
+
+
+def first_hit(cache: SemanticCache, entry_id: str, question: str) -> tuple[float, str]:
+    started = time.perf_counter()
+    decision = cache.lookup(question)
+    outcome = decision.outcome + ("" if decision.entry_id in (entry_id, None) else " (wrong)")
+    return time.perf_counter() - started, outcome
+
+
+def cold_start(n: int, slice_size: int, embedder, work: Path) -> dict:
+    print(f"\n== cold start, {n:,} problems", flush=True)
+    items, clusters = make_bank(n)
+    entry_id, question = pick_query(items[:slice_size], embedder)
+    row: dict = {"size": n}
+
+    # (a) rebuild: everything normalized, read and embedded (for real up to the slice)
+    real = min(n, slice_size)
+    timed = TimedEmbedder(embedder)
+    gc.collect()
+    clear_memos()
+    started = time.perf_counter()
+    rebuilt = SemanticCache(timed)
+    rebuilt.add_many(items[:real])
+    lookup_s, outcome = first_hit(rebuilt, entry_id, question)
+    row["a_measured_s"] = time.perf_counter() - started
+    row["a_outcome"], row["embed_ms"] = outcome, timed.seconds / real * 1000
+    print(
+        f"   (a) rebuilt {real:,} for real in {row['a_measured_s']:.1f} s "
+        f"(embedding {timed.seconds:.1f} s, {row['embed_ms']:.1f} ms a problem); first lookup: {outcome}",
+        flush=True,
+    )
+
+    # the store: the rebuild's real vectors, and synthetic ones for the rest of the bank (not timed)
+    store_path = work / f"vectors-{n}.sqlite"
+    store = TimedStore(store_path)
+    keys = sorted(rebuilt._entries)
+    canonicals = [rebuilt._entries[k].canonical for k in keys]
+    store.put(
+        embedder.name, embedder.dim, [text_key(c) for c in canonicals], rebuilt._index.get(keys)
+    )
+    if n > real:
+        rest = synthetic_vectors(clusters)[real:]
+        for start in range(0, n - real, 10_000):
+            chunk = items[real + start : real + start + 10_000]
+            store.put(
+                embedder.name,
+                embedder.dim,
+                [text_key(normalize(t)) for _, t in chunk],
+                rest[start : start + len(chunk)],
+            )
+    del rebuilt
+    gc.collect()
+
+    # (b) build with every vector in the store
+    timed = TimedEmbedder(embedder)
+    clear_memos()
+    started = time.perf_counter()
+    built = SemanticCache(timed, store=store)
+    built.add_many(items)
+    lookup_s, outcome = first_hit(built, entry_id, question)
+    row["b_s"] = time.perf_counter() - started
+    row["b_store_s"], row["b_embedded"], row["b_outcome"] = store.seconds, timed.texts, outcome
+    print(
+        f"   (b) built from the store in {row['b_s']:.1f} s (store reads {store.seconds:.1f} s, "
+        f"{timed.texts} texts embedded, the question included); first lookup: {outcome}",
+        flush=True,
+    )
+    if n > real:
+        row["a_s"] = row["b_s"] - row["b_store_s"] + n * row["embed_ms"] / 1000
+        row["a_estimated"] = True
+    else:
+        row["a_s"], row["a_estimated"] = row["a_measured_s"], False
+
+    # (c) save, then load in a fresh process
+    folder = work / f"cache-{n}"
+    started = time.perf_counter()
+    generation = built.save(folder)
+    row["save_s"] = time.perf_counter() - started
+    row["file_mb"] = sum(p.stat().st_size for p in generation.iterdir()) / 1e6
+    row["kind"] = built.index_kind
+    del built
+    gc.collect()
+    child = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--cold-child",
+            str(folder),
+            str(n),
+            entry_id,
+            question,
+            str(time.time()),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    row.update(json.loads(child.stdout.strip().splitlines()[-1]))
+    print(
+        f"   saved ({row['kind']}, {row['file_mb']:.0f} MB) in {row['save_s']:.1f} s; (c) loaded in "
+        f"{row['c_load_s']:.2f} s, compared with the bank in {row['c_reconcile_s']:.2f} s, first "
+        f"lookup in {row['c_lookup_s'] * 1000:.0f} ms ({row['c_outcome']}; bank changed: "
+        f"{row['c_changed']}); the process started, imported and loaded the embedder in "
+        f"{row['c_process_s']:.1f} s; one apply + its hit {row['apply_ms']:.0f} ms "
+        f"(served: {row['apply_served']})",
+        flush=True,
+    )
+    return row
+
+
+def cold_child(folder: str, n: int, entry_id: str, question: str, spawned_at: float) -> None:
+    """`--cold-child`: the saved cache loaded in this fresh process, as a site worker starts."""
+    from solver.embed import load_embedder
+
+    embedder = load_embedder("use-multilingual")
+    process_s = time.time() - spawned_at  # interpreter start, imports, the embedder
+    items, _ = make_bank(n)  # the site reads these from its database (not counted)
+    started = time.perf_counter()
+    cache = SemanticCache.load(folder, embedder)
+    loaded = time.perf_counter()
+    report = cache.reconcile(items)
+    reconciled = time.perf_counter()
+    lookup_s, outcome = first_hit(cache, entry_id, question)
+    total = time.perf_counter() - started
+    new_text = "A ladder of 13 m leans on a wall with its foot 5 m away. How high does it reach?"
+    applying = time.perf_counter()
+    cache.apply(added=[("new-problem", new_text)])
+    served = cache.lookup(new_text.replace("13", "１３")).entry_id == "new-problem"
+    apply_s = time.perf_counter() - applying
+    result = {
+        "c_load_s": loaded - started,
+        "c_reconcile_s": reconciled - loaded,
+        "c_lookup_s": lookup_s,
+        "c_s": total,
+        "c_outcome": outcome,
+        "c_changed": report.changed,
+        "c_process_s": process_s,
+        "apply_ms": apply_s * 1000,
+        "apply_served": served,
+    }
+    print(json.dumps(result))
+
+
+def print_cold_start(rows: list[dict]) -> None:
+    print(
+        "\n| problems | (a) rebuild | (b) build from the vector store | (c) load the saved cache "
+        "| (c) vs (a) | (b) vs (a) | index, file | one apply + hit |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---|---:|")
+    for r in rows:
+        a = f"{r['a_s']:.0f} s" + (" (est.)" if r["a_estimated"] else "")
+        print(
+            f"| {r['size']:,} | {a} | {r['b_s']:.1f} s | {r['c_s']:.2f} s "
+            f"(+{r['c_process_s']:.1f} s start) | {r['c_s'] / r['a_s']:.4f}x | "
+            f"{r['b_s'] / r['a_s']:.2f}x | {r['kind']}, {r['file_mb']:.0f} MB | "
+            f"{r['apply_ms']:.0f} ms |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -303,7 +541,32 @@ def main() -> None:
     parser.add_argument(
         "--no-embedder", action="store_true", help="skip the real embedding timings"
     )
+    parser.add_argument(
+        "--cold-start", action="store_true", help="measure cold starts instead (see above)"
+    )
+    parser.add_argument("--cold-sizes", default="1000,100000", help="bank sizes for --cold-start")
+    parser.add_argument(
+        "--slice", type=int, default=5000, help="above this, (a) is estimated from a slice"
+    )
+    parser.add_argument("--cold-child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cold_child:
+        folder, n, entry_id, question, spawned_at = args.cold_child
+        cold_child(folder, int(n), entry_id, question, float(spawned_at))
+        return
+    if args.cold_start:
+        from solver.embed import load_embedder
+
+        embedder = load_embedder("use-multilingual")
+        work = Path(tempfile.mkdtemp(prefix="suanjing-cold-"))
+        try:
+            rows = [
+                cold_start(int(n), args.slice, embedder, work) for n in args.cold_sizes.split(",")
+            ]
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print_cold_start(rows)
+        return
     if args.sizes:
         sizes = [int(s) for s in args.sizes.split(",")]
     else:
