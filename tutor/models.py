@@ -316,13 +316,6 @@ class Solution(models.Model):
 
 
 class QuestionQuerySet(models.QuerySet):
-    def visible_to(self, user) -> QuestionQuerySet:
-        from tutor.permissions import is_teacher
-
-        if is_teacher(user):
-            return self
-        return self.filter(user=user)
-
     def missed(self) -> QuestionQuerySet:
         """Questions the bank did not hold when asked, or that a student flagged for a teacher."""
         return self.filter(Q(bank_hit=False) | ~Q(feedback=Question.Feedback.NONE))
@@ -391,6 +384,10 @@ class Question(models.Model):
     latency_ms = models.FloatField(null=True, blank=True)
     feedback = models.CharField(max_length=32, choices=Feedback.choices, blank=True, default="")
     feedback_at = models.DateTimeField(null=True, blank=True)
+    # the live generation this question waits for (or waited for); any web worker streams it from here
+    live = models.ForeignKey(
+        "LiveGeneration", null=True, blank=True, on_delete=models.SET_NULL, related_name="questions"
+    )
 
     objects = QuestionQuerySet.as_manager()
 
@@ -564,6 +561,8 @@ class ApiToken(models.Model):
     prefix = models.CharField(max_length=8)  # shown in the admin to tell tokens apart
     created = models.DateTimeField(auto_now_add=True)
     last_used = models.DateTimeField(null=True, blank=True)
+    expires = models.DateTimeField(null=True, blank=True)  # None: never (set by SUANJING_TOKEN_DAYS)
+    revoked = models.DateTimeField(null=True, blank=True)  # set in the admin: the token stops working
 
     def __str__(self) -> str:
         return f"token {self.prefix}… of {self.user}"
@@ -684,3 +683,109 @@ class RunItem(models.Model):
 
     def __str__(self) -> str:
         return f"item {self.pk} of run {self.run_id} ({self.status})"
+
+
+class LiveGeneration(models.Model):
+    """A live generation's shared state, so that any web worker can stream it and any can take it over.
+
+    One row per generation; the partial unique constraint keeps one *running* generation per key
+    ("problem:N" or "text:<question key>") across every process (single-flight). The process that runs
+    it holds a lease (`owner`, `lease_until`) and appends the stream as `LiveEvent` rows; `generated`
+    is the raw model text so far, from which a taker continues when the owner died."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "running"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+        CANCELLED = "cancelled", "cancelled"
+
+    key = models.CharField(max_length=100)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.RUNNING, db_index=True
+    )
+    text = models.TextField()
+    problem = models.ForeignKey(
+        Problem, null=True, blank=True, on_delete=models.SET_NULL, related_name="live_generations"
+    )
+    asker = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    seed = models.BigIntegerField(null=True, blank=True)
+    rejected = models.TextField(null=True, blank=True)  # a final answer a teacher rejected, or None
+    prompt = models.TextField(blank=True)
+    owner = models.CharField(max_length=120, blank=True)  # host:pid:nonce of the process running it
+    lease_until = models.DateTimeField(null=True, blank=True, db_index=True)
+    watched_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    events = models.PositiveIntegerField(default=0)  # the last event's seq
+    generated = models.TextField(blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key"],
+                condition=models.Q(status="running"),
+                name="one_running_generation_per_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"live {self.pk} {self.key} ({self.status})"
+
+
+class LiveEvent(models.Model):
+    """One piece of a live generation's stream: {"type": kind, "text": text}, numbered from 1."""
+
+    generation = models.ForeignKey(
+        LiveGeneration, on_delete=models.CASCADE, related_name="event_rows"
+    )
+    seq = models.PositiveIntegerField()
+    kind = models.CharField(max_length=16)
+    text = models.TextField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["generation", "seq"], name="one_event_per_seq")
+        ]
+        ordering = ["generation", "seq"]
+
+
+class BankChange(models.Model):
+    """The change feed every process's answer cache follows: appended in the transaction that changes
+    the bank (a problem put or dropped, an alias or a block added or lifted), read by id."""
+
+    class Kind(models.TextChoices):
+        PUT = "put", "put"
+        DROP = "drop", "drop"
+        ALIAS = "alias", "alias"
+        UNALIAS = "unalias", "unalias"
+        BLOCK = "block", "block"
+        UNBLOCK = "unblock", "unblock"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    problem_id = models.BigIntegerField()  # not a foreign key: a drop outlives its problem
+    text = models.TextField(blank=True)  # the problem's text (put) or the wording (alias/block)
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.problem_id}"
+
+
+class UsageCount(models.Model):
+    """Per-student counters for fair use (asks, live generations, refusals), one row per user, day and
+    kind: refusals are counted here instead of being stored as questions."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_counts"
+    )
+    day = models.DateField()
+    kind = models.CharField(max_length=32)  # "ask", "live", "refused:busy", "refused:rate", ...
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "day", "kind"], name="one_count_per_user_day_kind")
+        ]

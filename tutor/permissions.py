@@ -3,18 +3,30 @@
 Roles are Django groups ("student", "teacher") plus staff for admins. Admins can do everything a teacher
 can. A student sees only their own questions: another student's question is a 404 (they may not even
 know it exists); a teacher's page is a 403 (they know the bank exists, they may not use it).
+
+The `*_for` functions fetch and check in one call, as healthchecks' `_get_check_for_user`: they return
+the object, or raise `tutor.errors.NotFound` (404: no such object, or one the user may not know of) or
+`tutor.errors.Forbidden` (403: a known object, an action that is not the user's). Pages show Django's
+404/403 pages for them, the JSON API its JSON error body.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from tutor.models import Question
+from tutor.errors import Forbidden, NotFound
+from tutor.models import PrecomputeRun, Problem, ProblemAlias, Question, QuestionQuerySet, Solution
 
 STUDENT = "student"
 TEACHER = "teacher"
 ROLES = ("student", "teacher", "admin")
+
+# Actions on a question only the student who asked may take, with what anyone else is told.
+ASKER_ACTIONS = {
+    "feedback": "only the student who asked can say this",
+    "ask_teacher": "only the student who asked can say this",
+    "choose": "only the student who asked can answer this",
+    "stop": "only the student who asked can stop it",
+    "retry": "only the student who asked can try again",
+}
 
 
 def is_admin(user) -> bool:
@@ -72,3 +84,80 @@ def role_of(user) -> str:
     if is_teacher(user):
         return "teacher"
     return "student"
+
+
+def questions_visible_to(user) -> QuestionQuerySet:
+    """Every question for a teacher; a student's own otherwise."""
+    if is_teacher(user):
+        return Question.objects.all()
+    return Question.objects.filter(user=user)
+
+
+# -- fetch and check -------------------------------------------------------------------------------
+
+
+def require_teacher(user, message: str = "teachers only") -> None:
+    if not can_manage_bank(user):
+        raise Forbidden(message)
+
+
+def require_admin(user, message: str = "admins only") -> None:
+    if not is_admin(user):
+        raise Forbidden(message)
+
+
+def require_asker_role(user, message: str = "you may not ask questions") -> None:
+    if not can_ask(user):
+        raise Forbidden(message)
+
+
+def question_for(user, question_id: int, *, action: str = "view") -> Question:
+    """The question, for `action`: "view" (its asker and teachers), one of ASKER_ACTIONS (its asker
+    only: 403 for a teacher, 404 for another student), or "link" (teachers: 403 first for others)."""
+    if action == "link" and not can_link_question(user):
+        raise Forbidden("teachers only")
+    question = Question.objects.select_related("problem", "solution").filter(pk=question_id).first()
+    if question is None or not can_view_question(user, question):
+        raise NotFound("no such question")
+    if action in ASKER_ACTIONS and not is_asker(user, question):
+        raise Forbidden(ASKER_ACTIONS[action])
+    if action not in ASKER_ACTIONS and action not in ("view", "link"):
+        raise ValueError(f"unknown action {action!r}")
+    return question
+
+
+def problem_for(user, problem_id: int, *, students_only: bool = False) -> Problem:
+    """A problem of the bank (or, `students_only`, a student's question kept out of it), for a teacher."""
+    require_teacher(user)
+    problems = (
+        Problem.objects.filter(source=Problem.Source.STUDENT) if students_only else Problem.objects
+    )
+    problem = problems.filter(pk=problem_id).first()
+    if problem is None:
+        raise NotFound("no such problem")
+    return problem
+
+
+def solution_for(user, solution_id: int) -> Solution:
+    require_teacher(user)
+    solution = Solution.objects.filter(pk=solution_id).first()
+    if solution is None:
+        raise NotFound("no such answer")
+    return solution
+
+
+def alias_for(user, alias_id: int) -> ProblemAlias:
+    if not can_link_question(user):
+        raise Forbidden("teachers only")
+    alias = ProblemAlias.objects.select_related("problem").filter(pk=alias_id).first()
+    if alias is None:
+        raise NotFound("no such wording")
+    return alias
+
+
+def run_for(user, run_id: int) -> PrecomputeRun:
+    require_admin(user)
+    run = PrecomputeRun.objects.filter(pk=run_id).first()
+    if run is None:
+        raise NotFound("no such run")
+    return run

@@ -67,6 +67,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "tutor.errors.ErrorMiddleware",  # a TutorError a page lets through: its status
 ]
 
 ROOT_URLCONF = "tutor.urls"

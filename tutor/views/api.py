@@ -24,13 +24,7 @@ from tutor.services import asking, live, tokens
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
-def error(status: int, message: str, **extra) -> JsonResponse:
-    response = JsonResponse(
-        {"error": message, **extra}, status=status, json_dumps_params={"ensure_ascii": False}
-    )
-    if status == 401:
-        response["WWW-Authenticate"] = 'Bearer realm="suanjing"'
-    return response
+error = errors.json_error  # {"error": message, ...} with the status (and WWW-Authenticate on 401)
 
 
 def _reject_csrf(request: HttpRequest) -> HttpResponse | None:
@@ -38,7 +32,9 @@ def _reject_csrf(request: HttpRequest) -> HttpResponse | None:
 
 
 def api_endpoint(*methods: str) -> Callable:
-    """Method check, then bearer or session authentication (with CSRF for session writes)."""
+    """Method check, then bearer or session authentication (with CSRF for session writes); a TutorError
+    the view raises (not found, forbidden, bad question, one at a time ...) is answered by
+    `errors.json_response` with its status."""
 
     def decorate(view: Callable) -> Callable:
         @csrf_exempt
@@ -63,7 +59,10 @@ def api_endpoint(*methods: str) -> Callable:
                 )
             if not request.user.is_active:
                 return error(401, "this account is disabled")
-            return view(request, *args, **kwargs)
+            try:
+                return view(request, *args, **kwargs)
+            except errors.TutorError as exc:
+                return errors.json_response(exc)
 
         return wrapper
 
@@ -78,13 +77,6 @@ def _json_body(request: HttpRequest) -> dict | None:
     return body if isinstance(body, dict) else None
 
 
-def _visible_question(request: HttpRequest, question_id: int) -> Question | None:
-    question = Question.objects.select_related("problem", "solution").filter(pk=question_id).first()
-    if question is None or not permissions.can_view_question(request.user, question):
-        return None
-    return question
-
-
 def _question_response(question: Question, status: int = 200) -> JsonResponse:
     response = JsonResponse(
         question.to_dict(), status=status, json_dumps_params={"ensure_ascii": False}
@@ -97,15 +89,8 @@ def _question_response(question: Question, status: int = 200) -> JsonResponse:
 
 def _asked(run: Callable[[], Question]) -> HttpResponse:
     """Run an ask (a new question, or a chosen suggestion) and answer with its status: 200 served,
-    202 generating, 400 bad text, 429 busy or one live answer at a time already, 503 no model."""
-    try:
-        question = run()
-    except errors.BadQuestion as exc:
-        return error(400, str(exc))
-    except errors.OneAtATime as exc:
-        response = error(429, str(exc), refusal="one_at_a_time")
-        response["Retry-After"] = str(exc.retry_after)
-        return response
+    202 generating, 429 busy, 503 no model (BadQuestion's 400 and OneAtATime's 429 come from errors)."""
+    question = run()
     if question.outcome == Question.Outcome.REFUSED:
         return _question_response(question, 429 if question.refusal == "busy" else 503)
     return _question_response(
@@ -121,16 +106,13 @@ def ask(request: HttpRequest) -> HttpResponse:
     text = body.get("question")
     if not isinstance(text, str):
         return error(400, '"question" must be a string')
-    if not permissions.can_ask(request.user):
-        return error(403, "you may not ask questions")
+    permissions.require_asker_role(request.user)
     return _asked(lambda: asking.answer_question(user=request.user, text=text))
 
 
 @api_endpoint("GET")
 def question_detail(request: HttpRequest, question_id: int) -> HttpResponse:
-    question = _visible_question(request, question_id)
-    if question is None:
-        return error(404, "no such question")
+    question = permissions.question_for(request.user, question_id)
     job = live.live_jobs.for_question(question.pk)
     if job is not None:
         job.touch()  # a client polling instead of streaming still counts as waiting
@@ -140,9 +122,7 @@ def question_detail(request: HttpRequest, question_id: int) -> HttpResponse:
 @api_endpoint("GET")
 def question_stream(request: HttpRequest, question_id: int) -> HttpResponse:
     """Server-sent events: {"type": "reasoning"|"answer", "text"} as generated, then {"type": "done", ...}."""
-    question = _visible_question(request, question_id)
-    if question is None:
-        return error(404, "no such question")
+    question = permissions.question_for(request.user, question_id)
     response = StreamingHttpResponse(
         _events(question.pk), content_type="text/event-stream; charset=utf-8"
     )
@@ -166,11 +146,7 @@ def _events(question_id: int) -> Iterator[str]:
 
 @api_endpoint("POST")
 def question_feedback(request: HttpRequest, question_id: int) -> HttpResponse:
-    question = _visible_question(request, question_id)
-    if question is None:
-        return error(404, "no such question")
-    if not permissions.can_give_feedback(request.user, question):
-        return error(403, "only the student who asked can say this")
+    question = permissions.question_for(request.user, question_id, action="feedback")
     asking.record_feedback(question=question)
     return _question_response(question)
 
@@ -179,11 +155,7 @@ def question_feedback(request: HttpRequest, question_id: int) -> HttpResponse:
 def question_choose(request: HttpRequest, question_id: int) -> HttpResponse:
     """The answer to "Is this your question?": {"problem_id": N} (yes) or {"problem_id": null} (no: ask
     the tutor, a live generation)."""
-    question = _visible_question(request, question_id)
-    if question is None:
-        return error(404, "no such question")
-    if not permissions.is_asker(request.user, question):
-        return error(403, "only the student who asked can answer this")
+    question = permissions.question_for(request.user, question_id, action="choose")
     body = _json_body(request)
     if body is None or "problem_id" not in body:
         return error(400, 'send {"problem_id": N} or {"problem_id": null}')
@@ -191,7 +163,7 @@ def question_choose(request: HttpRequest, question_id: int) -> HttpResponse:
     if choice is not None and (isinstance(choice, bool) or not isinstance(choice, int)):
         return error(400, '"problem_id" must be a suggested problem\'s id or null')
     if question.outcome != Question.Outcome.SUGGESTED:
-        return error(409, "this question is not waiting for a choice")
+        raise errors.Conflict("this question is not waiting for a choice")
     problem = None
     if choice is not None:
         problem = Problem.objects.filter(pk=choice).first()
@@ -203,11 +175,7 @@ def question_choose(request: HttpRequest, question_id: int) -> HttpResponse:
 @api_endpoint("POST")
 def question_stop(request: HttpRequest, question_id: int) -> HttpResponse:
     """Stop waiting for a live answer (the generation stops when nobody else waits for it)."""
-    question = _visible_question(request, question_id)
-    if question is None:
-        return error(404, "no such question")
-    if not permissions.is_asker(request.user, question):
-        return error(403, "only the student who asked can stop it")
+    question = permissions.question_for(request.user, question_id, action="stop")
     live.live_jobs.stop(question=question)
     question.refresh_from_db()
     return _question_response(question)
@@ -215,8 +183,7 @@ def question_stop(request: HttpRequest, question_id: int) -> HttpResponse:
 
 @api_endpoint("GET")
 def problems(request: HttpRequest) -> HttpResponse:
-    if not permissions.can_manage_bank(request.user):
-        return error(403, "teachers only")
+    permissions.require_teacher(request.user)
     form = BankFilterForm(request.GET)
     if not form.is_valid():
         return error(400, "bad filter", detail=form.errors.get_json_data())

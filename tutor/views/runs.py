@@ -1,4 +1,4 @@
-"""Admin pages of batch precompute: the history of runs, starting one, a run's live progress (a small
+"""Pages for admins: batch precompute — the history of runs, starting one, a run's live progress (a small
 JSON endpoint the page polls), cancel and resume. Thin: permission -> form -> service -> response."""
 
 from __future__ import annotations
@@ -6,20 +6,14 @@ from __future__ import annotations
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from tutor import errors, permissions
 from tutor.models import PrecomputeRun
 from tutor.services import precompute
-from tutor.views import render_form
-
-
-def require_admin(request: HttpRequest) -> None:
-    if not permissions.is_admin(request.user):
-        raise PermissionDenied
+from tutor.views.teacher import render_form
 
 
 class RunForm(forms.Form):
@@ -58,7 +52,7 @@ class RunForm(forms.Form):
 
 @login_required
 def runs(request: HttpRequest) -> HttpResponse:
-    require_admin(request)
+    permissions.require_admin(request.user)
     form = RunForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         d = form.cleaned_data
@@ -82,24 +76,21 @@ def runs(request: HttpRequest) -> HttpResponse:
 @require_GET
 @login_required
 def run_page(request: HttpRequest, run_id: int) -> HttpResponse:
-    require_admin(request)
-    run = get_object_or_404(PrecomputeRun, pk=run_id)
+    run = permissions.run_for(request.user, run_id)
     return render(request, "tutor/run.html", {"run": run, "figures": precompute.run_figures(run)})
 
 
 @require_GET
 @login_required
 def run_progress(request: HttpRequest, run_id: int) -> JsonResponse:
-    require_admin(request)
-    run = get_object_or_404(PrecomputeRun, pk=run_id)
+    run = permissions.run_for(request.user, run_id)
     return JsonResponse(precompute.run_figures(run))
 
 
 @require_POST
 @login_required
 def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
-    require_admin(request)
-    run = get_object_or_404(PrecomputeRun, pk=run_id)
+    run = permissions.run_for(request.user, run_id)
     try:
         precompute.cancel_run(run=run)
     except errors.RunRefused as exc:
@@ -112,8 +103,7 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
 @require_POST
 @login_required
 def run_resume(request: HttpRequest, run_id: int) -> HttpResponse:
-    require_admin(request)
-    run = get_object_or_404(PrecomputeRun, pk=run_id)
+    run = permissions.run_for(request.user, run_id)
     todo = precompute.resume_run(run=run)
     messages.success(request, f"Run {run.pk}: {todo} problems queued again.")
     return redirect("run", run_id=run.pk)

@@ -1,0 +1,180 @@
+"""Pages for students (and anyone signed in): the home page, asking, a question's page and its actions,
+sign-up. Thin: permission -> form -> service -> response; a question the user may not see is a 404
+(`permissions.question_for`), an action that is only the asker's is a 403.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import Group
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from tutor import errors, permissions
+from tutor.forms import AskForm, SignupForm
+from tutor.models import Problem, ProblemAlias, Question
+from tutor.services import asking, live, runtime, text
+
+EXAMPLES = [
+    "请证明：任意奇数的平方减1都能被8整除",
+    "写一个Python函数判断回文字符串",
+    "如果今天是星期三，100天后是星期几？",
+    "鸡兔同笼，共有35个头，94只脚，问鸡和兔各有多少只？",
+]
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "tutor/home.html",
+        {"role": permissions.role_of(request.user) if request.user.is_authenticated else None},
+    )
+
+
+def _ask_page(request: HttpRequest, form: AskForm, status: int = 200) -> HttpResponse:
+    history = Question.objects.filter(user=request.user).select_related("problem")[:20]
+    return render(
+        request,
+        "tutor/ask.html",
+        {
+            "form": form,
+            "examples": EXAMPLES,
+            "history": history,
+            "model": runtime.model_info(),
+            "max_chars": text.MAX_QUESTION_CHARS,
+        },
+        status=status,
+    )
+
+
+@require_GET
+@login_required
+def ask(request: HttpRequest) -> HttpResponse:
+    return _ask_page(request, AskForm())
+
+
+@require_POST
+@login_required
+def ask_submit(request: HttpRequest) -> HttpResponse:
+    """The ask form without JavaScript: ask, then show the question's page (which streams if generating)."""
+    form = AskForm(request.POST)
+    if not form.is_valid():
+        return _ask_page(request, form, status=400)
+    try:
+        question = asking.answer_question(user=request.user, text=form.cleaned_data["question"])
+    except (errors.BadQuestion, errors.OneAtATime) as exc:
+        form.add_error("question", str(exc))
+        return _ask_page(request, form, status=exc.status)
+    return redirect("question", question_id=question.pk)
+
+
+@login_required
+def question_page(request: HttpRequest, question_id: int) -> HttpResponse:
+    question = permissions.question_for(request.user, question_id)
+    job = live.live_jobs.for_question(question.pk)
+    if job is not None:
+        job.touch()  # a page reloaded without JavaScript still counts as waiting for the answer
+    return render(request, "tutor/question.html", _question_context(request, question))
+
+
+@login_required
+def question_answer(request: HttpRequest, question_id: int) -> HttpResponse:
+    """The server-rendered answer of a question (the ask page fetches it when a stream ends)."""
+    question = permissions.question_for(request.user, question_id)
+    return render(request, "tutor/_answer.html", _question_context(request, question))
+
+
+def _question_context(request: HttpRequest, question: Question) -> dict:
+    served = question.served_solution()
+    return {
+        "question": question,
+        "served": served,
+        "answer_key": question.answer_key() if served is None else None,
+        "suggested": question.suggested_problems()
+        if question.outcome == Question.Outcome.SUGGESTED
+        else [],
+        "is_asker": permissions.is_asker(request.user, question),
+        "can_feedback": permissions.can_give_feedback(request.user, question),
+        "is_teacher": permissions.is_teacher(request.user),
+        "pending_aliases": ProblemAlias.objects.filter(key=question.key).select_related("problem")
+        if permissions.is_teacher(request.user)
+        else [],
+    }
+
+
+@require_POST
+@login_required
+def question_feedback(request: HttpRequest, question_id: int) -> HttpResponse:
+    question = permissions.question_for(request.user, question_id, action="feedback")
+    asking.record_feedback(question=question)
+    messages.info(
+        request,
+        "Thank you: a teacher will look at it, and this problem will not be offered for this "
+        "question again. 谢谢，老师会查看。",
+    )
+    return redirect("question", question_id=question.pk)
+
+
+@require_POST
+@login_required
+def question_ask_teacher(request: HttpRequest, question_id: int) -> HttpResponse:
+    question = permissions.question_for(request.user, question_id, action="ask_teacher")
+    asking.record_feedback(question=question, kind=Question.Feedback.ASK_TEACHER)
+    messages.info(request, "Your teacher will see this question. 老师会看到这个问题。")
+    return redirect("question", question_id=question.pk)
+
+
+@require_POST
+@login_required
+def question_choose(request: HttpRequest, question_id: int) -> HttpResponse:
+    """The answer to "Is this your question?": problem=<id> (yes) or problem=none (ask the tutor)."""
+    question = permissions.question_for(request.user, question_id, action="choose")
+    choice = request.POST.get("problem", "")
+    problem = None
+    if choice != "none":
+        if not choice.isdigit():
+            return HttpResponse("problem must be a suggested problem's id or none", status=400)
+        problem = get_object_or_404(Problem, pk=int(choice))
+    try:
+        asking.choose_suggestion(question=question, problem=problem)  # BadQuestion: a 400 (errors)
+    except errors.OneAtATime as exc:
+        messages.error(request, str(exc))
+    return redirect("question", question_id=question.pk)
+
+
+@require_POST
+@login_required
+def question_stop(request: HttpRequest, question_id: int) -> HttpResponse:
+    question = permissions.question_for(request.user, question_id, action="stop")
+    live.live_jobs.stop(question=question)
+    return redirect("question", question_id=question.pk)
+
+
+@require_POST
+@login_required
+def question_retry(request: HttpRequest, question_id: int) -> HttpResponse:
+    question = permissions.question_for(request.user, question_id, action="retry")
+    try:
+        asking.retry_question(question=question)
+    except errors.OneAtATime as exc:
+        messages.error(request, str(exc))
+    return redirect("question", question_id=question.pk)
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    if not settings.SUANJING_SIGNUP:
+        raise Http404("Sign-up is turned off; ask your teacher for an account.")
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        with transaction.atomic():
+            user = form.save()
+            group, _ = Group.objects.get_or_create(name=permissions.STUDENT)
+            user.groups.add(group)
+        login(request, user)
+        return redirect("ask")
+    return render(request, "tutor/signup.html", {"form": form})
