@@ -6,7 +6,10 @@ run, on the same model files:
       raw   openvino_genai.LLMPipeline (the reference)
       solver  solver.engine.Engine (continuous batching pipeline, driver thread, streaming detokenizer)
       optimum optimum-intel OVModelForCausalLM + transformers generate (the deployment guide's path)
+      service solver.remote.RemoteEngine -> `python -m solver serve` (HTTP, SSE; the engine in the
+              service's child process), timed by the caller
   - batch: solver generate_many on N prompts vs the same prompts one by one (aggregate tokens/s)
+  - batch through the service: RemoteEngine.generate_many on 16 prompts vs one by one, both over HTTP
 
 Models: "embedded" (SmolLM2-135M INT8, prepared if missing) and "r1-shape" (a randomly initialised model
 with DeepSeek-R1-Distill-Qwen-1.5B's exact config, exported through the same INT8 path; built once under
@@ -150,11 +153,94 @@ def child_batch(model_dir: str, tokens: int, threads: int, prompts: int, sequent
     }
 
 
+def _service_peak_mb(process) -> float:
+    """Peak RSS of the service and its engine process (VmHWM of each, added)."""
+    import psutil
+
+    total = 0.0
+    service = psutil.Process(process.pid)
+    for p in [service, *service.children(recursive=True)]:
+        try:
+            for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) / 1024.0
+        except OSError:
+            pass
+    return total
+
+
+def _start_service(model_dir: str, threads: int, prompts: int = 64):
+    from solver.remote import RemoteEngine, start_local_service
+
+    process, url = start_local_service(
+        model_dir,
+        extra_args=["--threads", str(threads), "--max-running", str(max(64, prompts))],
+        stderr=subprocess.DEVNULL,
+    )
+    return process, RemoteEngine(url)
+
+
+def child_service(model_dir: str, tokens: int, threads: int) -> dict:
+    from solver.engine import GenerationParams
+    from solver.prompts import get_family
+
+    family = get_family(json.loads((Path(model_dir) / "manifest.json").read_text())["family"])
+    prompt = family.render(PROMPT_TEXT)
+    params = GenerationParams(max_new_tokens=tokens, ignore_eos=True, greedy=True)
+    process, engine = _start_service(model_dir, threads)
+    try:
+        engine.generate(prompt, params)  # warm-up
+        generation = engine.stream(prompt, params)
+        for _ in generation:
+            pass
+        result = generation.result()
+        peak = peak_mb() + _service_peak_mb(process)
+    finally:
+        engine.close()
+        process.terminate()
+        process.wait(30)
+    return {"ttft_ms": result.ttft_ms, "decode_tps": result.tokens_per_s, "peak_mb": peak}
+
+
+def child_service_batch(
+    model_dir: str, tokens: int, threads: int, prompts: int, sequential: int
+) -> dict:
+    from solver.engine import GenerationParams
+    from solver.prompts import get_family
+
+    family = get_family(json.loads((Path(model_dir) / "manifest.json").read_text())["family"])
+    texts = [family.render(f"{PROMPT_TEXT} (第{i + 1}题) 35+{i}=?") for i in range(prompts)]
+    params = GenerationParams(max_new_tokens=tokens, ignore_eos=True, greedy=True)
+    process, engine = _start_service(model_dir, threads, prompts)
+    try:
+        engine.generate(texts[0], GenerationParams(max_new_tokens=4, greedy=True))  # warm-up
+        started = time.perf_counter()
+        one_by_one = sum(engine.generate(t, params).new_tokens for t in texts[:sequential])
+        seq_s = time.perf_counter() - started
+        started = time.perf_counter()
+        batched = sum(r.new_tokens for r in engine.generate_many(texts, params))
+        batch_s = time.perf_counter() - started
+        peak = peak_mb() + _service_peak_mb(process)
+    finally:
+        engine.close()
+        process.terminate()
+        process.wait(30)
+    return {
+        "one_by_one_tps": one_by_one / seq_s,
+        "batch_tps": batched / batch_s,
+        "prompts": prompts,
+        "sequential_prompts": sequential,
+        "peak_mb": peak,
+    }
+
+
 CHILDREN = {
     "raw": child_raw,
     "solver": child_solver,
     "optimum": child_optimum,
     "batch": child_batch,
+    "service": child_service,
+    "service_batch": child_service_batch,
 }
 
 
@@ -236,6 +322,7 @@ def main() -> None:
 
     names = (args.models or ("embedded" if args.quick else "embedded,r1-shape")).split(",")
     rows = []
+    service_rows = []
     for name in names:
         model_dir = (
             embedded_model_dir(args.store) if name == "embedded" else r1_shape_model_dir(args.store)
@@ -252,6 +339,7 @@ def main() -> None:
         batch_only = run_child(
             "solver", model_dir, tokens=tokens, threads=args.threads, stream=False
         )
+        service = run_child("service", model_dir, tokens=tokens, threads=args.threads)
         raw_again = run_child("raw", model_dir, tokens=tokens, threads=args.threads)
         optimum = (
             run_child("optimum", model_dir, tokens=tokens, threads=args.threads)
@@ -267,16 +355,31 @@ def main() -> None:
             prompts=prompts,
             sequential=sequential,
         )
+        print(
+            f"[{name}] batch of 16 x {batch_tokens} tokens through the service ...", file=sys.stderr
+        )
+        service_batch = run_child(
+            "service_batch",
+            model_dir,
+            tokens=batch_tokens,
+            threads=args.threads,
+            prompts=16,
+            sequential=min(sequential, 8),
+        )
         rows.append((name, raw, mine, optimum, batch, batch_only, raw_again))
+        service_rows.append((name, service, service_batch))
 
     print()
     print("| model | path | TTFT ms | decode tok/s | decode vs raw | peak MB |")
     print("|---|---|---:|---:|---:|---:|")
-    for name, raw, mine, optimum, _, batch_only, raw_again in rows:
+    for (name, raw, mine, optimum, _, batch_only, raw_again), (_, service, _) in zip(
+        rows, service_rows, strict=True
+    ):
         for label, r in (
             ("raw openvino-genai (baseline)", raw),
             ("solver engine, streaming", mine),
             ("solver engine, text at the end", batch_only),
+            ("through the service (RemoteEngine -> solver serve)", service),
             ("raw openvino-genai again", raw_again),
             ("optimum-intel + transformers", optimum),
         ):
@@ -297,8 +400,21 @@ def main() -> None:
             f"{b['batch_tps'] / b['one_by_one_tps']:.2f} | {b['peak_mb']:.0f} |"
         )
     print()
+    print(
+        "| model | prompts | one-by-one via the service tok/s (baseline) | "
+        "generate_many via the service tok/s | ratio | peak MB (client + service) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, _, b in service_rows:
+        print(
+            f"| {name} | {b['prompts']} | {b['one_by_one_tps']:.1f} | {b['batch_tps']:.1f} | "
+            f"{b['batch_tps'] / b['one_by_one_tps']:.2f} | {b['peak_mb']:.0f} |"
+        )
+    print()
     name, raw, mine, _, _, _, _ = rows[0]
     print(f"decode ratio solver/raw = {mine['decode_tps'] / raw['decode_tps']:.2f}")
+    service = service_rows[0][1]
+    print(f"decode ratio service/raw = {service['decode_tps'] / raw['decode_tps']:.2f}")
 
 
 if __name__ == "__main__":
