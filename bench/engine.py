@@ -234,6 +234,52 @@ def child_service_batch(
     }
 
 
+def child_service_health(model_dir: str, threads: int, in_process: bool) -> dict:
+    """GET /health latency while 16 streams decode: does HTTP wait behind the engine's steps?"""
+    import statistics
+
+    import httpx
+
+    from solver.engine import GenerationParams
+    from solver.prompts import get_family
+    from solver.remote import RemoteEngine, start_local_service
+
+    family = get_family(json.loads((Path(model_dir) / "manifest.json").read_text())["family"])
+    extra = ["--threads", str(threads)] + (["--in-process"] if in_process else [])
+    process, url = start_local_service(model_dir, extra_args=extra, stderr=subprocess.DEVNULL)
+    engine = RemoteEngine(url)
+    health = url.removesuffix("/v1") + "/health"
+    params = GenerationParams(max_new_tokens=100_000 // 16, greedy=True, ignore_eos=True)
+
+    def timed(client, n: int) -> list[float]:
+        out = []
+        for _ in range(n):
+            started = time.perf_counter()
+            client.get(health)
+            out.append((time.perf_counter() - started) * 1000.0)
+            time.sleep(0.05)
+        return out
+
+    try:
+        with httpx.Client() as client:
+            idle = timed(client, 20)
+            streams = [engine.stream(family.render(f"Count to {i}"), params) for i in range(16)]
+            next(iter(streams[-1]))  # all 16 decoding
+            busy = sorted(timed(client, 40))
+            for g in streams:
+                g.cancel()
+    finally:
+        engine.close()
+        process.terminate()
+        process.wait(30)
+    return {
+        "idle_ms": statistics.median(idle),
+        "median_ms": statistics.median(busy),
+        "p90_ms": busy[int(len(busy) * 0.9)],
+        "max_ms": busy[-1],
+    }
+
+
 CHILDREN = {
     "raw": child_raw,
     "solver": child_solver,
@@ -241,6 +287,7 @@ CHILDREN = {
     "batch": child_batch,
     "service": child_service,
     "service_batch": child_service_batch,
+    "service_health": child_service_health,
 }
 
 
@@ -366,13 +413,20 @@ def main() -> None:
             prompts=16,
             sequential=min(sequential, 8),
         )
+        health = {}
+        if small:
+            print(f"[{name}] /health while 16 streams decode ...", file=sys.stderr)
+            for mode in (False, True):
+                health[mode] = run_child(
+                    "service_health", model_dir, threads=args.threads, in_process=mode
+                )
         rows.append((name, raw, mine, optimum, batch, batch_only, raw_again))
-        service_rows.append((name, service, service_batch))
+        service_rows.append((name, service, service_batch, health))
 
     print()
     print("| model | path | TTFT ms | decode tok/s | decode vs raw | peak MB |")
     print("|---|---|---:|---:|---:|---:|")
-    for (name, raw, mine, optimum, _, batch_only, raw_again), (_, service, _) in zip(
+    for (name, raw, mine, optimum, _, batch_only, raw_again), (_, service, _, _) in zip(
         rows, service_rows, strict=True
     ):
         for label, r in (
@@ -405,11 +459,24 @@ def main() -> None:
         "generate_many via the service tok/s | ratio | peak MB (client + service) |"
     )
     print("|---|---:|---:|---:|---:|---:|")
-    for name, _, b in service_rows:
+    for name, _, b, _ in service_rows:
         print(
             f"| {name} | {b['prompts']} | {b['one_by_one_tps']:.1f} | {b['batch_tps']:.1f} | "
             f"{b['batch_tps'] / b['one_by_one_tps']:.2f} | {b['peak_mb']:.0f} |"
         )
+    print()
+    print(
+        "| model | solver serve, engine | /health idle ms | while 16 streams decode: median | p90 | max |"
+    )
+    print("|---|---|---:|---:|---:|---:|")
+    for name, _, _, health in service_rows:
+        for mode, label in ((False, "in a child process (default)"), (True, "--in-process")):
+            if mode in health:
+                h = health[mode]
+                print(
+                    f"| {name} | {label} | {h['idle_ms']:.1f} | {h['median_ms']:.1f} | "
+                    f"{h['p90_ms']:.1f} | {h['max_ms']:.0f} |"
+                )
     print()
     name, raw, mine, _, _, _, _ = rows[0]
     print(f"decode ratio solver/raw = {mine['decode_tps'] / raw['decode_tps']:.2f}")
