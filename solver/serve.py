@@ -949,6 +949,8 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 choice = {"text": piece, "index": index, "logprobs": None, "finish_reason": None}
             stream.data(chunk([choice]))
+        if gone.is_set():
+            raise _Gone
         results, usage = self._results(request, handles)
         final = []
         for i, r in enumerate(results):
