@@ -719,6 +719,8 @@ class LiveGeneration(models.Model):
     cancel_requested = models.BooleanField(default=False)
     events = models.PositiveIntegerField(default=0)  # the last event's seq
     generated = models.TextField(blank=True)
+    # Pieces streamed so far (about one token each): what a taker still has of SUANJING_MAX_NEW_TOKENS.
+    tokens = models.PositiveIntegerField(default=0)
     error = models.CharField(max_length=300, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     finished = models.DateTimeField(null=True, blank=True)
