@@ -1,35 +1,115 @@
 """Live generation: a student's question answered by the model while they watch, and worked solutions
 towards a problem's answer key.
 
-Owns: `LiveJobs` (the bounded set of generations in flight, shared by identical questions, stoppable,
-cancelled when nobody waits), `_StreamSplitter` (reasoning and answer events as text streams in),
-`store_live_result` (parse, check, store with provenance, settle the waiting questions), and the guided
-solutions (`queue_guided_solution`, `work_on_guided`, `store_guided_result`).
-Does not own: deciding that a question needs a live answer (`asking`), the engine (`runtime`).
-The live jobs live in this process (the site runs as one web process: see `runtime`).
+Owns: the live generations' shared state (`LiveGeneration` rows, their `LiveEvent` stream, the
+questions linked to them by `Question.live`); starting or joining one (`LiveJobs.start_or_join`), running
+it in this process under a lease, following it from any process (`follow`), taking it over when its
+owner died (`LiveJobs.take_over`), Stop and orphans, `_StreamSplitter` (reasoning and answer events as
+text streams in), `store_live_result` (parse, check, store with provenance, settle the waiting
+questions), and the guided solutions (`queue_guided_solution`, `work_on_guided`, `store_guided_result`).
+Does not own: deciding that a question needs a live answer (`asking`), the engine (`runtime`), the SSE
+framing (`tutor.views.api`).
+
+How several web processes share one generation (every rule holds on SQLite and PostgreSQL):
+- Single-flight: starting inserts a LiveGeneration; the partial unique constraint (one *running* row per
+  key "problem:N" / "text:<question key>") turns a second start anywhere into an IntegrityError, and the
+  loser joins the running one. The slot limit (SUANJING_MAX_LIVE_JOBS) and one live answer per student
+  are counted in the same transaction as the insert, which SQLite's single write lock (the INSERT comes
+  first) or a PostgreSQL advisory lock serialises.
+- The process that inserted the row runs it in a thread and holds a lease (`owner`, `lease_until`,
+  LEASE_S): every FLUSH_S it appends what streamed as a few LiveEvent rows and the raw text so far
+  (`generated`) in one short transaction that is also the lease renewal (at least every RENEW_S), guarded
+  by `owner = me`: a process that lost its lease writes nothing more and cancels its engine request.
+- Any process streams it: `follow` reads the rows after the last seq it sent.
+- Takeover: a lease that ran out (the owner was killed) is taken by whoever notices first — a follower,
+  a poll, any ask — with one `UPDATE ... WHERE lease_until < now`, so exactly one process wins. It
+  continues the raw completion from `prompt + generated` (same seed, what is left of the token budget)
+  and appends after the last seq, so a student's stream goes on with no gap and no repeat. Without an
+  engine the waiting questions fail with a retry offered.
+- Nothing is left generating: a question whose generation is not running any more is settled (failed,
+  with a retry) by whoever reads it (`watch`).
+- Stop marks the question failed and, when nobody else waits, sets `cancel_requested`; the owner reads
+  it at every flush. Followers mark `watched_at` (at most every WATCH_EVERY_S); a generation nobody
+  watched for SUANJING_LIVE_ORPHAN_S (at least ORPHAN_FLOOR_S, so that a follower between two marks is
+  not mistaken for nobody) is cancelled by its owner.
+
+Wake-ups: a follower in the owner's process is woken at once (a condition variable). Across processes,
+with REDIS_URL set the owner publishes on `suanjing:live:<id>` after each flush and every process has one
+subscriber thread, so followers wake within milliseconds and otherwise only look at the database once a
+second; without Redis (the default: a school PC runs no Redis) followers poll the generation's row every
+POLL_S, one indexed read of a few bytes. PostgreSQL's LISTEN/NOTIFY is not used: it needs a connection
+per listening process outside Django's pooling, and SQLite has no equivalent, so polling stays the
+common path and Redis the optional fast one. The events themselves always come from the database, so a
+lost or late notification delays a piece by at most POLL_S / NOTIFIED_POLL_S, never loses one.
+
+`LiveJobs` holds only what is by nature this process's: the threads running the generations it owns.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import logging
+import os
+import secrets
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from tutor.errors import RETRY_AFTER_S, EngineUnavailable, OneAtATime
-from tutor.models import Problem, Question, Solution
-from tutor.services import runtime
+from tutor.models import LiveEvent, LiveGeneration, Problem, Question, Solution
+from tutor.services import bankcache, runtime
 from tutor.services.text import guess_lang, question_key
 
 log = logging.getLogger(__name__)
 
 GUIDED_EVERY_H = 1  # a worked solution towards a problem's answer key is queued at most this often
 LIVE_PER_STUDENT = 1  # live generations one student may have running at a time
+
+LEASE_S = 6.0  # an owner that has not renewed for this long is taken to be dead
+RENEW_S = 2.0  # the owner renews at least this often, even while nothing streams (a long prefill)
+FLUSH_S = 0.15  # the owner writes what streamed this often: a few rows, not one per token
+POLL_S = 0.15  # a follower without Redis looks for new events this often
+NOTIFIED_POLL_S = (
+    1.0  # ... and with Redis (woken at once by a notification; this is the safety net)
+)
+WATCH_EVERY_S = 2.0  # a follower marks `watched_at` at most this often
+ORPHAN_FLOOR_S = 2.5 * WATCH_EVERY_S  # never call a generation orphaned sooner than this
+KEEPALIVE_S = (
+    15.0  # an SSE comment this often while nothing streams, so proxies keep the connection
+)
+REDIS_CHANNEL = "suanjing:live:"
+
+STOPPED = "You stopped this answer. 你停止了这个回答。"
+STRANDED = "The answer stopped being written. Try again. 回答中断了，请再试一次。"
+ENGINE_GONE = (
+    "The model stopped while writing this answer and is not available now. Try again in a moment. "
+    "模型中断了，请稍后再试。"
+)
+RUNNING = LiveGeneration.Status.RUNNING
+GENERATING = Question.Outcome.GENERATING
+
+
+def orphan_after_s() -> float:
+    return max(float(settings.SUANJING_LIVE_ORPHAN_S), ORPHAN_FLOOR_S)
+
+
+def _owner_token() -> str:
+    """Who runs a generation: host, pid and a nonce (a fresh one per run: a stalled thread of this
+    process that lost its lease must not mistake a taker in the same process for itself)."""
+    return f"{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _lease_from(now: dt.datetime) -> dt.datetime:
+    return now + dt.timedelta(seconds=LEASE_S)
 
 
 class _StreamSplitter:
@@ -90,98 +170,258 @@ class _StreamSplitter:
             out.append({"type": kind, "text": text})
 
 
-class LiveJob:
-    """One generation in flight, shared by every question with the same key while it runs."""
+# -- wake-ups ----------------------------------------------------------------------------------------
 
-    def __init__(
-        self,
-        *,
-        key: str,
-        text: str,
-        problem_id: int | None,
-        asker_id: int,
-        seed: int | None = None,
-        rejected: str | None = None,
-    ):
-        self.key = key
-        self.text = text
-        self.problem_id = problem_id
-        self.asker_id = asker_id
-        self.asker_ids: set[int] = {asker_id}
-        self.seed = seed
-        # Not None: a teacher rejected an answer of this problem, whose final answer this is ("" when
-        # it had none); the prompt tells the model (`solver.prompts.render_retry`).
-        self.rejected = rejected
-        self.question_ids: list[int] = []
-        self.events: list[dict[str, str]] = []
-        self.finished = threading.Event()
-        self.cond = threading.Condition()
-        self.listeners = 0
-        self.last_seen = time.monotonic()
-        self.generation: Any = None
+
+class _Wakeups:
+    """Wakes the followers of a generation when it has news: in this process at once, in the others
+    through Redis pub/sub when REDIS_URL is set. Only a hint: followers always read the database."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._versions: dict[int, int] = {}
+        self._pid = 0
+        self._client: Any = None
+        self._down_until = 0.0  # Redis failed: do not try again before this (monotonic)
+        self._listener: threading.Thread | None = None
+        self.listening = False  # the subscriber thread is connected: notifications will come
+
+    def version(self, gen_id: int) -> int:
+        with self._cond:
+            return self._versions.get(gen_id, 0)
+
+    def bump(self, gen_id: int) -> None:
+        with self._cond:
+            if len(self._versions) > 10_000:
+                self._versions.clear()  # waiters compare for inequality: a reset only wakes them
+            self._versions[gen_id] = self._versions.get(gen_id, 0) + 1
+            self._cond.notify_all()
+
+    def notify(self, gen_id: int) -> None:
+        """Wake every follower of `gen_id` (call after the transaction with the news committed)."""
+        self.bump(gen_id)
+        client = self._redis()
+        if client is None:
+            return
+        try:
+            client.publish(f"{REDIS_CHANNEL}{gen_id}", "1")
+        except Exception:  # Redis down: followers elsewhere fall back to polling
+            self._down("publish")
+
+    def wait(self, gen_id: int, seen: int) -> None:
+        """Until `gen_id` has news after version `seen`, or the poll interval passes."""
+        self._listen()
+        timeout = NOTIFIED_POLL_S if self.listening else POLL_S
+        with self._cond:
+            self._cond.wait_for(lambda: self._versions.get(gen_id, 0) != seen, timeout)
+
+    # -- Redis -------------------------------------------------------------------------------------
+
+    def _redis(self) -> Any:
+        url = getattr(settings, "REDIS_URL", "")
+        if not url or time.monotonic() < self._down_until:
+            return None
+        if self._pid != os.getpid():  # a forked worker must not share its parent's sockets
+            self._pid, self._client, self._listener, self.listening = os.getpid(), None, None, False
+        if self._client is None:
+            try:
+                import redis
+            except ImportError:
+                log.error("REDIS_URL is set but the redis package is missing; polling instead")
+                self._down_until = float("inf")
+                return None
+            self._client = redis.Redis.from_url(
+                url, socket_connect_timeout=0.5, socket_timeout=2.0, health_check_interval=30
+            )
+        return self._client
+
+    def _down(self, what: str) -> None:
+        log.warning("Redis %s failed; live followers poll for 10 s", what, exc_info=True)
+        self._down_until = time.monotonic() + 10.0
+        self.listening = False
+
+    def _listen(self) -> None:
+        if self._redis() is None or (self._listener is not None and self._listener.is_alive()):
+            return
+        with self._cond:
+            if self._listener is not None and self._listener.is_alive():
+                return
+            self._listener = threading.Thread(
+                target=self._subscribe, name="live-redis", daemon=True
+            )
+            self._listener.start()
+
+    def _subscribe(self) -> None:
+        while True:
+            client = self._redis()
+            if client is None:
+                time.sleep(1.0)
+                continue
+            try:
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.psubscribe(f"{REDIS_CHANNEL}*")
+                self.listening = True
+                while True:
+                    message = pubsub.get_message(timeout=1.0)
+                    if message and message.get("type") == "pmessage":
+                        tail = message["channel"].rsplit(b":", 1)[-1]
+                        if tail.isdigit():
+                            self.bump(int(tail))
+            except Exception:
+                self._down("subscribe")
+                time.sleep(1.0)
+
+
+wakeups = _Wakeups()
+
+
+# -- the generations this process runs ------------------------------------------------------------
+
+
+@dataclass
+class _Control:
+    """What the owner reads back at each flush."""
+
+    cancel_requested: bool
+    watched_at: dt.datetime | None
+
+
+class _Run:
+    """One generation this process runs, under its lease `owner`."""
+
+    def __init__(self, *, gen_id: int, owner: str, engine: Any, manifest: Any) -> None:
+        self.gen_id = gen_id
+        self.owner = owner
+        self.engine = engine
+        self.manifest = manifest
+        self.handle: Any = None
         self.cancelled = False
-        self.started = time.monotonic()
-
-    def publish(self, events: list[dict[str, str]]) -> None:
-        if events:
-            with self.cond:
-                self.events.extend(events)
-                self.cond.notify_all()
-
-    def finish(self) -> None:
-        with self.cond:
-            self.finished.set()
-            self.cond.notify_all()
-
-    def touch(self) -> None:
-        self.last_seen = time.monotonic()
+        self.done = threading.Event()
 
     def cancel(self) -> None:
         self.cancelled = True
-        if self.generation is not None:
-            self.generation.cancel()
+        if self.handle is not None:
+            self.handle.cancel()
 
-    def follow(self, *, keepalive_s: float = 15.0) -> Iterator[dict[str, str] | None]:
-        """Every event from the first, blocking for new ones; None now and then as a keep-alive.
-        Counts as a listener while iterated; closing the iterator (client gone) stops counting."""
-        with self.cond:
-            self.listeners += 1
-        self.touch()
-        sent = 0
+
+class _Writer:
+    """The owner's side of the database: appends events and text in short transactions that renew the
+    lease; keeps what a failed write could not store for the next one."""
+
+    def __init__(self, run: _Run, gen: LiveGeneration) -> None:
+        self.run = run
+        self.seq = gen.events
+        self.generated = gen.generated
+        self.tokens = gen.tokens
+        self.text = ""  # not written yet
+        self.events: list[dict[str, str]] = []
+        self.pieces = 0
+        self.renewed = time.monotonic()
+        self.control = _Control(gen.cancel_requested, gen.watched_at)
+
+    @property
+    def unwritten(self) -> bool:
+        return bool(self.text or self.events or self.pieces)
+
+    def step(
+        self, text: str, events: list[dict[str, str]], pieces: int, *, final: bool
+    ) -> _Control | None:
+        """Write (or, with nothing to write and no renewal due, read) the shared state. None: this
+        process lost the lease."""
+        self.text += text
+        self.events.extend(events)
+        self.pieces += pieces
+        due = bool(self.text or self.events) or final
         try:
-            while True:
-                with self.cond:
-                    if sent >= len(self.events) and not self.finished.is_set():
-                        self.cond.wait(keepalive_s)
-                    batch = self.events[sent:]
-                    finished = self.finished.is_set()
-                sent += len(batch)
-                if not batch and not finished:
-                    yield None
-                yield from batch
-                if finished and sent >= len(self.events):
-                    return
-        finally:
-            with self.cond:
-                self.listeners -= 1
-            self.touch()
+            if due or time.monotonic() - self.renewed >= RENEW_S:
+                return self._write()
+            return self._read()
+        except DatabaseError:  # e.g. SQLite busy beyond its timeout: keep the text, try again
+            log.warning("live generation %s: the write failed", self.run.gen_id, exc_info=True)
+            return self.control
+
+    def _write(self) -> _Control | None:
+        merged = _merge(self.events)
+        now = timezone.now()
+        with runtime.one_writer(), transaction.atomic():
+            owned = LiveGeneration.objects.filter(
+                pk=self.run.gen_id, owner=self.run.owner, status=RUNNING
+            ).update(
+                lease_until=_lease_from(now),
+                events=self.seq + len(merged),
+                generated=self.generated + self.text,
+                tokens=self.tokens + self.pieces,
+            )
+            if not owned:
+                return None
+            LiveEvent.objects.bulk_create(
+                LiveEvent(
+                    generation_id=self.run.gen_id, seq=self.seq + i, kind=e["type"], text=e["text"]
+                )
+                for i, e in enumerate(merged, start=1)
+            )
+            row = (
+                LiveGeneration.objects.filter(pk=self.run.gen_id)
+                .values("cancel_requested", "watched_at")
+                .get()
+            )
+        self.seq += len(merged)
+        self.generated += self.text
+        self.tokens += self.pieces
+        self.text, self.events, self.pieces = "", [], 0
+        self.renewed = time.monotonic()
+        self.control = _Control(**row)
+        if merged:
+            wakeups.notify(self.run.gen_id)
+        return self.control
+
+    def _read(self) -> _Control | None:
+        row = (
+            LiveGeneration.objects.filter(pk=self.run.gen_id)
+            .values("owner", "status", "cancel_requested", "watched_at")
+            .first()
+        )
+        if row is None or row["owner"] != self.run.owner or row["status"] != RUNNING:
+            return None
+        self.control = _Control(row["cancel_requested"], row["watched_at"])
+        return self.control
+
+
+def _merge(events: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Neighbouring events of one kind as one: a flush writes a few rows, not one per token."""
+    out: list[dict[str, str]] = []
+    for event in events:
+        if out and out[-1]["type"] == event["type"]:
+            out[-1] = {"type": event["type"], "text": out[-1]["text"] + event["text"]}
+        else:
+            out.append(dict(event))
+    return out
+
+
+class _NoSlot(Exception):
+    """Every live generation slot is taken (rolls the insert back)."""
+
+
+def _queue_starts() -> None:
+    """Starts of new generations take turns to the end of their transaction, so that two processes
+    counting slots (or a student's running answers) cannot both take the last one. PostgreSQL: an
+    advisory lock. SQLite: nothing to do, the INSERT that comes first holds its one write lock."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [0x53_4A_4C_56])
 
 
 class LiveJobs:
-    """The bounded set of running live generations, keyed by question (or by banked problem)."""
+    """Starting, joining, stopping and taking over live generations; the threads of the ones this
+    process runs."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._jobs: dict[str, LiveJob] = {}
-        self._by_question: dict[int, LiveJob] = {}
-
-    def for_question(self, question_id: int) -> LiveJob | None:
-        with self._lock:
-            return self._by_question.get(question_id)
+        self._runs: dict[int, _Run] = {}
 
     def running(self) -> int:
-        with self._lock:
-            return len(self._jobs)
+        """Live generations running now, in every process."""
+        return LiveGeneration.objects.filter(status=RUNNING).count()
 
     def start_or_join(
         self,
@@ -194,167 +434,481 @@ class LiveJobs:
         seed: int | None = None,
         rejected: str | None = None,
     ) -> Question:
-        """Start a generation for this question (or join the one running for the same text or problem).
-        `question`: an existing question (a suggestion declined, a retry) to update instead of a new one.
-        `rejected`: the final answer a teacher rejected ("" when it had none): the prompt says so.
-        Raises OneAtATime when this user already waits for another generation (nothing is stored)."""
+        """Start a generation for this question (or join the one running for the same text or problem,
+        in any process). `question`: an existing question (a suggestion declined, a retry) to update
+        instead of a new one. `rejected`: the final answer a teacher rejected ("" when it had none): the
+        prompt says so. Raises OneAtATime when this user already waits for another generation (nothing
+        is stored). The generation starts when the caller's transaction commits."""
         problem = match["problem"]
         key = f"problem:{problem.pk}" if problem is not None else f"text:{question_key(text)}"
         common = {"text": text, "key": question_key(text), **match}
 
         def settle(**fields) -> Question:
+            nonlocal question
             if question is None:
-                return Question.objects.create(user=user, **common, **fields)
+                question = Question.objects.create(user=user, **common, **fields)
+                return question
             fields = {**common, **fields}
             for name, value in fields.items():
                 setattr(question, name, value)
             question.save(update_fields=list(fields))
             return question
 
-        with self._lock:
-            job = self._jobs.get(key)
-            mine = [k for k, j in self._jobs.items() if k != key and user.pk in j.asker_ids]
-            if len(mine) >= LIVE_PER_STUDENT:
-                raise OneAtATime(
-                    "You already have a question being answered. Wait for it or stop it, then ask "
-                    "again. 你已有一个问题正在解答，请等待或停止后再问。"
-                )
-            if job is None:
-                if len(self._jobs) >= settings.SUANJING_MAX_LIVE_JOBS:
-                    refused = settle(
-                        outcome=Question.Outcome.REFUSED,
-                        refusal="busy",
-                        error=f"Busy: every live generation slot is taken. Try again in {RETRY_AFTER_S} s.",
+        def refuse(refusal: str, error: str) -> Question:
+            refused = settle(
+                outcome=Question.Outcome.REFUSED, refusal=refusal, error=error, live=None
+            )
+            if refusal == "busy":
+                refused.retry_after = RETRY_AFTER_S
+            return refused
+
+        busy = f"Busy: every live generation slot is taken. Try again in {RETRY_AFTER_S} s."
+        self.reap()
+        for _ in range(3):  # a generation that ends (or starts) meanwhile sends us round again
+            self._check_one_at_a_time(user=user, key=key)
+            running = LiveGeneration.objects.filter(key=key, status=RUNNING).first()
+            if running is not None:
+                joined = self._join(running, settle)
+                if joined is not None:
+                    return joined
+                continue
+            if (
+                LiveGeneration.objects.filter(status=RUNNING).count()
+                >= settings.SUANJING_MAX_LIVE_JOBS
+            ):
+                return refuse("busy", busy)
+            try:
+                engine, manifest = runtime.get_engine()
+            except EngineUnavailable as exc:
+                log.error("live generation unavailable", exc_info=True)
+                return refuse("no_model", str(exc)[:300])
+            prompt = _render_prompt(manifest, text, rejected)
+            owner = _owner_token()
+            now = timezone.now()
+            try:
+                with transaction.atomic():
+                    _queue_starts()
+                    gen = LiveGeneration.objects.create(
+                        key=key,
+                        text=text,
+                        problem=problem,
+                        asker=user,
+                        seed=seed,
+                        rejected=rejected,
+                        prompt=prompt,
+                        owner=owner,
+                        lease_until=_lease_from(now),
+                        watched_at=now,
                     )
-                    refused.retry_after = RETRY_AFTER_S
-                    return refused
-                try:
-                    engine, manifest = runtime.get_engine()
-                except EngineUnavailable as exc:
-                    log.error("live generation unavailable", exc_info=True)
-                    return settle(
-                        outcome=Question.Outcome.REFUSED, refusal="no_model", error=str(exc)[:300]
-                    )
-                job = LiveJob(
-                    key=key,
-                    text=text,
-                    problem_id=problem.pk if problem else None,
-                    asker_id=user.pk,
-                    seed=seed,
-                    rejected=rejected,
-                )
-                self._jobs[key] = job
-                self._start(job, engine, manifest)
-            question = settle(outcome=Question.Outcome.GENERATING, refusal="", error="")
-            job.question_ids.append(question.pk)
-            job.asker_ids.add(user.pk)
-            self._by_question[question.pk] = job
-            job.touch()
-        return question
+                    others = LiveGeneration.objects.filter(status=RUNNING).exclude(pk=gen.pk)
+                    if others.count() >= settings.SUANJING_MAX_LIVE_JOBS:
+                        raise _NoSlot
+                    self._check_one_at_a_time(user=user, key=key)
+                    settle(outcome=GENERATING, refusal="", error="", live=gen)
+            except IntegrityError:
+                continue  # another process started this key a moment ago: join it
+            except _NoSlot:
+                return refuse("busy", busy)
+            transaction.on_commit(functools.partial(self._launch, gen.pk, owner, engine, manifest))
+            return question
+        return refuse("busy", busy)
+
+    @staticmethod
+    def _check_one_at_a_time(*, user, key: str) -> None:
+        mine = (
+            LiveGeneration.objects.filter(
+                status=RUNNING, questions__user=user, questions__outcome=GENERATING
+            )
+            .exclude(key=key)
+            .values("pk")
+            .distinct()
+            .count()
+        )
+        if mine >= LIVE_PER_STUDENT:
+            raise OneAtATime(
+                "You already have a question being answered. Wait for it or stop it, then ask "
+                "again. 你已有一个问题正在解答，请等待或停止后再问。"
+            )
+
+    @staticmethod
+    def _join(gen: LiveGeneration, settle: Callable[..., Question]) -> Question | None:
+        """Link the question to a running generation; None when it ended meanwhile. The generation's
+        row is written first: the owner's last transaction writes it first too, so a join either comes
+        before it (and is settled by it) or sees it ended."""
+        with transaction.atomic():
+            if not LiveGeneration.objects.filter(pk=gen.pk, status=RUNNING).update(
+                watched_at=timezone.now()
+            ):
+                return None
+            return settle(outcome=GENERATING, refusal="", error="", live=gen)
 
     def stop(self, *, question: Question) -> bool:
-        """The student's Stop: this question stops waiting; the generation is cancelled when nobody
-        else waits for it. False when it is not running (any more)."""
-        with self._lock:
-            job = self._by_question.pop(question.pk, None)
-            if job is None:
+        """The student's Stop: this question stops waiting (failed, with a retry offered); the
+        generation is cancelled, by whichever process runs it, when nobody else waits for it. False
+        when the question is not generating (any more)."""
+        gen_id = question.live_id
+        nobody_left = False
+        with runtime.one_writer(), transaction.atomic():
+            if gen_id is not None:  # the generation's row first (see _join)
+                LiveGeneration.objects.filter(pk=gen_id).update(
+                    cancel_requested=F("cancel_requested")
+                )
+            if not Question.objects.filter(pk=question.pk, outcome=GENERATING).update(
+                outcome=Question.Outcome.FAILED, error=STOPPED
+            ):
                 return False
-            if question.pk in job.question_ids:
-                job.question_ids.remove(question.pk)
-            job.asker_ids = {
-                q.user_id for q in Question.objects.filter(pk__in=job.question_ids).only("user_id")
-            }
-            nobody_left = not job.question_ids
-        Question.objects.filter(pk=question.pk, outcome=Question.Outcome.GENERATING).update(
-            outcome=Question.Outcome.FAILED, error="You stopped this answer. 你停止了这个回答。"
-        )
+            if (
+                gen_id is not None
+                and not Question.objects.filter(live_id=gen_id, outcome=GENERATING).exists()
+            ):
+                nobody_left = bool(
+                    LiveGeneration.objects.filter(pk=gen_id, status=RUNNING).update(
+                        cancel_requested=True
+                    )
+                )
+        if gen_id is not None:
+            wakeups.notify(gen_id)
         if nobody_left:
-            job.cancel()
+            with self._lock:
+                run = self._runs.get(gen_id)
+            if run is not None:
+                run.cancel()  # ours: at once (the owner would see cancel_requested at its next flush)
+            else:
+                self.take_over(gen_id)  # settles it as cancelled if its owner is gone
         return True
 
-    def _start(self, job: LiveJob, engine: Any, manifest: Any) -> None:
-        threading.Thread(
-            target=self._run, args=(job, engine, manifest), name=f"live-{job.key[:20]}", daemon=True
-        ).start()
-        threading.Thread(target=self._watch, args=(job,), name="live-watch", daemon=True).start()
+    # -- takeover ----------------------------------------------------------------------------------
 
-    def _watch(self, job: LiveJob) -> None:
-        """Cancel a generation nobody is waiting for any more."""
-        while not job.finished.wait(1.0):
-            idle = time.monotonic() - job.last_seen
-            if job.listeners == 0 and idle > settings.SUANJING_LIVE_ORPHAN_S:
-                log.info("cancelling live job %s: nobody is waiting", job.key)
-                job.cancel()
-                return
+    def reap(self) -> None:
+        """Take over (or settle) every running generation whose owner stopped renewing its lease."""
+        expired = LiveGeneration.objects.filter(status=RUNNING).filter(
+            Q(lease_until__lt=timezone.now()) | Q(lease_until__isnull=True)
+        )
+        for gen_id in list(expired.values_list("pk", flat=True)[:20]):
+            self.take_over(gen_id)
 
-    def _run(self, job: LiveJob, engine: Any, manifest: Any) -> None:
-        from solver.engine import GenerationParams
-        from solver.prompts import get_family, render_retry
-
-        result = None
-        error = ""
+    def take_over(self, gen_id: int) -> bool:
+        """Take generation `gen_id` over if its lease ran out, and continue it in this process (or
+        settle it: cancelled when nobody waits, failed when there is no engine). True when this call
+        won the lease; of two processes trying at once, one does."""
+        now = timezone.now()
+        owner = _owner_token()
         try:
-            family = get_family(manifest.family)
-            params = GenerationParams(
-                max_new_tokens=settings.SUANJING_MAX_NEW_TOKENS,
-                temperature=family.temperature,
-                top_p=family.top_p,
-                seed=job.seed,
-            )
-            prompt = (
-                family.render(job.text)
-                if job.rejected is None
-                else render_retry(family, job.text, job.rejected)
-            )
-            job.generation = engine.stream(prompt, params)
-            if job.cancelled:
-                job.generation.cancel()
-            splitter = _StreamSplitter(implicit_think=family.implicit_think)
-            for piece in job.generation:
-                job.publish(splitter.feed(piece))
-            job.publish(splitter.flush())
-            result = job.generation.result()
+            with runtime.one_writer():
+                won = (
+                    LiveGeneration.objects.filter(pk=gen_id, status=RUNNING)
+                    .filter(Q(lease_until__lt=now) | Q(lease_until__isnull=True))
+                    .update(owner=owner, lease_until=_lease_from(now))
+                )
+        except DatabaseError:
+            log.warning("live generation %s: taking it over failed", gen_id, exc_info=True)
+            return False
+        if not won:
+            return False
+        gen = LiveGeneration.objects.get(pk=gen_id)
+        waiting = Question.objects.filter(live_id=gen_id, outcome=GENERATING).exists()
+        if gen.cancel_requested or not waiting:
+            log.info("live generation %s: its owner is gone and nobody waits; cancelled", gen_id)
+            self._close(gen_id, owner, LiveGeneration.Status.CANCELLED, "cancelled", STRANDED)
+            return True
+        try:
+            engine, manifest = runtime.get_engine()
+        except EngineUnavailable as exc:
+            log.error("live generation %s: no engine to continue it", gen_id, exc_info=True)
+            self._close(gen_id, owner, LiveGeneration.Status.FAILED, str(exc), ENGINE_GONE)
+            return True
+        log.warning(
+            "live generation %s: its owner stopped renewing its lease; continuing it here after "
+            "event %d",
+            gen_id,
+            gen.events,
+        )
+        self._launch(gen_id, owner, engine, manifest)
+        return True
+
+    def _close(self, gen_id: int, owner: str, status: str, error: str, question_error: str) -> None:
+        """End a generation this process holds the lease of without a result."""
+        with runtime.one_writer(), transaction.atomic():
+            if LiveGeneration.objects.filter(pk=gen_id, owner=owner, status=RUNNING).update(
+                status=status, finished=timezone.now(), error=error[:300]
+            ):
+                fail_questions(
+                    question_ids=list(
+                        Question.objects.filter(live_id=gen_id, outcome=GENERATING).values_list(
+                            "pk", flat=True
+                        )
+                    ),
+                    error=question_error,
+                )
+        wakeups.notify(gen_id)
+
+    # -- running one -------------------------------------------------------------------------------
+
+    def _launch(self, gen_id: int, owner: str, engine: Any, manifest: Any) -> None:
+        run = _Run(gen_id=gen_id, owner=owner, engine=engine, manifest=manifest)
+        with self._lock:
+            self._runs[gen_id] = run
+        threading.Thread(target=self._run, args=(run,), name=f"live-{gen_id}", daemon=True).start()
+
+    def _run(self, run: _Run) -> None:
+        try:
+            self._generate(run)
         except (
             Exception
-        ) as exc:  # the edge of the job: log it, fail the questions, keep the site up
-            log.error("live job %s failed", job.key, exc_info=True)
-            error = f"generation failed: {type(exc).__name__}"
-        with self._lock:
-            self._jobs.pop(job.key, None)
-            question_ids = list(job.question_ids)
-        try:
-            if result is not None:
-                store_live_result(
-                    job=job,
-                    question_ids=question_ids,
-                    result=result,
-                    manifest=manifest,
-                    family=family,
-                )
-            else:
-                fail_questions(question_ids=question_ids, error=error)
-        except Exception:
-            log.error("storing live job %s failed", job.key, exc_info=True)
-            fail_questions(question_ids=question_ids, error="the answer could not be stored")
+        ) as exc:  # the edge of the run: log it, fail the questions, keep the site up
+            log.error("live generation %s failed", run.gen_id, exc_info=True)
+            self._end(run, result=None, error=f"generation failed: {type(exc).__name__}")
         finally:
-            job.finish()
             with self._lock:
-                for qid in question_ids:
-                    self._by_question.pop(qid, None)
+                if self._runs.get(run.gen_id) is run:
+                    del self._runs[run.gen_id]
+            run.done.set()
             connection.close()
 
+    def _generate(self, run: _Run) -> None:
+        from solver.engine import GenerationParams, GenerationResult
+        from solver.prompts import get_family
+
+        gen = LiveGeneration.objects.get(pk=run.gen_id)
+        family = get_family(run.manifest.family)
+        splitter = _StreamSplitter(implicit_think=family.implicit_think)
+        splitter.feed(gen.generated)  # a takeover: those events are stored; this sets the mode
+        writer = _Writer(run, gen)
+        budget = settings.SUANJING_MAX_NEW_TOKENS - gen.tokens
+        if budget <= 0:  # the dead owner had used the whole budget
+            writer.step("", splitter.flush(), 0, final=True)
+            result = GenerationResult("", 0, 0, "length", 0.0, 0.0, 0.0)
+            self._end(run, result=self._whole(gen, result), family=family)
+            return
+        params = GenerationParams(
+            max_new_tokens=budget,
+            temperature=family.temperature,
+            top_p=family.top_p,
+            seed=gen.seed,
+        )
+        # A raw completion: after a takeover the text so far is part of the prompt, and the model
+        # writes on from where it stopped.
+        run.handle = run.engine.stream(gen.prompt + gen.generated, params)
+        if run.cancelled:
+            run.handle.cancel()
+        pending: list[str] = []
+        lock = threading.Lock()
+        ended = threading.Event()
+        failure: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                for piece in run.handle:
+                    with lock:
+                        pending.append(piece)
+            except Exception as exc:  # reported by the run below
+                failure.append(exc)
+            finally:
+                ended.set()
+
+        threading.Thread(target=read, name=f"live-read-{run.gen_id}", daemon=True).start()
+        while True:
+            finished = ended.wait(FLUSH_S)
+            with lock:
+                pieces, pending[:] = list(pending), []
+            text = "".join(pieces)
+            events = splitter.feed(text) if text else []
+            if finished:
+                events += splitter.flush()
+            control = writer.step(text, events, len(pieces), final=finished)
+            if control is None:
+                log.warning("live generation %s: another process took it over", run.gen_id)
+                run.handle.cancel()
+                ended.wait(30)
+                return  # the taker stores it
+            if not run.cancelled:
+                if control.cancel_requested:
+                    log.info("live generation %s: stopped", run.gen_id)
+                    run.cancel()
+                elif (
+                    control.watched_at is None
+                    or (timezone.now() - control.watched_at).total_seconds() > orphan_after_s()
+                ):
+                    log.info("live generation %s: nobody is waiting; cancelled", run.gen_id)
+                    run.cancel()
+            if finished:
+                break
+        for _ in range(20):  # the last pieces, should the final write have failed
+            if not writer.unwritten or writer.step("", [], 0, final=True) is None:
+                break
+            time.sleep(0.25)
+        if failure:
+            raise failure[0]
+        result = run.handle.result(timeout=60)
+        self._end(run, result=self._whole(gen, result), family=family)
+
+    @staticmethod
+    def _whole(gen: LiveGeneration, result: Any) -> Any:
+        """The whole generation's result: after a takeover, the text and tokens before it too."""
+        if not gen.generated and not gen.tokens:
+            return result
+        from solver.engine import GenerationResult
+
+        return GenerationResult(
+            text=gen.generated + result.text,
+            prompt_tokens=getattr(result, "prompt_tokens", 0),
+            new_tokens=gen.tokens + result.new_tokens,
+            finish_reason=result.finish_reason,
+            ttft_ms=getattr(result, "ttft_ms", 0.0),
+            tokens_per_s=getattr(result, "tokens_per_s", 0.0),
+            elapsed_s=(timezone.now() - gen.created).total_seconds(),
+            error=getattr(result, "error", None),
+        )
+
+    def _end(self, run: _Run, *, result: Any = None, family: Any = None, error: str = "") -> None:
+        """Store the result and settle every waiting question, under the lease (a process that lost
+        it stores nothing). The generation's row is written first (see _join)."""
+        status = LiveGeneration.Status.DONE
+        if result is None:
+            status = LiveGeneration.Status.FAILED
+        elif result.finish_reason == "cancelled":
+            status = LiveGeneration.Status.CANCELLED
+        elif result.finish_reason == "error":
+            status = LiveGeneration.Status.FAILED
+            error = result.error or "engine error"
+        try:
+            with runtime.one_writer(), transaction.atomic():
+                if not LiveGeneration.objects.filter(
+                    pk=run.gen_id, owner=run.owner, status=RUNNING
+                ).update(status=status, finished=timezone.now(), error=error[:300]):
+                    return
+                gen = LiveGeneration.objects.get(pk=run.gen_id)
+                question_ids = list(
+                    Question.objects.filter(live_id=run.gen_id, outcome=GENERATING).values_list(
+                        "pk", flat=True
+                    )
+                )
+                if result is None:
+                    fail_questions(question_ids=question_ids, error=error)
+                else:
+                    store_live_result(
+                        job=gen,
+                        question_ids=question_ids,
+                        result=result,
+                        manifest=run.manifest,
+                        family=family,
+                    )
+        except Exception:
+            log.error("storing live generation %s failed", run.gen_id, exc_info=True)
+            self._close(
+                run.gen_id,
+                run.owner,
+                LiveGeneration.Status.FAILED,
+                "the answer could not be stored",
+                "the answer could not be stored",
+            )
+        finally:
+            wakeups.notify(run.gen_id)
+
     def wait_idle(self, timeout: float = 60.0) -> bool:
-        """Tests and shutdown: wait until no job runs."""
+        """Tests and shutdown: wait until this process runs no generation."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
-                if not self._jobs and not self._by_question:
+                if not self._runs:
                     return True
             time.sleep(0.05)
         return False
 
 
 live_jobs = LiveJobs()
+
+
+def _render_prompt(manifest: Any, text: str, rejected: str | None) -> str:
+    from solver.prompts import get_family, render_retry
+
+    family = get_family(manifest.family)
+    return family.render(text) if rejected is None else render_retry(family, text, rejected)
+
+
+# -- following -------------------------------------------------------------------------------------
+
+
+def follow(*, question: Question, after: int = 0) -> Iterator[tuple[int, dict[str, str]] | None]:
+    """The stream of `question`'s live generation after event `after`, from whichever process runs
+    it: (seq, {"type": "reasoning"|"answer", "text"}) as stored, blocking for new ones, and None every
+    KEEPALIVE_S while nothing comes. Ends when the generation ends or this question stops waiting for
+    it (at once when it is not generating). Following counts as watching; a generation whose owner
+    died is taken over from here."""
+    gen_id = question.live_id
+    if gen_id is None or question.outcome != GENERATING:
+        return
+    last = after
+    marked = time.monotonic() - WATCH_EVERY_S  # mark at once
+    quiet_since = time.monotonic()
+    while True:
+        seen = wakeups.version(gen_id)
+        row = (
+            LiveGeneration.objects.filter(pk=gen_id)
+            .values("status", "events", "lease_until")
+            .first()
+        )
+        if row is None:
+            return
+        if row["events"] > last:
+            # Read after the row: an owner writes its last events before it marks the row ended.
+            for seq, kind, text in (
+                LiveEvent.objects.filter(generation_id=gen_id, seq__gt=last)
+                .order_by("seq")
+                .values_list("seq", "kind", "text")[:500]
+            ):
+                yield seq, {"type": kind, "text": text}
+                last = seq
+            quiet_since = time.monotonic()
+            continue
+        if row["status"] != RUNNING:
+            return
+        if not Question.objects.filter(pk=question.pk, outcome=GENERATING).exists():
+            return  # this student pressed Stop (others may still be waiting for it)
+        now = time.monotonic()
+        if now - marked >= WATCH_EVERY_S:
+            _mark_watched(gen_id)
+            marked = now
+        if row["lease_until"] is None or row["lease_until"] < timezone.now():
+            live_jobs.take_over(gen_id)  # its owner died; if another process won, it continues it
+        if now - quiet_since >= KEEPALIVE_S:
+            yield None
+            quiet_since = now
+        wakeups.wait(gen_id, seen)
+
+
+def _mark_watched(gen_id: int) -> None:
+    try:
+        with runtime.one_writer():
+            LiveGeneration.objects.filter(pk=gen_id, status=RUNNING).update(
+                watched_at=timezone.now()
+            )
+    except DatabaseError:  # busy: the next mark will do
+        log.warning("live generation %s: marking it watched failed", gen_id, exc_info=True)
+
+
+def watch(*, question: Question) -> Question:
+    """A look at `question` (its page, a poll, the end of a stream): counts as watching its live
+    generation; takes the generation over when its owner died; settles the question (failed, with a
+    retry offered) when its generation is not running any more. Returns the question as it is now."""
+    if question.outcome != GENERATING:
+        return question
+    gen = (
+        LiveGeneration.objects.filter(pk=question.live_id)
+        .values("status", "lease_until", "watched_at")
+        .first()
+        if question.live_id is not None
+        else None
+    )
+    now = timezone.now()
+    if gen is None or gen["status"] != RUNNING:
+        fail_questions(question_ids=[question.pk], error=STRANDED)
+    elif gen["lease_until"] is None or gen["lease_until"] < now:
+        live_jobs.take_over(question.live_id)
+    elif gen["watched_at"] is None or (now - gen["watched_at"]).total_seconds() >= WATCH_EVERY_S:
+        _mark_watched(question.live_id)
+    question.refresh_from_db()
+    return question
 
 
 @transaction.atomic
@@ -366,7 +920,7 @@ def fail_questions(*, question_ids: list[int], error: str) -> None:
 
 @transaction.atomic
 def store_live_result(
-    *, job: LiveJob, question_ids: list[int], result: Any, manifest: Any, family: Any
+    *, job: LiveGeneration, question_ids: list[int], result: Any, manifest: Any, family: Any
 ) -> Solution | None:
     """Parse a finished live generation, store it with its provenance and settle the waiting questions.
 
@@ -469,6 +1023,7 @@ def store_live_result(
         question.save(update_fields=["problem", "solution", "latency_ms", "outcome", "error"])
     if created:
         problem_id, text = problem.pk, problem.text
+        bankcache.record(bankcache.Kind.PUT, problem_id=problem_id, text=text)
         transaction.on_commit(lambda: runtime.put_problem(problem_id, text))
     return solution
 

@@ -113,34 +113,50 @@ def ask(request: HttpRequest) -> HttpResponse:
 @api_endpoint("GET")
 def question_detail(request: HttpRequest, question_id: int) -> HttpResponse:
     question = permissions.question_for(request.user, question_id)
-    job = live.live_jobs.for_question(question.pk)
-    if job is not None:
-        job.touch()  # a client polling instead of streaming still counts as waiting
-    return _question_response(question)
+    # A client polling instead of streaming counts as watching; a generation that stopped is settled.
+    return _question_response(live.watch(question=question))
 
 
 @api_endpoint("GET")
 def question_stream(request: HttpRequest, question_id: int) -> HttpResponse:
-    """Server-sent events: {"type": "reasoning"|"answer", "text"} as generated, then {"type": "done", ...}."""
+    """Server-sent events: {"type": "reasoning"|"answer", "text"} as generated, each with its `id:`
+    (the event's number), then {"type": "done", ...}. Any web process serves any stream; a client
+    that reconnects (Last-Event-ID, or ?after=N) gets the events after the last one it had."""
     question = permissions.question_for(request.user, question_id)
     response = StreamingHttpResponse(
-        _events(question.pk), content_type="text/event-stream; charset=utf-8"
+        _events(question, after=_last_event_id(request)),
+        content_type="text/event-stream; charset=utf-8",
     )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
     return response
 
 
-def _events(question_id: int) -> Iterator[str]:
-    job = live.live_jobs.for_question(question_id)
-    if job is not None:
-        yield ": stream\n\n"
-        for event in job.follow():
-            if event is None:
-                yield ": keep-alive\n\n"
-            else:
-                yield f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
-    question = Question.objects.select_related("problem", "solution").get(pk=question_id)
+RECONNECT_MS = 1000  # the SSE `retry:` a browser waits before it reconnects by itself
+
+
+def _last_event_id(request: HttpRequest) -> int:
+    """Where a reconnecting client left off: the Last-Event-ID header (EventSource sends it itself)
+    or ?after=N (a new EventSource cannot set headers), whichever is later; 0 for junk."""
+    last = 0
+    for raw in (request.headers.get("Last-Event-ID", ""), request.GET.get("after", "")):
+        raw = raw.strip()
+        if raw.isascii() and raw.isdigit() and len(raw) <= 9:
+            last = max(last, int(raw))
+    return last
+
+
+def _events(question: Question, *, after: int) -> Iterator[str]:
+    yield f"retry: {RECONNECT_MS}\n: stream\n\n"
+    for item in live.follow(question=question, after=after):
+        if item is None:
+            yield ": keep-alive\n\n"
+        else:
+            seq, event = item
+            yield f"id: {seq}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n"
+    # A question left generating (its generation ended without it) is settled here.
+    live.watch(question=Question.objects.get(pk=question.pk))
+    question = Question.objects.select_related("problem", "solution").get(pk=question.pk)
     yield f"data: {json.dumps({**question.to_dict(), 'type': 'done'}, ensure_ascii=False)}\n\n"
 
 

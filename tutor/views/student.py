@@ -76,16 +76,15 @@ def ask_submit(request: HttpRequest) -> HttpResponse:
 @login_required
 def question_page(request: HttpRequest, question_id: int) -> HttpResponse:
     question = permissions.question_for(request.user, question_id)
-    job = live.live_jobs.for_question(question.pk)
-    if job is not None:
-        job.touch()  # a page reloaded without JavaScript still counts as waiting for the answer
+    # A page reloaded without JavaScript counts as watching; a generation that stopped is settled.
+    question = live.watch(question=question)
     return render(request, "tutor/question.html", _question_context(request, question))
 
 
 @login_required
 def question_answer(request: HttpRequest, question_id: int) -> HttpResponse:
     """The server-rendered answer of a question (the ask page fetches it when a stream ends)."""
-    question = permissions.question_for(request.user, question_id)
+    question = live.watch(question=permissions.question_for(request.user, question_id))
     return render(request, "tutor/_answer.html", _question_context(request, question))
 
 
