@@ -8,6 +8,7 @@ Owns three things:
   answer is" / "the final result is" / "####", else the value stated by the closing sentence of finished
   English prose ("Therefore, the height is 5 cm." — long reasoning models often never box);
 - deciding whether two final answers mean the same (23 = 23只 = twenty-three = 二十三, 1/2 = 0.5 = 50%,
+  1.5 h = 90 minutes, 5 km = 5000 m (numerals and units from `solver.lexicon`, shared with the cache),
   x=23, y=12 = (23, 12), 星期五 = Friday, vectors and matrices cell by cell, x \\in [1, 2] = [1, 2]), and
   the majority answer of several samples.
 
@@ -36,6 +37,17 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 from typing import NamedTuple
+
+from solver import lexicon
+from solver.lexicon import (
+    CN_BIG,
+    CN_NUMERAL_CHARS,
+    EN_SCALES,
+    EN_SMALL,
+    EN_TENS,
+    parse_cn_numeral,
+    parse_en_number,
+)
 
 __all__ = [
     "ParsedAnswer",
@@ -361,9 +373,12 @@ def _prepare(s: str) -> str:
 
 class _Quantity(NamedTuple):
     value: Fraction
-    # A canonical physical unit ("cm", "day", "yuan"); None for counts and bare numbers.
+    # A unit's canonical id in solver.lexicon ("cm", "day", "yuan"); None for counts and bare numbers.
     unit: str | None
     display: str  # the number as normalize_answer shows it
+    # False when the unit's form is ambiguous alone (5分: minutes, cents or points): then the amount
+    # equals only the same unit, never one converted
+    converts: bool = True
 
 
 class _Item(NamedTuple):
@@ -381,68 +396,8 @@ class _Token(NamedTuple):
     value: object
 
 
-_UNITS: dict[str, tuple[str, ...]] = {
-    "mm": ("mm", "毫米", "millimeter", "millimeters", "millimetre", "millimetres"),
-    "cm": ("cm", "厘米", "centimeter", "centimeters", "centimetre", "centimetres"),
-    "dm": ("dm", "分米", "decimeter", "decimeters"),
-    "m": ("m", "米", "meter", "meters", "metre", "metres"),
-    "km": ("km", "千米", "公里", "kilometer", "kilometers", "kilometre", "kilometres"),
-    "mm^2": ("mm^2", "mm2", "平方毫米"),
-    "cm^2": ("cm^2", "cm2", "平方厘米", "square centimeters", "sq cm"),
-    "dm^2": ("dm^2", "dm2", "平方分米"),
-    "m^2": ("m^2", "m2", "平方米", "square meters", "square metres"),
-    "km^2": ("km^2", "km2", "平方千米", "平方公里", "square kilometers"),
-    "ha": ("ha", "公顷", "hectare", "hectares"),
-    "cm^3": ("cm^3", "cm3", "立方厘米", "cubic centimeters"),
-    "dm^3": ("dm^3", "dm3", "立方分米"),
-    "m^3": ("m^3", "m3", "立方米", "cubic meters"),
-    "ml": ("ml", "毫升", "milliliter", "milliliters", "millilitre", "millilitres"),
-    "l": ("l", "升", "liter", "liters", "litre", "litres"),
-    "mg": ("mg", "毫克", "milligram", "milligrams"),
-    "g": ("g", "克", "gram", "grams"),
-    "kg": ("kg", "千克", "公斤", "kilogram", "kilograms", "kilo", "kilos"),
-    "jin": ("斤",),
-    "t": ("t", "吨", "ton", "tons", "tonne", "tonnes"),
-    "s": ("s", "sec", "secs", "秒", "秒钟", "second", "seconds"),
-    "min": ("min", "mins", "分钟", "minute", "minutes"),
-    "h": ("h", "hr", "hrs", "小时", "个小时", "钟头", "hour", "hours"),
-    "day": ("天", "日", "day", "days"),
-    "week": ("周", "星期", "个星期", "week", "weeks"),
-    "month": ("月", "个月", "month", "months"),
-    "year": ("年", "year", "years"),
-    "age": ("岁", "周岁", "years old", "year old"),
-    "yuan": ("元", "块", "块钱", "yuan", "rmb"),
-    "jiao": ("角", "毛"),
-    "fen": ("分",),  # minutes, cents or points: only equal to itself
-    "usd": ("dollar", "dollars", "usd"),
-    "cent": ("cent", "cents"),
-    "km/h": ("km/h", "kmh", "千米/时", "千米/小时", "千米每小时", "公里/小时", "公里每小时"),
-    "m/s": ("m/s", "米/秒", "米每秒"),
-    "m/min": ("m/min", "米/分", "米/分钟", "米每分", "米每分钟"),
-    "deg": ("°", "度", "degree", "degrees"),
-    "in": ("inch", "inches"),
-    "ft": ("ft", "foot", "feet"),
-    "yd": ("yd", "yard", "yards"),
-    "mi": ("mile", "miles"),
-    "in^2": ("in^2", "inches^2", "square inches", "sq in"),
-    "ft^2": ("ft^2", "feet^2", "square feet", "sq ft"),
-    "in^3": ("in^3", "inches^3", "cubic inches"),
-    "ft^3": ("ft^3", "feet^3", "cubic feet"),
-    # "12 square units": the unit of a figure drawn on a grid.
-    "unit": ("unit", "units"),
-    "unit^2": ("units^2", "square units", "sq units"),
-    "unit^3": ("units^3", "cubic units"),
-}
-
-
-def _unit_key(s: str) -> str:
-    s = re.sub(r"[{}]", "", s.casefold())
-    s = re.sub(r"\s*([/^])\s*", r"\1", s)
-    return re.sub(r"\s+", " ", s).strip()
-
-
-_UNIT_OF = {_unit_key(surface): unit for unit, forms in _UNITS.items() for surface in forms}
-
+# Forms that are a unit but not which one: 分 after an answer's number may be minutes, cents or points.
+_UNCONVERTED_FORMS = frozenset({"分"})
 # Words after a number that are only a noun ("23 rabbits", "23只兔子") are ignored; these words change
 # the number's meaning or hedge it, so an answer containing them is not read as a plain number.
 _HEDGE_CJK = re.compile(
@@ -458,25 +413,9 @@ _HEDGE_WORDS = frozenset(
 _CJK_NOUN = re.compile(r"[\u4e00-\u9fff]{1,6}")
 _EN_NOUN = re.compile(r"[A-Za-z]{2,}\.?(?:[\s-]+[A-Za-z]{2,}\.?)*")
 
-_EN_SMALL = {
-    w: i
-    for i, w in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-        "fifteen sixteen seventeen eighteen nineteen".split()
-    )
-}
-_EN_TENS = {
-    w: 10 * i
-    for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), start=2)
-}
-_EN_SCALES = {"thousand": 10**3, "million": 10**6, "billion": 10**9}
-_EN_WORD = "|".join([*_EN_SMALL, *_EN_TENS, *_EN_SCALES, "hundred", "and", "a"])
+_EN_WORD = "|".join([*EN_SMALL, *EN_TENS, *EN_SCALES, "and", "a"])
 _EN_NUMBER = re.compile(rf"(?:(?:{_EN_WORD})\b[\s-]*)+", re.IGNORECASE)
-
-_CN_DIGIT = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4}
-_CN_DIGIT |= {"五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
-_CN_UNIT = {"十": 10, "百": 100, "千": 1000}
-_CN_NUMBER = re.compile(r"[零〇一二两三四五六七八九十百千万亿]+")
+_CN_NUMBER = re.compile(f"[{CN_NUMERAL_CHARS}]+")
 
 _NUMBER_CORE = re.compile(
     r"(?P<frac>(?P<whole>\d+)?\s*\\frac\s*(?:\{\s*(?P<fn>\d+(?:\.\d+)?)\s*\}|(?P<fn1>\d))"
@@ -484,99 +423,12 @@ _NUMBER_CORE = re.compile(
     r"|(?P<slash>(?P<sn>\d+(?:\.\d+)?)\s*/\s*(?P<sd>\d+(?:\.\d+)?))(?![\d.])"
     r"|(?P<dec>(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?![\d,])"
 )
-_MULTIPLIER = re.compile(r"\s*(万|亿|thousand\b|million\b|billion\b)", re.IGNORECASE)
-_MULTIPLIERS = {"万": 10**4, "亿": 10**8, "thousand": 10**3, "million": 10**6, "billion": 10**9}
+# 1.5万, 2 million: a scale after digits multiplies them ("hundred" does not: "5 hundred" is prose)
+_MULTIPLIERS = {**CN_BIG, **{w: v for w, v in EN_SCALES.items() if w != "hundred"}}
+_MULTIPLIER = re.compile(
+    r"\s*(" + "|".join(w if w in CN_BIG else rf"{w}\b" for w in _MULTIPLIERS) + ")", re.IGNORECASE
+)
 _PERCENT = re.compile(r"\s*(?:%|percent\b|per\s*cent\b)", re.IGNORECASE)
-
-
-def _cn_section(s: str) -> int | None:
-    """A Chinese numeral below 10000, read strictly: '三五' and the colloquial '一百五' are refused."""
-    total, digit, last_unit, zero = 0, None, 10000, False
-    for i, ch in enumerate(s):
-        if ch in "零〇":
-            if digit is not None or i == 0:
-                return None
-            zero = True
-        elif ch in _CN_DIGIT:
-            if digit is not None:
-                return None
-            digit = _CN_DIGIT[ch]
-        else:
-            unit = _CN_UNIT.get(ch)
-            if unit is None or unit >= last_unit:
-                return None
-            if digit is None:
-                if unit != 10 or i != 0:
-                    return None
-                digit = 1  # 十二 = 12
-            if last_unit != 10000 and unit * 10 != last_unit and not zero:
-                return None  # a skipped place needs 零: 一千零五十
-            total += digit * unit
-            last_unit, digit, zero = unit, None, False
-    if digit is not None:
-        if last_unit not in (10000, 10) and not zero:
-            return None
-        total += digit
-    elif zero:
-        return None
-    return total if s else None
-
-
-def _cn_number(s: str) -> int | None:
-    if s in ("零", "〇"):
-        return 0
-    for big, scale in (("亿", 10**8), ("万", 10**4)):
-        if big in s:
-            high_text, low_text = s.split(big, 1)
-            high = _cn_number(high_text) if high_text else None
-            if not high or big in low_text:
-                return None
-            if not low_text:
-                return high * scale
-            if low_text[0] in "零〇":
-                low = _cn_number(low_text[1:])
-                return None if low is None or low >= scale // 10 else high * scale + low
-            low = _cn_number(low_text)
-            # 一万五 is colloquial 15000; only 一万五千 is read.
-            return None if low is None or low < scale // 10 else high * scale + low
-    return _cn_section(s)
-
-
-def _en_number(text: str) -> int | None:
-    words = [w for w in re.split(r"[\s-]+", text.casefold()) if w]
-    if words and words[0] == "a":
-        if len(words) < 2 or words[1] not in ("hundred", *_EN_SCALES):
-            return None
-        words[0] = "one"
-    if words == ["zero"]:
-        return 0
-    total, current, last, last_scale = 0, 0, None, 10**12
-    for w in words:
-        if w in _EN_SMALL and w != "zero":
-            value = _EN_SMALL[w]
-            if last == "tens" and value >= 10:
-                return None
-            if last not in (None, "hundred", "scale", "and", "tens"):
-                return None
-            current, last = current + value, "unit"
-        elif w in _EN_TENS:
-            if last not in (None, "hundred", "scale", "and"):
-                return None
-            current, last = current + _EN_TENS[w], "tens"
-        elif w == "hundred":
-            if last != "unit" or not 1 <= current % 100 <= 9 or current >= 100:
-                return None
-            current, last = current * 100, "hundred"
-        elif w in _EN_SCALES:
-            scale = _EN_SCALES[w]
-            if last not in ("unit", "tens", "hundred") or scale >= last_scale:
-                return None
-            total, current, last, last_scale = total + current * scale, 0, "scale", scale
-        elif w == "and" and last in ("hundred", "scale"):
-            last = "and"
-        else:
-            return None
-    return None if last in (None, "and") else total + current
 
 
 def _digits_number(s: str, m: re.Match[str]) -> tuple[Fraction, str, int]:
@@ -608,12 +460,12 @@ def _number_at(s: str) -> tuple[Fraction, str, int] | None:
             return None
     m = _CN_NUMBER.match(s)
     if m:
-        n = _cn_number(m.group(0))
+        n = parse_cn_numeral(m.group(0), strict=True)
         return None if n is None else (Fraction(n), str(n), m.end())
     m = _EN_NUMBER.match(s)
     if m:
         text = re.sub(r"(?:[\s-]+(?:and|a))+[\s-]*$", "", m.group(0).rstrip(" -"), flags=re.I)
-        n = _en_number(text)
+        n = parse_en_number(text, strict=True)
         return None if n is None else (Fraction(n), str(n), len(text))
     return None
 
@@ -640,12 +492,13 @@ def _parse_quantity(s: str) -> _Quantity | None:
     if pct and not percent:
         percent, end = True, pct.end()
     rest = s[end:].strip()
+    converts = True
     if rest:
-        found = _UNIT_OF.get(_unit_key(rest))
+        found = _unit_of(rest)
         if found is not None:
             if unit is not None and unit != found:
                 return None
-            unit = found
+            unit, converts = found, rest not in _UNCONVERTED_FORMS
         elif _CJK_NOUN.fullmatch(rest):
             if _HEDGE_CJK.search(rest):
                 return None
@@ -658,7 +511,20 @@ def _parse_quantity(s: str) -> _Quantity | None:
         value, display = value / 100, display + "%"
     if sign < 0:
         value, display = -value, "-" + display
-    return _Quantity(value, unit, display)
+    return _Quantity(value, unit, display, converts)
+
+
+def _unit_of(rest: str) -> str | None:
+    """The unit an answer's number is followed by: any form of the lexicon but the period of a rate
+    ("500 per annum" is not 500 years) and the percent sign (read above as a share)."""
+    found = lexicon.unit_of(rest)
+    if found is None or found == "%":
+        return None
+    key = rest.casefold().strip()
+    return None if key in _RATE_FORMS else found
+
+
+_RATE_FORMS = frozenset(f.casefold() for u in lexicon.UNITS for f in u.rate_forms)
 
 
 _NAME = re.compile(
@@ -816,8 +682,13 @@ def _structure(text: str) -> _Numbers | _Token | None:
 
 def _same_item(a: _Item, b: _Item) -> bool:
     qa, qb = a.quantity, b.quantity
-    if not (qa.unit is None or qb.unit is None or qa.unit == qb.unit):
-        return False
+    if qa.unit is not None and qb.unit is not None and qa.unit != qb.unit:
+        # 1.5 h = 90 minutes, 5 km = 5000 m: equal amounts in units of one dimension
+        return (
+            qa.converts
+            and qb.converts
+            and lexicon.same_amount(qa.value, qa.unit, qb.value, qb.unit)
+        )
     if qa.value == qb.value:
         return True
     # "10%" against a bare 10: references write a percentage without its sign ("What percent ...?
@@ -1129,7 +1000,12 @@ _UNIT_SUFFIX = re.compile(
     + "|".join(
         re.escape(u)
         for u in sorted(
-            {f for forms in _UNITS.values() for f in forms if f not in ("°", "度")}
+            {
+                f
+                for u in lexicon.UNITS
+                for f in u.amount_forms + u.answer_only
+                if f not in ("度", "%", "$", "¥") and not f.startswith("°")
+            }
             | set("只个人名位辆本支条张头匹件次棵朵颗瓶杯盒箱台道题套双对"),
             key=len,
             reverse=True,

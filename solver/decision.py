@@ -5,10 +5,13 @@ This module owns the comparison of two problems once the vector search has propo
   expressions (`3^12`, `n^2-n`, kept with order and operators), its signature (asked quantity,
   conditions, terms, from `solver.normalize`) and its words.
 - `compare`: one bank entry against the question. First the *exact* rules, which never let a pair
-  through: a given value that differs on both sides (a number was changed), an expression that
-  differs, two quantities that swapped roles ("bought for 60, sold for 75" vs the reverse). Then the
+  through: a given value that differs on both sides (a number was changed; the same amount in other
+  units of one dimension is the same value: 0.5 h and 30 min, 2 km and 2000 m, never 2 km and 2 kg or
+  元 and dollars, see `solver.lexicon`), an expression that differs, two quantities that swapped
+  roles ("bought for 60, sold for 75" vs the reverse). Then the
   *features* of what remains (similarity, alignment, which parts of the signature differ, the wording
-  edit check) for the learned rule.
+  edit check) for the learned rule; amounts aligned through a conversion are compared in the entry's
+  units, and make a certain hit possible only when the question asks the same thing in the same units.
 - `DecisionModel`: gradient-boosted trees over those features, fitted on labelled development data by
   `python -m solver calibrate`, with two thresholds chosen on that data: `hit_at` (a hit is served at
   once; chosen so that wrong hits stay under a stated bound) and `suggest_at` (shown as "Is this your
@@ -32,6 +35,7 @@ from typing import Any
 from solver.normalize import (
     Quantity,
     Signature,
+    asked_units,
     content_tokens,
     format_number,
     implicit_quantities,
@@ -94,6 +98,7 @@ class Reading:
     implicit: tuple[Quantity, ...]
     expressions: tuple[str, ...]
     contexts: tuple[tuple[Fraction, frozenset[str]], ...]
+    asked: frozenset[str] = frozenset()  # every unit the question asks in, time and money included
 
 
 def read(canonical: str) -> Reading:
@@ -107,6 +112,7 @@ def read(canonical: str) -> Reading:
         implicit_quantities(canonical),
         _expressions(canonical),
         _contexts(canonical),
+        asked_units(canonical),
     )
 
 
@@ -155,13 +161,19 @@ class Alignment:
 
     question_extra: tuple[Quantity, ...]
     entry_extra: tuple[Quantity, ...]
-    converted: int = 0  # pairs made only by converting time units (0.5 h and 30 min)
+    # (question's, entry's) pairs that are equal only once converted: 0.5 h and 30 min, 2 km and
+    # 2000 m, an "an hour" and 60 min
+    converted: tuple[tuple[Quantity, Quantity], ...] = ()
 
     @property
     def is_exact(self) -> bool:
-        """Every value paired with the same value: a converted pair can change the answer's unit
-        ("sleeps 10 hours" vs "600 minutes": the free time comes out in other units)."""
-        return not self.question_extra and not self.entry_extra and not self.converted
+        """Every value paired with an equal amount, none through the unit of a rate: "per hour" is
+        not a given hour ("每小时行60千米" and "60 minutes" do not make 60 km an hour's walk)."""
+        return (
+            not self.question_extra
+            and not self.entry_extra
+            and not any(q.is_rate or e.is_rate for q, e in self.converted)
+        )
 
     @property
     def value_changed(self) -> bool:
@@ -171,12 +183,13 @@ class Alignment:
 
 def align(question: Reading, entry: Reading) -> Alignment:
     """Pair the quantities one to one: the same value with the same unit first, then the same value
-    where one side names no unit; the leftovers then pair by time in seconds (0.5 h and 30 min, an
-    implicit "an hour" and 60 min). The same value with two different units ("4 feet" and "4 days")
+    where one side names no unit; the leftovers then pair by their amount in the base unit of one
+    dimension (0.5 h and 30 min, 2 km and 2000 m, 1.5 元 and 15 角; never 2 km and 2 kg, never 元 and
+    dollars), first with an explicit quantity of the other side, then with one of its implicit ones
+    ("an hour", "1 km", "每小时"). The same value with two different units ("4 feet" and "4 days")
     does not pair: it is a given that changed. What is still left over is returned."""
     q_left = list(question.quantities)
     e_left = list(entry.quantities)
-    converted = 0
     for compatible in (
         lambda a, b: a.unit == b.unit and (a.word == b.word or None in (a.word, b.word)),
         lambda a, b: a.unit == b.unit,
@@ -189,27 +202,31 @@ def align(question: Reading, entry: Reading) -> Alignment:
             if partner is not None:
                 q_left.remove(quantity)
                 e_left.remove(partner)
-    # a leftover in seconds pairs with an explicit or implicit one of the other side
-    for mine, theirs_explicit, theirs_implicit in (
-        (q_left, e_left, list(entry.implicit)),
-        (e_left, q_left, list(question.implicit)),
+    converted: list[tuple[Quantity, Quantity]] = []
+    for quantity in list(q_left):  # explicit with explicit: 30 minutes and 0.5 hour
+        partner = next((e for e in e_left if _same_amount(quantity, e)), None)
+        if partner is not None:
+            q_left.remove(quantity)
+            e_left.remove(partner)
+            converted.append((quantity, partner))
+    # a leftover pairs with an implicit one of the other side: "in 60 minutes" and "in an hour"
+    for mine, theirs, is_question in (
+        (q_left, list(entry.implicit), True),
+        (e_left, list(question.implicit), False),
     ):
         for quantity in list(mine):
-            seconds = quantity.seconds
-            if seconds is None:
-                continue
-            partner = next(
-                (t for t in theirs_explicit + theirs_implicit if t.seconds == seconds), None
-            )
+            partner = next((t for t in theirs if _same_amount(quantity, t)), None)
             if partner is None:
                 continue
             mine.remove(quantity)
-            converted += 1
-            if partner in theirs_explicit:
-                theirs_explicit.remove(partner)
-            else:
-                theirs_implicit.remove(partner)
-    return Alignment(tuple(q_left), tuple(e_left), converted)
+            theirs.remove(partner)
+            converted.append((quantity, partner) if is_question else (partner, quantity))
+    return Alignment(tuple(q_left), tuple(e_left), tuple(converted))
+
+
+def _same_amount(a: Quantity, b: Quantity) -> bool:
+    amount = a.amount
+    return amount is not None and amount == b.amount
 
 
 # Words after a number that do not say what it counts ("4 more days", "3 times", "2 of them").
@@ -328,6 +345,15 @@ def compare(
     qs, es = question.signature, entry.signature
     same_language = question.language == entry.language
     extras = alignment.question_extra + alignment.entry_extra
+    q_tokens, units_differ, edit = question.tokens, qs.units != es.units, wording_edit
+    converted = bool(alignment.converted) and _conversions_hold(question, entry, alignment)
+    if converted:
+        # compared in the entry's units: "30 minutes" is read as the entry's "0.5 hour", so that
+        # neither the units nor the words differ where only the way of writing an amount does
+        units_differ = False
+        q_tokens = _tokens_in_entry_units(question, entry, alignment) or q_tokens
+        if q_tokens == entry.tokens:
+            edit = None
     features = {
         "sim_same_language": similarity if same_language else 0.0,
         "sim_cross_language": 0.0 if same_language else similarity,
@@ -339,29 +365,60 @@ def compare(
         "extra_numbers_small": float(
             bool(extras) and all(abs(q.value) <= 10 and q.value.denominator == 1 for q in extras)
         ),
-        "units_differ": float(qs.units != es.units),
+        "units_differ": float(units_differ),
         "target_differs": float(qs.target != es.target),
         "target_overlap": _jaccard(qs.target, es.target),
         "polarity_differs": float(qs.polarity != es.polarity),
         "polarity_changes": float(len(set(qs.polarity) ^ set(es.polarity))),
         "terms_differ": float(qs.hard_terms != es.hard_terms),
         "terms_overlap": _jaccard(qs.hard_terms, es.hard_terms),
-        "wording_edit": float(wording_edit is not None),
+        "wording_edit": float(edit is not None),
         "role_shift": shift,
-        "token_overlap": _jaccard(question.tokens, entry.tokens) if same_language else 0.0,
+        "token_overlap": _jaccard(q_tokens, entry.tokens) if same_language else 0.0,
         "sequence_ratio": (
-            difflib.SequenceMatcher(None, question.tokens, entry.tokens, autojunk=False).ratio()
+            difflib.SequenceMatcher(None, q_tokens, entry.tokens, autojunk=False).ratio()
             if same_language
             else 0.0
         ),
         "no_numbers": float(not question.quantities),
     }
+    aligned = alignment.is_exact and (not alignment.converted or converted)
     return Comparison(
         None,
-        _agreement_reason(question, entry, alignment),
+        _agreement_reason(question, entry, alignment, aligned),
         _vector(features),
-        aligned=alignment.is_exact,
+        aligned=aligned,
     )
+
+
+def _conversions_hold(question: Reading, entry: Reading, alignment: Alignment) -> bool:
+    """Whether amounts paired only once converted leave the problem the same: no pair through the
+    unit of a rate, the same asked quantity, the same units asked in (the answer of "几小时" is not
+    in minutes), and no unit on either side that the conversions do not explain ("72 km/h" and
+    "72000 m/s" pair 72 km with 72000 m, but hours are not seconds)."""
+    if not alignment.is_exact:
+        return False
+    qs, es = question.signature, entry.signature
+    if qs.target != es.target or question.asked != entry.asked:
+        return False
+    q_side = {q.unit for q, _ in alignment.converted}
+    e_side = {e.unit for _, e in alignment.converted}
+    return set(qs.units) | e_side == set(es.units) | q_side
+
+
+def _tokens_in_entry_units(
+    question: Reading, entry: Reading, alignment: Alignment
+) -> tuple[str, ...] | None:
+    """The question's words with each converted amount written as the entry writes it."""
+    text = question.canonical
+    spans = sorted(alignment.converted, key=lambda pair: pair[0].position, reverse=True)
+    last = len(text) + 1
+    for q, e in spans:
+        if q.end < 0 or e.end < 0 or q.end > last:
+            return None  # overlapping or unknown spans: keep the words as they are
+        text = text[: q.position] + entry.canonical[e.position : e.end] + text[q.end :]
+        last = q.position
+    return content_tokens(text)
 
 
 def with_margin(comparison: Comparison, margin: float) -> Comparison:
@@ -378,12 +435,28 @@ def _vector(features: dict[str, float]) -> tuple[float, ...]:
     return tuple(float(features[name]) for name in FEATURES)
 
 
-def _agreement_reason(question: Reading, entry: Reading, alignment: Alignment) -> str:
+def _agreement_reason(
+    question: Reading, entry: Reading, alignment: Alignment, aligned: bool
+) -> str:
     """What the two problems share, in a sentence for a student."""
     parts = []
-    if question.quantities and alignment.is_exact:
-        shown = ", ".join(format_number(q.value) for q in question.quantities[:6])
-        parts.append(f"the same numbers ({shown})")
+    if question.quantities and aligned:
+        as_entry = {id(q): e for q, e in alignment.converted}
+        given = {id(q) for q in question.quantities}
+        shown = ", ".join(
+            [
+                f"{_values_text((q,))} = {_values_text((as_entry[id(q)],))}"
+                if id(q) in as_entry
+                else format_number(q.value)
+                for q in question.quantities[:6]
+            ]
+            + [  # "an hour" said in words, the entry's "60 minutes"
+                f"{_values_text((q,))} = {_values_text((e,))}"
+                for q, e in alignment.converted
+                if id(q) not in given
+            ]
+        )
+        parts.append(f"the same {'amounts' if as_entry else 'numbers'} ({shown})")
     if question.signature.target and question.signature.target == entry.signature.target:
         parts.append("the same question asked")
     if question.language != entry.language:

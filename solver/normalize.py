@@ -23,8 +23,11 @@ Decisions worth knowing (each one was checked against tests/data/cache_cases.jso
   because the other value appears.
 - Month names are terms (march), not numbers, so "March 1" and "3月1日" agree; weekday names are terms.
 - "The two of them" is not a count: 甲乙两人, 我们两个, 两个都是红球 and "both" repeat what is given.
-- Units are compared as sets of canonical ids; compound units split (km/h → km, h). In the canonical
-  text, length/area/volume/mass units are written as symbols in both languages (千米, kilometers → km).
+- Numeral words and units come from `solver.lexicon`, which the answer checker (`solver.answers`) reads
+  too, so both give a numeral one value and a unit one id. Units are compared as sets of those ids;
+  compound units split (km/h → km, h). In the canonical text, metric length/area/volume/mass units are
+  written as symbols in both languages (千米, kilometers → km). Each quantity knows its amount in its
+  dimension's base unit (0.5 h and 30 min are both 1800 s), for `solver.decision` to align them.
 - The target is what the asking clause asks for: quantities (area, age, probability, ...), the thing
   counted after "how many"/几只, a person when several are named, and the unit asked for ("in:cm").
   "Prove ..." and "write a function ..." have no target (their terms carry them), except the facts
@@ -43,6 +46,23 @@ import unicodedata
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
+
+from solver import lexicon
+from solver.lexicon import (
+    CN_DIGITS,
+    CN_NUMERAL_CHARS,
+    EN_CARDINAL_WORDS,
+    EN_DENOMINATORS,
+    EN_ORDINALS,
+    EN_SCALES,
+    parse_cn_numeral,
+    parse_en_number,
+)
+
+# The digest of solver/lexicon.py that this normalizer was written for. A saved answer cache is valid
+# only for the normalizer that made it (solver.cache hashes this file), so a change of the lexicon
+# must change this file too; tests/test_lexicon.py checks that it does.
+LEXICON_DIGEST = "7677c730119c3754"
 
 # --------------------------------------------------------------------------------------------------
 # Cleaning: Unicode, control characters, emoji, punctuation
@@ -205,8 +225,10 @@ _EN_SYNONYMS = [
     (r"\bsquare root of\b", "sqrt"),
     (r"\bsqrt\s*\(\s*([^()]{1,20}?)\s*\)", r"sqrt \1"),
     (r"\bto the power of\b|\braised to(?: the power of)?\b", "^"),
-    (r"\b(km|dm|cm|mm|m)\^2(?![\d])", r"square \1"),
-    (r"\b(km|dm|cm|mm|m)\^3(?![\d])", r"cubic \1"),
+    (r"\b(km|dm|cm|mm|m|ft|feet|yd|inches)\^2(?![\d])", r"square \1"),
+    (r"\b(km|dm|cm|mm|m|ft|feet|yd|inches)\^3(?![\d])", r"cubic \1"),
+    (r"\bin\^2(?![\d])", "square inches"),
+    (r"\bin\^3(?![\d])", "cubic inches"),
     (r"\b(?:the )?square of\b", "^2 of"),
     (r"\b(?:the )?cube of\b", "^3 of"),
     (r"\bsquared\b", "^2"),
@@ -260,17 +282,10 @@ _ZH_SYNONYM_RES = [(re.compile(p), r) for p, r in _ZH_SYNONYMS]
 # Numbers: Chinese numerals
 # --------------------------------------------------------------------------------------------------
 
-_CN_DIGITS = {
-    "零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "俩": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7,
-    "八": 8, "九": 9, "壹": 1, "贰": 2, "叁": 3, "肆": 4, "伍": 5, "陆": 6, "柒": 7, "捌": 8, "玖": 9,
-}  # fmt: skip
-_CN_UNITS = {"十": 10, "拾": 10, "百": 100, "佰": 100, "千": 1000, "仟": 1000}
-_CN_BIG = {"万": 10**4, "亿": 10**8}
-_CN_CHARS = "".join(_CN_DIGITS) + "".join(_CN_UNITS) + "".join(_CN_BIG)
-_CN_RUN = f"[{_CN_CHARS}]+"
+_CN_RUN = f"[{CN_NUMERAL_CHARS}]+"
 # a number written in digits or Chinese numerals, matched only from its first character (the look-behind
 # keeps long digit runs linear instead of retrying from every position)
-_NUM = rf"(?<![\d.{_CN_CHARS}])(?:\d+(?:\.\d+)?|{_CN_RUN})"
+_NUM = rf"(?<![\d.{CN_NUMERAL_CHARS}])(?:\d+(?:\.\d+)?|{_CN_RUN})"
 
 # Words whose characters look like numerals but are not numbers here. They are hidden during the
 # numeral pass and restored afterwards; some become a math term instead (三角形 → triangle).
@@ -290,68 +305,13 @@ _ZH_NOT_NUMBERS.sort(key=len, reverse=True)
 _ZH_NOT_NUMBERS_RE = re.compile("|".join(map(re.escape, _ZH_NOT_NUMBERS)))
 
 
-def _cn_to_int(run: str) -> int | None:
-    """三十五 → 35, 一百零五 → 105, 两千 → 2000, 二〇二四 → 2024, 三万五 → 35000; None if malformed."""
-    if all(ch in _CN_DIGITS for ch in run):
-        if len(run) == 1:
-            return _CN_DIGITS[run]
-        return int("".join(str(_CN_DIGITS[ch]) for ch in run))
-    total = 0
-    section = 0
-    number = 0
-    last_unit = 0
-    zero_seen = False
-    pending = False
-    for ch in run:
-        if ch in _CN_DIGITS:
-            value = _CN_DIGITS[ch]
-            if value == 0:
-                zero_seen = True
-                continue
-            if pending:  # two digits in a row inside a united numeral: not a number we understand
-                return None
-            number = value
-            pending = True
-        elif ch in _CN_UNITS:
-            unit = _CN_UNITS[ch]
-            if not pending:
-                if unit != 10:
-                    if section == 0 and total == 0:
-                        return None
-                    number = 1
-                else:
-                    number = 1
-            section += number * unit
-            number = 0
-            pending = False
-            last_unit = unit
-            zero_seen = False
-        else:  # 万 / 亿
-            big = _CN_BIG[ch]
-            section += number
-            if section == 0:
-                section = 1 if total == 0 else 0
-            total = (total + section) * big if big > 10**4 else total + section * big
-            section = 0
-            number = 0
-            pending = False
-            last_unit = big
-            zero_seen = False
-    if pending:
-        if last_unit >= 100 and not zero_seen:
-            section += number * (last_unit // 10)  # 一百五 = 150, 三万五 = 35000
-        else:
-            section += number
-    return total + section
-
-
 def _cn_number(text: str) -> str | None:
     """A Chinese numeral or digits (possibly with 万/亿) as a decimal string."""
     if re.fullmatch(r"\d+(?:\.\d+)?", text):
         return text
-    if len(text) > _MAX_DIGITS:
-        return None  # not a number anyone writes in words
-    value = _cn_to_int(text)
+    value = parse_cn_numeral(
+        text
+    )  # None beyond lexicon.MAX_NUMERAL_CHARS: nobody writes that in words
     return None if value is None else str(value)
 
 
@@ -382,7 +342,7 @@ def _zh_numbers(text: str) -> str:
         value = _cn_decimal(m.group(1))
         return None if value is None else f"{value}%"
 
-    sub_num(rf"百分之({_NUM}(?:点[{_CN_CHARS}]+)?)", pct)
+    sub_num(rf"百分之({_NUM}(?:点[{CN_NUMERAL_CHARS}]+)?)", pct)
 
     def frac(m: re.Match[str]) -> str | None:
         den, num = _cn_number(m.group(1)), _cn_number(m.group(2))
@@ -404,7 +364,7 @@ def _zh_numbers(text: str) -> str:
     def decimal(m: re.Match[str]) -> str | None:
         return _cn_decimal(m.group())
 
-    sub_num(rf"(?<![{_CN_CHARS}]){_CN_RUN}点[零〇一二三四五六七八九]+", decimal)
+    sub_num(rf"(?<![{CN_NUMERAL_CHARS}]){_CN_RUN}点[零〇一二三四五六七八九]+", decimal)
 
     # 3万 → 30000, 1.5万 → 15000, 2千 → 2000 (千米/千克 are hidden above)
     def scaled(m: re.Match[str]) -> str:
@@ -457,39 +417,15 @@ def _cn_decimal(run: str) -> str | None:
         return _cn_number(run)
     whole, _, frac = run.partition("点")
     whole_value = _cn_number(whole)
-    if whole_value is None or not frac or any(ch not in _CN_DIGITS for ch in frac):
+    if whole_value is None or not frac or any(ch not in CN_DIGITS for ch in frac):
         return None
-    return f"{whole_value}." + "".join(str(_CN_DIGITS[ch]) for ch in frac)
+    return f"{whole_value}." + "".join(str(CN_DIGITS[ch]) for ch in frac)
 
 
 # --------------------------------------------------------------------------------------------------
 # Numbers: English words
 # --------------------------------------------------------------------------------------------------
 
-_EN_SMALL = {
-    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
-    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
-    "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19,
-}  # fmt: skip
-_EN_TENS = {
-    "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
-    "ninety": 90,
-}  # fmt: skip
-_EN_SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9}
-_EN_ORDINALS = {
-    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7,
-    "eighth": 8, "ninth": 9, "tenth": 10, "eleventh": 11, "twelfth": 12, "thirteenth": 13,
-    "fourteenth": 14, "fifteenth": 15, "sixteenth": 16, "seventeenth": 17, "eighteenth": 18,
-    "nineteenth": 19, "twentieth": 20, "thirtieth": 30, "fortieth": 40, "fiftieth": 50,
-    "sixtieth": 60, "seventieth": 70, "eightieth": 80, "ninetieth": 90, "hundredth": 100,
-    "thousandth": 1000,
-}  # fmt: skip
-_EN_DENOMINATORS = {
-    "half": 2, "halves": 2, "third": 3, "thirds": 3, "quarter": 4, "quarters": 4, "fourth": 4,
-    "fourths": 4, "fifth": 5, "fifths": 5, "sixth": 6, "sixths": 6, "seventh": 7, "sevenths": 7,
-    "eighth": 8, "eighths": 8, "ninth": 9, "ninths": 9, "tenth": 10, "tenths": 10,
-}  # fmt: skip
-_EN_CARDINAL_WORDS = set(_EN_SMALL) | set(_EN_TENS) | set(_EN_SCALES)
 _EN_POLYGONS = {
     "pentagon": 5, "hexagon": 6, "heptagon": 7, "octagon": 8, "nonagon": 9, "decagon": 10,
     "hendecagon": 11, "dodecagon": 12,
@@ -497,27 +433,13 @@ _EN_POLYGONS = {
 
 
 def _en_cardinal(words: list[str]) -> int:
-    total = 0
-    current = 0
-    for word in words:
-        if word in _EN_SMALL:
-            current += _EN_SMALL[word]
-        elif word in _EN_TENS:
-            current += _EN_TENS[word]
-        elif word == "hundred":
-            current = max(current, 1) * 100
-        elif word in _EN_SCALES:
-            total += max(current, 1) * _EN_SCALES[word]
-            current = 0
-    return total + current
+    return parse_en_number(" ".join(words)) or 0
 
 
 _EN_WORD_RUN_RE = re.compile(
-    r"\b(?:"
-    + "|".join(sorted(_EN_CARDINAL_WORDS | set(_EN_ORDINALS), key=len, reverse=True))
-    + r")"
+    r"\b(?:" + "|".join(sorted(EN_CARDINAL_WORDS | set(EN_ORDINALS), key=len, reverse=True)) + r")"
     r"(?:(?:\s+|-)(?:and\s+)?(?:"
-    + "|".join(sorted(_EN_CARDINAL_WORDS | set(_EN_ORDINALS), key=len, reverse=True))
+    + "|".join(sorted(EN_CARDINAL_WORDS | set(EN_ORDINALS), key=len, reverse=True))
     + r"))*\b"
 )
 
@@ -543,14 +465,14 @@ def _en_numbers(text: str) -> str:
                 re.search(r"(?:hundred|thousand|million|billion)$", p.strip()) for p in parts[:-1]
             ):
                 return " and ".join(run(re.match(r".*", p.strip())) for p in parts)  # type: ignore[arg-type]
-        ordinal = words[-1] in _EN_ORDINALS and words[-1] not in _EN_CARDINAL_WORDS
+        ordinal = words[-1] in EN_ORDINALS and words[-1] not in EN_CARDINAL_WORDS
         # a cardinal followed by a denominator word is a fraction: "two thirds"
-        if ordinal and len(words) >= 2 and words[-1] in _EN_DENOMINATORS:
+        if ordinal and len(words) >= 2 and words[-1] in EN_DENOMINATORS:
             numerator = _en_cardinal(words[:-1])
-            return f"{numerator}/{_EN_DENOMINATORS[words[-1]]}"
+            return f"{numerator}/{EN_DENOMINATORS[words[-1]]}"
         if ordinal:
             head = _en_cardinal(words[:-1]) if len(words) > 1 else 0
-            last = _EN_ORDINALS[words[-1]]
+            last = EN_ORDINALS[words[-1]]
             if words[-1] == "second" and len(words) == 1:
                 return m.group()  # "second" alone is resolved below (ordinal or unit)
             if words[-1] in ("hundredth", "thousandth"):
@@ -564,24 +486,24 @@ def _en_numbers(text: str) -> str:
     # this runs before the ordinals become "8th" below
     text = re.sub(
         r"\b(?:an?|one)[\s-]+(third|quarter|fourth|fifth|sixth|seventh|eighth|ninth|tenth)\b(?![\s-]+(?:term|day|person|number|digit|place|time|grade|floor|row|round|year|week|month|century|one|child|son|daughter|house|car|book|attempt|try|game|prize|quarter))",
-        lambda m: f"1/{_EN_DENOMINATORS[m.group(1)]}",
+        lambda m: f"1/{EN_DENOMINATORS[m.group(1)]}",
         text,
     )
     text = re.sub(  # "1.5 million"
         r"\b(\d+(?:\.\d+)?) (million|billion)\b",
-        lambda m: _format_fraction(Fraction(m.group(1)) * _EN_SCALES[m.group(2)]),
+        lambda m: _format_fraction(Fraction(m.group(1)) * EN_SCALES[m.group(2)]),
         text,
     )
     text = _EN_WORD_RUN_RE.sub(run, text)
     # plural denominators after digits: "2 thirds", "2-thirds" (the numerator already in digits)
     text = re.sub(
         r"\b(\d+)[\s-]+(thirds|quarters|fourths|fifths|sixths|sevenths|eighths|ninths|tenths|halves)\b",
-        lambda m: f"{m.group(1)}/{_EN_DENOMINATORS[m.group(2)]}",
+        lambda m: f"{m.group(1)}/{EN_DENOMINATORS[m.group(2)]}",
         text,
     )
     text = re.sub(
         r"\b(?:1)\s+(third|quarter|fourth|fifth|sixth|seventh|eighth|ninth|tenth)\b(?!\s+(?:term|day|person|number|digit|place|time))",
-        lambda m: f"1/{_EN_DENOMINATORS[m.group(1)]}",
+        lambda m: f"1/{EN_DENOMINATORS[m.group(1)]}",
         text,
     )
     text = re.sub(r"\bthe second\b", "the 2nd", text)
@@ -649,23 +571,48 @@ def _digit_forms(text: str) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-_ZH_UNIT_SYMBOLS = [
-    ("平方千米", "km²"), ("平方公里", "km²"), ("平方分米", "dm²"), ("平方厘米", "cm²"), ("平方毫米", "mm²"),
-    ("平方米", "m²"), ("立方千米", "km³"), ("立方分米", "dm³"), ("立方厘米", "cm³"), ("立方毫米", "mm³"),
-    ("立方米", "m³"), ("千米", "km"), ("公里", "km"), ("分米", "dm"), ("厘米", "cm"), ("毫米", "mm"),
-    ("千克", "kg"), ("公斤", "kg"), ("毫升", "ml"),
-]  # fmt: skip
-_EN_UNIT_SYMBOLS = [
-    (r"(?:square|sq\.?) (?:kilometers?|km)\b", "km²"), (r"(?:square|sq\.?) (?:decimeters?|dm)\b", "dm²"),
-    (r"(?:square|sq\.?) (?:centimeters?|cm)\b", "cm²"), (r"(?:square|sq\.?) (?:millimeters?|mm)\b", "mm²"),
-    (r"(?:square|sq\.?) (?:meters?|m)\b", "m²"), (r"cubic (?:kilometers?|km)\b", "km³"),
-    (r"cubic (?:decimeters?|dm)\b", "dm³"), (r"cubic (?:centimeters?|cm)\b", "cm³"),
-    (r"cubic (?:millimeters?|mm)\b", "mm³"), (r"cubic (?:meters?|m)\b", "m³"), (r"kilometers?\b", "km"),
-    (r"decimeters?\b", "dm"), (r"centimeters?\b", "cm"), (r"millimeters?\b", "mm"),
-    (r"kilograms?\b", "kg"), (r"milliliters?\b", "ml"), (r"(?<=\d )meters?\b|(?<=\d)meters?\b", "m"),
-    (r"(?<=\d )grams?\b", "g"), (r"(?<=how many )meters\b", "m"), (r"(?<=how many )grams\b", "g"),
-]  # fmt: skip
-_EN_UNIT_SYMBOL_RES = [(re.compile(rf"(?<![a-z]){p}"), r) for p, r in _EN_UNIT_SYMBOLS]
+# The metric units written as their symbol in the canonical text, in both languages (千米, kilometers →
+# km), so that the embedder and the word check see one token for them.
+_SYMBOL_UNITS = (
+    "km2",
+    "dm2",
+    "cm2",
+    "mm2",
+    "m2",
+    "km3",
+    "dm3",
+    "cm3",
+    "mm3",
+    "m3",
+    "km",
+    "dm",
+    "cm",
+    "mm",
+)
+_SYMBOL_UNITS += ("kg", "ml")
+
+
+def _symbol_rewrites() -> tuple[list[tuple[str, str]], list[tuple[re.Pattern[str], str]]]:
+    """(Chinese form, symbol) and (English pattern, symbol) pairs, longer forms first (平方千米 before
+    千米); "m" and "g" alone are written as symbols only after a number or "how many"."""
+    zh: list[tuple[str, str]] = []
+    en: list[tuple[str, str]] = []
+    for unit_id in _SYMBOL_UNITS:
+        found = lexicon.unit(unit_id)
+        zh += [(form, found.symbols[0]) for form in found.zh]
+        en += [(re.escape(word), found.symbols[0]) for word in found.words]
+    zh.sort(key=lambda pair: len(pair[0]), reverse=True)
+    en.sort(key=lambda pair: len(pair[0]), reverse=True)
+    en += [
+        (r"(?<=\d )meters?|(?<=\d)meters?", "m"),
+        (r"(?<=\d )grams?", "g"),
+        (r"(?<=how many )meters", "m"),
+        (r"(?<=how many )grams", "g"),
+    ]
+    return zh, [(re.compile(rf"(?<![a-z])(?:{p})\b"), symbol) for p, symbol in en]
+
+
+_ZH_UNIT_SYMBOLS, _EN_UNIT_SYMBOL_RES = _symbol_rewrites()
 
 
 def _unit_symbols(text: str) -> str:
@@ -776,104 +723,54 @@ def _numbers(canonical: str) -> list[Fraction]:
 # Signature pieces: units
 # --------------------------------------------------------------------------------------------------
 
-# (unit id, English pattern, Chinese pattern). English words match after a number, after per/a/an/each/
-# every/how many/in/into/to, or anywhere when plural; symbols only right after a number or "/" or "per".
-_UNITS: list[tuple[str, str, str]] = [
-    ("km2", r"km²", r"平方千米|平方公里"),
-    ("dm2", r"dm²", r"平方分米"),
-    ("cm2", r"cm²", r"平方厘米"),
-    ("mm2", r"mm²", r"平方毫米"),
-    ("m2", r"m²", r"平方米"),
-    ("km3", r"km³", r"立方千米"),
-    ("dm3", r"dm³", r"立方分米"),
-    ("cm3", r"cm³|cc", r"立方厘米"),
-    ("mm3", r"mm³", r"立方毫米"),
-    ("m3", r"m³", r"立方米"),
-    ("ha", r"hectares?", r"公顷"),
-    ("mu", r"\bmu\b", r"亩"),
-    ("km", r"kilometers?|kms?|kph", r"千米|公里"),
-    ("mile", r"miles?|mph", r"英里"),
-    ("dm", r"decimeters?|dm", r"分米"),
-    ("cm", r"centimeters?|cm", r"厘米"),
-    ("mm", r"millimeters?|mm", r"毫米"),
-    ("inch", r"inch(?:es)?", r"英寸"),
-    ("ft", r"feet|foot|ft", r"英尺"),
-    ("m", r"meters?|m", r"米"),
-    ("kg", r"kilograms?|kilos?|kg", r"千克|公斤"),
-    ("lb", r"pounds?|lbs?", r"磅"),
-    ("g", r"grams?|g", r"克"),
-    ("t", r"tons?|tonnes?|t", r"吨"),
-    ("jin", r"jin", r"斤"),
-    ("ml", r"milliliters?|ml", r"毫升"),
-    ("l", r"liters?|l", r"升"),
-    ("h", r"hours?|h", r"小时|钟头"),
-    ("min", r"minutes?|min", r"分钟"),
-    ("s", r"seconds?|s", r"秒"),
-    ("day", r"days?", r"天"),
-    ("week", r"weeks?", r"星期|周"),
-    ("month", r"months?", r"个月|月利率"),
-    ("year", r"years?|years? old|annual(?:ly)?|per annum", r"岁|年利率|年"),
-    ("usd", r"dollars?|usd|\$", r"美元"),
-    ("cent", r"cents?", r"美分"),
-    ("yuan", r"yuan|rmb|¥", r"元|块钱|块(?=[\d,.;:!?]|$)|人民币"),
-    ("jiao", r"jiao", r"角|毛"),
-    ("fen", r"fen", r"分(?![钟之])"),
-    ("degC", r"°c|degrees? celsius|celsius", r"摄氏(?:度|温度)?"),
-    ("degF", r"°f|degrees? fahrenheit|fahrenheit", r"华氏(?:度|温度)?"),
-    ("K", r"kelvins?", r"开尔文(?:温度)?"),
-    ("deg", r"degrees?|°", r"度"),
-    ("%", r"%", r"%"),
-]
-_UNIT_SYMBOLS = {
-    "km",
-    "kms",
-    "kph",
-    "mph",
-    "dm",
-    "cm",
-    "mm",
-    "ft",
-    "m",
-    "kg",
-    "g",
-    "t",
-    "ml",
-    "l",
-    "h",
-    "min",
-    "s",
-    "lb",
-    "lbs",
-    "cc",
-    "usd",
-    "rmb",
-}
-# Chinese single characters that are units only right after a number or after 每/几/多少
-_ZH_SHORT_UNITS = {
-    "米",
-    "克",
-    "吨",
-    "斤",
-    "升",
-    "秒",
-    "天",
-    "周",
-    "年",
-    "岁",
-    "元",
-    "角",
-    "分",
-    "度",
-    "亩",
-    "星期",
-    "毛",
-    "块钱",
-}
 
-_EN_UNIT_ALTS = "|".join(f"(?P<u{i}>{en})" for i, (_, en, _) in enumerate(_UNITS))
-_EN_UNIT_RE = re.compile(rf"(?<![a-z])(?:{_EN_UNIT_ALTS})(?![a-z²³])")
-_ZH_UNIT_ALTS = "|".join(f"(?P<z{i}>{zh})" for i, (_, _, zh) in enumerate(_UNITS))
-_ZH_UNIT_RE = re.compile(_ZH_UNIT_ALTS)
+# The units come from `solver.lexicon`; what is read here is where a form counts as a unit. English
+# words match after a number, after per/a/an/each/every/how many/in/into/to, or anywhere when plural;
+# symbols only right after a number or "/" or "per"; Chinese single characters (and the lexicon's
+# `zh_counted` forms) only right after a number or 每/几/多少. A compound unit is read as its parts
+# ("km/h", "千米/时" and "每小时…千米" all give km and h), so only the compound symbols that cannot be
+# split where they stand (kph, mph) are forms of their own here.
+def _reader_forms() -> tuple[dict[str, str], dict[str, str], set[str]]:
+    """(English form → id, Chinese form → id, the forms that need a number before them)."""
+    en: dict[str, str] = {}
+    zh: dict[str, str] = {"%": "%"}  # the percent sign after Chinese words too: 提高了多少%
+    counted: set[str] = set()
+    for found in lexicon.UNITS:
+        if found.parts:
+            en |= {form: found.id for form in found.symbols if "/" not in form}
+            continue
+        rates = [form for form in found.rate_forms if form.isascii()]
+        en |= {form: found.id for form in found.words + found.symbols + tuple(rates)}
+        zh |= {form: found.id for form in found.zh + found.zh_counted}
+        zh |= {form: found.id for form in found.rate_forms if not form.isascii()}
+        counted |= set(found.zh_counted)
+    return en, zh, counted
+
+
+_EN_UNIT_FORMS, _ZH_UNIT_FORMS, _ZH_SHORT_UNITS = _reader_forms()
+_UNIT_SYMBOLS = frozenset(form for u in lexicon.UNITS for form in u.symbols)
+# Chinese forms that are units only before certain characters: 5块 is money, 一块蛋糕 a piece; 分之 is
+# a fraction
+_ZH_FORM_AFTER = {"块": r"(?=[\d,.;:!?]|$)", "分": r"(?![钟之])"}
+
+
+def _alternation(forms: dict[str, str], after: dict[str, str] | None = None) -> str:
+    ordered = sorted(
+        forms, key=len, reverse=True
+    )  # 平方千米 before 千米, "years old" before "years"
+    return "|".join(re.escape(f) + (after or {}).get(f, "") for f in ordered)
+
+
+_EN_UNIT_RE = re.compile(rf"(?<![a-z])(?:{_alternation(_EN_UNIT_FORMS)})(?![a-z²³])")
+_ZH_UNIT_RE = re.compile(_alternation(_ZH_UNIT_FORMS, _ZH_FORM_AFTER))
+
+
+def _unit_ids(form: str, table: dict[str, str]) -> tuple[str, ...]:
+    """The unit ids a matched form stands for: its own, or a compound's parts (kph → km, h)."""
+    found = lexicon.unit(table[form])
+    return found.parts or (found.id,)
+
+
 _UNIT_CONTEXT_BEFORE_RE = re.compile(
     r"(?:\d|\d\s|\d-|/\s*|\bper\s|\ban?\s|\beach\s|\bevery\s|\bhow many\s|\bhow much\s|\bin\s|\binto\s|\bto\s|\bof\s|\bsquare\s|\bcubic\s|\bwhat\s|\b(?:number|count) of\s)$"
 )
@@ -886,12 +783,13 @@ def _units(canonical: str) -> set[str]:
     found: set[str] = set()
     # English (and symbols): need a context unless the word is an unambiguous plural
     for m in _EN_UNIT_RE.finditer(canonical):
-        unit_index = int(next(k for k, v in m.groupdict().items() if v is not None)[1:])
-        unit_id = _UNITS[unit_index][0]
-        word = m.group()
+        unit_ids = _unit_ids(m.group(), _EN_UNIT_FORMS)
+        unit_id = unit_ids[0]
+        # the rules look at the first word: "years old" is the plural "years"
+        word = m.group().split(" ")[0] if " " in m.group() else m.group()
         before = canonical[max(0, m.start() - 16) : m.start()]
         has_context = bool(_UNIT_CONTEXT_BEFORE_RE.search(before))
-        is_symbol = word in _UNIT_SYMBOLS or len(word) <= 3
+        is_symbol = m.group() in _UNIT_SYMBOLS or len(m.group()) <= 3
         if canonical[m.end() : m.end() + 1] == "数" or _CJK_RE.match(before.rstrip()[-1:] or "x"):
             pass  # "km数" (a number of kilometres); a symbol inside Chinese text came from 千米, 厘米, ...
         elif is_symbol:
@@ -919,11 +817,10 @@ def _units(canonical: str) -> set[str]:
             and not word.endswith("s")
         ):
             continue
-        found.add(unit_id)
+        found.update(unit_ids)
     # Chinese
     for m in _ZH_UNIT_RE.finditer(canonical):
-        unit_index = int(next(k for k, v in m.groupdict().items() if v is not None)[1:])
-        unit_id = _UNITS[unit_index][0]
+        unit_id = _ZH_UNIT_FORMS[m.group()]
         word = m.group()
         before = canonical[max(0, m.start() - 6) : m.start()]
         if word in _ZH_SHORT_UNITS or len(word) == 1:
@@ -934,8 +831,8 @@ def _units(canonical: str) -> set[str]:
             if word == "分":
                 # 2小时15分 is minutes; 1元5分 is money; 90分 alone is a score
                 window = canonical[max(0, m.start() - 10) : m.start()]
-                if re.search(r"小时|时|点", window):
-                    unit_id = "min"
+                if re.search(r"小时|时|点", window) or re.search(r"(?:/|[m米]每)$", before):
+                    unit_id = "min"  # and 米/分, 米每分: metres a minute
                 elif not re.search(r"元|角|块", window):
                     continue
             if word == "度" and re.search(r"(?:多少|几)$", before):
@@ -1504,8 +1401,8 @@ def signature_of_canonical(canonical: str) -> Signature:
     return Signature(numbers, units, _target(canonical, concepts), tuple(polarity), tuple(terms))
 
 
-_TIME_UNITS = {"h", "min", "s", "day", "week", "month", "year"}
-_MONEY_UNITS = {"yuan", "jiao", "fen", "usd", "cent"}
+_TIME_UNITS = frozenset(u.id for u in lexicon.UNITS if u.dimension in ("time", "calendar"))
+_MONEY_UNITS = frozenset(u.id for u in lexicon.UNITS if (u.dimension or "").startswith("money"))
 
 
 def _target(canonical: str, concepts: list[tuple[str, int]]) -> tuple[str, ...]:
@@ -1574,16 +1471,30 @@ def _units_converted(text: str) -> set[str]:
     return asked
 
 
-def _units_asked(question: str) -> set[str]:
-    """The unit an answer is asked in ("多少厘米", "how many centimeters", "换算成多少米/秒")."""
+def _units_asked(question: str, *, every: bool = False) -> set[str]:
+    """The unit an answer is asked in ("多少厘米", "how many centimeters", "换算成多少米/秒"); time,
+    money and degrees only when `every` (the target leaves them out: "how long" and "how many hours"
+    ask the same)."""
     asked: set[str] = set()
     for m in re.finditer(
         r"(?:多少|几个?|成|为|\()(\S{1,6})|\b(?:into|how many|how much)\s+(\S+(?: \S+)?)|\bin\s+([a-z]\S*(?: \S+)?)\s*[?.!]*\s*$",
         question,
     ):
         phrase = m.group(1) or m.group(2) or m.group(3)
-        asked |= {u for u in _units(f"1 {phrase}") if u not in _TIME_UNITS | _MONEY_UNITS | {"deg"}}
+        asked |= {
+            u
+            for u in _units(f"1 {phrase}")
+            if every or u not in _TIME_UNITS | _MONEY_UNITS | {"deg"}
+        }
     return asked
+
+
+def asked_units(canonical: str) -> frozenset[str]:
+    """Every unit the asking clause names or converts to, time and money included: "几小时" asks in
+    hours, "how many minutes" in minutes, "convert 2.5 hours into seconds" in seconds."""
+    q_start, q_end, _ = _question_span(canonical)
+    asked = canonical[q_start:q_end]
+    return frozenset(_units_asked(asked, every=True) | _units_converted(asked))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1691,15 +1602,9 @@ def language(canonical: str) -> str:
 # Quantities: a number with the unit written right after it, and what it is said of
 # --------------------------------------------------------------------------------------------------
 
-# Seconds in each time unit whose length is fixed; months and years are left out (28-31 days, 365-366).
-TIME_UNIT_SECONDS = {"s": 1, "min": 60, "h": 3600, "day": 86400, "week": 604800}
 _IMPLICIT_ONE_RE = re.compile(
-    r"\b(?:an?|one|per|each|every)\s+(hour|minute|second|day|week)\b|(?<![\d.])(?:每|一)(小时|分钟|秒|天|星期|周)"
+    r"\b(?:(an?|one)|per|each|every)\s+(hour|minute|second|day|week)\b|(?<![\d.])(?:(一)|每)(小时|分钟|秒|天|星期|周)"
 )
-_IMPLICIT_UNITS = {
-    "hour": "h", "minute": "min", "second": "s", "day": "day", "week": "week",
-    "小时": "h", "分钟": "min", "秒": "s", "天": "day", "星期": "week", "周": "week",
-}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -1710,29 +1615,35 @@ class Quantity:
     unit: str | None
     position: int
     word: str | None = None  # the English word right after it when that is not a unit ("4 workers")
+    end: int = -1  # where the number and its unit end in the canonical text
+    # one of the unit a rate is counted in ("per hour", "每小时"), not an amount that is given
+    is_rate: bool = False
 
     @property
-    def seconds(self) -> Fraction | None:
-        """The value in seconds when the unit is a fixed-length time unit: 0.5 h and 30 min agree."""
-        factor = TIME_UNIT_SECONDS.get(self.unit or "")
-        return None if factor is None else self.value * factor
+    def amount(self) -> lexicon.Amount | None:
+        """The value in its dimension's base unit (0.5 h and 30 min are both 1800 s; 2 km and 2000 m
+        both 2000 m); None without a unit that converts (a count, a temperature, a percentage)."""
+        return lexicon.amount(self.value, self.unit)
 
 
-def _unit_after(canonical: str, end: int) -> str | None:
-    rest = canonical[end : end + 24].lstrip(" -")
-    m = _EN_UNIT_RE.match(rest) or _ZH_UNIT_RE.match(rest)
+def _unit_after(canonical: str, end: int) -> tuple[str, int] | None:
+    """The unit written right after a number that ends at `end`, and where the unit ends."""
+    rest = canonical[end : end + 24]
+    start = end + len(rest) - len(rest.lstrip(" -"))
+    m = _EN_UNIT_RE.match(canonical, start, end + 24) or _ZH_UNIT_RE.match(
+        canonical, start, end + 24
+    )
     if not m:
         return None
-    index = int(next(k for k, v in m.groupdict().items() if v is not None)[1:])
-    return _UNITS[index][0]
+    table = _EN_UNIT_FORMS if m.group() in _EN_UNIT_FORMS else _ZH_UNIT_FORMS
+    return _unit_ids(m.group(), table)[0], m.end()
 
 
 @lru_cache(maxsize=4096)
-def quantities(canonical: str) -> tuple[Quantity, ...]:
-    """Every given number of a canonical text (the same numbers as the signature's), each with the
-    unit written after it; plus the implicit "an hour", "每小时" (one of a time unit), which count only
-    when they are needed to align with an explicit quantity ("in 60 minutes" vs "in an hour")."""
+def _read_quantities(canonical: str) -> tuple[tuple[Quantity, ...], tuple[Quantity, ...]]:
+    """(the given numbers, the ones of a unit said as an article: "1 hour", "1 km")."""
     found = []
+    ones = []
     for m in _NUMBER_RE.finditer(canonical):
         value = _exact(m.group(1))
         if m.group(2) is not None:
@@ -1743,21 +1654,44 @@ def quantities(canonical: str) -> tuple[Quantity, ...]:
         if _is_negative_sign(canonical, m.start()):
             value = -value
         percent = canonical[m.end() : m.end() + 1] == "%"
+        after = None if percent else _unit_after(canonical, m.end())
+        unit = "%" if percent else (after[0] if after else None)
+        end = m.end() + 1 if percent else (after[1] if after else m.end())
         if value == 1 and not percent:
-            continue  # 1 is an article far more often than a count; see the module docstring
-        unit = "%" if percent else _unit_after(canonical, m.end())
+            # 1 is an article far more often than a count (see the module docstring); "1 hour" is
+            # still one hour where it is needed to align with "60 minutes"
+            if lexicon.amount(value, unit) is not None:
+                ones.append(Quantity(value, unit, m.start(), None, end))
+            continue
         word = None
         if unit is None:
-            after = re.match(r"[\s-]*([a-z]{3,})", canonical[m.end() : m.end() + 24])
-            word = after.group(1) if after else None
-        found.append(Quantity(value, unit, m.start(), word))
-    return tuple(found)
+            following = re.match(r"[\s-]*([a-z]{3,})", canonical[m.end() : m.end() + 24])
+            word = following.group(1) if following else None
+        found.append(Quantity(value, unit, m.start(), word, end))
+    return tuple(found), tuple(ones)
+
+
+def quantities(canonical: str) -> tuple[Quantity, ...]:
+    """Every given number of a canonical text (the same numbers as the signature's), each with the
+    unit written after it. The ones of a unit ("an hour", "1 km", "每小时") are apart, in
+    `implicit_quantities`: they count only where they are needed to align with an explicit quantity
+    ("in 60 minutes" vs "in an hour")."""
+    return _read_quantities(canonical)[0]
 
 
 @lru_cache(maxsize=4096)
 def implicit_quantities(canonical: str) -> tuple[Quantity, ...]:
-    """One of a time unit said without a number: "an hour", "per minute", "每天"."""
-    return tuple(
-        Quantity(Fraction(1), _IMPLICIT_UNITS[m.group(1) or m.group(2)], m.start())
+    """One of a unit said without a number or as an article: "an hour", "1 km", "per minute", "每天"
+    (the last two are the unit of a rate: `is_rate`)."""
+    said = [
+        Quantity(
+            Fraction(1),
+            lexicon.unit_of(m.group(2) or m.group(4)),
+            m.start(),
+            None,
+            m.end(),
+            is_rate=not (m.group(1) or m.group(3)),
+        )
         for m in _IMPLICIT_ONE_RE.finditer(canonical)
-    )
+    ]
+    return tuple(sorted([*said, *_read_quantities(canonical)[1]], key=lambda q: q.position))

@@ -432,7 +432,6 @@ DIFFERENT = [
     ("A", "B"),
     ("A", "a"),
     ("23 cm", "23 km"),
-    ("5 km", "5000 m"),
     ("5分", "5分钟"),
     ("23以上", "23"),
     ("约23只", "24只"),
@@ -519,6 +518,38 @@ DIFFERENT += [
     ("5 inches", "5 feet"),
     ("\\pi", "3.14"),
     ("1, 2, 3", "123"),
+]
+
+
+# Equal amounts in units of one dimension are the same answer (solver.lexicon's factors, exact); a real
+# change of value, another dimension, another currency, a temperature scale or an ambiguous 分 is not.
+SAME += [
+    ("1.5 h", "90 minutes"),
+    ("0.5 hours", "30 minutes"),
+    ("2小时", "120分钟"),
+    ("5 km", "5000 m"),
+    ("2 kilometres", "2000 meters"),
+    ("3 feet", "36 inches"),
+    ("2 kg", "2000 g"),
+    ("1.5元", "15角"),
+    ("2 dollars", "200 cents"),
+    ("1 year", "12 months"),
+    ("36 km/h", "10 m/s"),
+    ("2 m^2", "20000 cm^2"),
+    ("1 l", "1000 ml"),
+    ("x=1.5 h, y=2 km", "x=90 min, y=2000 m"),
+]
+DIFFERENT += [
+    ("30 minutes", "3 hours"),
+    ("1.5 h", "15 minutes"),
+    ("2 km", "2 kg"),
+    ("2 km", "2000 kg"),
+    ("5 km", "500 m"),
+    ("1元", "100 cents"),  # another currency
+    ("30°C", "86°F"),  # temperatures are not converted
+    ("5分", "0.05元"),  # 分 alone may be minutes, cents or points
+    ("1 day", "24"),
+    ("500 per annum", "500 years"),
 ]
 
 
