@@ -1,22 +1,32 @@
-"""Live generation: a miss streams, is stored with provenance and becomes a hit; jobs are shared,
-bounded and cancelled when nobody waits. Scripted engine for the storage rules, the real tiny
-OpenVINO model for the same path end to end."""
+"""Live generation: a miss streams, is stored with provenance and becomes a hit; generations are shared,
+bounded and cancelled when nobody waits; their state is in the database, so that any process streams
+them (numbered events, Last-Event-ID) and takes over one whose owner died. Scripted engine for the
+storage rules and the shared state, the real tiny OpenVINO model for the same path end to end; the
+same paths across real processes are in tests/test_live_multiprocess.py."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import shutil
+import socket
+import subprocess
 import threading
 import time
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.utils import timezone
 
 from solver.engine import GenerationParams
+from solver.prompts import get_family
 from tests.site_fixtures import *  # noqa: F403
 from tests.site_fixtures import FakeManifest, ScriptedEngine
-from tutor.models import Problem, Question, Solution
+from tutor.models import LiveEvent, LiveGeneration, Problem, Question, Solution
 from tutor.services import live, runtime
-from tutor.services.live import _StreamSplitter
+from tutor.services.live import _merge, _StreamSplitter
+from tutor.services.text import question_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,8 +51,23 @@ def ask(client: Client, text: str):
 
 
 def stream_events(client: Client, qid: int) -> list[dict]:
-    body = b"".join(client.get(f"/api/questions/{qid}/stream").streaming_content).decode()
-    return [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ")]
+    return [event for _, event in stream_numbered(client, qid)]
+
+
+def stream_numbered(
+    client: Client, qid: int, path: str = "", **headers
+) -> list[tuple[int | None, dict]]:
+    """The stream's events with their SSE ids (None for the done event)."""
+    response = client.get(f"/api/questions/{qid}/stream{path}", **headers)
+    body = b"".join(response.streaming_content).decode()
+    out, seq = [], None
+    for line in body.splitlines():
+        if line.startswith("id: "):
+            seq = int(line[4:])
+        elif line.startswith("data: "):
+            out.append((seq, json.loads(line[6:])))
+            seq = None
+    return out
 
 
 @pytest.fixture
@@ -194,7 +219,9 @@ def test_a_generation_nobody_waits_for_is_cancelled(site, cast, alice, settings)
     engine = ScriptedEngine(GOOD, gate=threading.Event())  # never opened: only a cancel ends it
     runtime.use_engine(engine, FakeManifest())
     data = ask(alice, "Nobody will wait for this one?").json()
-    assert live.live_jobs.wait_idle(10)
+    started = time.monotonic()
+    assert live.live_jobs.wait_idle(20)
+    assert time.monotonic() - started >= live.ORPHAN_FLOOR_S - 1  # a follower between marks is safe
     assert engine.generations[0].cancelled.is_set()
     question = Question.objects.get(pk=data["id"])
     assert question.outcome == "failed" and "cancelled" in question.error
@@ -212,6 +239,314 @@ def test_the_queue_is_bounded(site, cast, alice, settings):
         ask(alice, "First new question").status_code == 202
     )  # joining a running job needs no slot
     gate.set()
+
+
+# -- the shared state: any process streams, takes over, stops -------------------------------------
+
+ELSEWHERE = "another-host:4242:dead"  # the owner token of a process that is not this one
+
+
+def left_by_a_dead_owner(user, text: str, pieces: list[str], *, lease_s: float = -1.0):
+    """The rows a process that streamed `pieces` and was then killed leaves behind (its lease ran out
+    `-lease_s` seconds ago; lease_s > 0: a live owner elsewhere), with `user`'s question waiting."""
+    splitter = _StreamSplitter(implicit_think=True)
+    events = _merge([e for p in pieces for e in splitter.feed(p)])
+    now = timezone.now()
+    gen = LiveGeneration.objects.create(
+        key=f"text:{text}",
+        text=text,
+        asker=user,
+        seed=7,
+        prompt=get_family("r1-distill").render(text),
+        owner=ELSEWHERE,
+        lease_until=now + dt.timedelta(seconds=lease_s),
+        watched_at=now,
+        events=len(events),
+        generated="".join(pieces),
+        tokens=len(pieces),
+    )
+    for seq, event in enumerate(events, start=1):
+        LiveEvent.objects.create(generation=gen, seq=seq, kind=event["type"], text=event["text"])
+    question = Question.objects.create(
+        user=user, text=text, key=text, outcome=Question.Outcome.GENERATING, live=gen
+    )
+    return gen, question
+
+
+def test_the_owner_writes_numbered_batches_and_the_raw_text(site, cast, alice):
+    engine = ScriptedEngine(GOOD)
+    runtime.use_engine(engine, FakeManifest())
+    data = ask(alice, "A cage holds 35 heads and 94 legs. How many rabbits?").json()
+    numbered = stream_numbered(alice, data["id"])
+    assert numbered[-1][0] is None and numbered[-1][1]["type"] == "done"
+    seqs = [seq for seq, _ in numbered[:-1]]
+    assert seqs == list(range(1, len(seqs) + 1))  # every event once, in order
+    gen = LiveGeneration.objects.get()
+    assert gen.status == "done" and gen.events == len(seqs) and gen.generated == "".join(GOOD)
+    rows = list(LiveEvent.objects.filter(generation=gen).values_list("kind", "text"))
+    assert rows == [(e["type"], e["text"]) for _, e in numbered[:-1]]
+    # Batched: the 7 pieces stream within one flush, written as one row per kind, not one per piece.
+    assert [k for k, _ in rows] == ["reasoning", "answer"]
+    assert Question.objects.get(pk=data["id"]).live_id == gen.pk
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "first"),
+    [
+        ("", {}, 1),
+        ("", {"HTTP_LAST_EVENT_ID": "2"}, 3),
+        ("?after=2", {}, 3),
+        ("?after=1", {"HTTP_LAST_EVENT_ID": "2"}, 3),  # the later of the two
+        ("", {"HTTP_LAST_EVENT_ID": "\uff12"}, 1),  # junk (a full-width digit): from the start
+        ("?after=-1", {}, 1),
+        ("?after=99999999999", {}, 1),
+    ],
+)
+def test_a_reconnecting_client_gets_the_events_after_the_last_it_had(
+    site, cast, alice, path, headers, first
+):
+    gen, question = left_by_a_dead_owner(cast.alice, "2 + 2?", [], lease_s=30)  # runs elsewhere
+    for seq, (kind, text) in enumerate([("reasoning", "a"), ("answer", "b"), ("answer", "c")], 1):
+        LiveEvent.objects.create(generation=gen, seq=seq, kind=kind, text=text)
+    LiveGeneration.objects.filter(pk=gen.pk).update(events=3)
+
+    def the_owner_finishes() -> None:  # what the process running it writes at the end
+        LiveGeneration.objects.filter(pk=gen.pk).update(status="done")
+        Question.objects.filter(pk=question.pk).update(outcome="failed", error="no final answer")
+        connection.close()
+
+    threading.Timer(0.5, the_owner_finishes).start()
+    numbered = stream_numbered(alice, question.pk, path, **headers)
+    assert [seq for seq, _ in numbered[:-1]] == list(range(first, 4))
+    assert [e["text"] for _, e in numbered[:-1]] == ["a", "b", "c"][first - 1 :]
+    assert numbered[-1][1]["type"] == "done" and numbered[-1][1]["status"] == "failed"
+
+
+def test_two_takers_race_and_one_wins(site, cast):
+    gen, question = left_by_a_dead_owner(cast.alice, "Race me?", ["<think>\n", "one "])
+    engine = ScriptedEngine(["two ", "</think>", "\\boxed{2}"])
+    runtime.use_engine(engine, FakeManifest())
+    barrier = threading.Barrier(2)
+    won: list[bool] = []
+
+    def take() -> None:
+        barrier.wait()
+        try:
+            won.append(live.live_jobs.take_over(gen.pk))
+        finally:
+            connection.close()
+
+    takers = [threading.Thread(target=take) for _ in range(2)]
+    for t in takers:
+        t.start()
+    for t in takers:
+        t.join(20)
+    assert sorted(won) == [False, True]
+    assert live.live_jobs.wait_idle(10)
+    assert len(engine.prompts) == 1  # continued once
+
+
+def test_a_follower_takes_over_a_dead_owners_generation_and_continues_where_it_stopped(
+    site, cast, alice
+):
+    before = ["<think>\n", "35 heads, 94 legs: "]
+    gen, question = left_by_a_dead_owner(cast.alice, "How many rabbits?", before)
+    engine = ScriptedEngine(["rabbits = 12", "</think>\n\n", "So ", "\\boxed{12}"])
+    runtime.use_engine(engine, FakeManifest())
+    numbered = stream_numbered(alice, question.pk, HTTP_LAST_EVENT_ID=str(gen.events))
+    # The raw completion goes on from the text so far, with the same seed and what is left of the budget.
+    assert engine.prompts == [gen.prompt + "".join(before)]
+    assert engine.params[0].seed == 7 and engine.params[0].max_new_tokens == 2048 - len(before)
+    seqs = [seq for seq, _ in numbered[:-1]]
+    assert seqs == list(range(gen.events + 1, gen.events + 1 + len(seqs)))  # no gap, no repeat
+    resumed = "".join(e["text"] for _, e in numbered[:-1] if e["type"] == "reasoning")
+    assert resumed == "rabbits = 12"
+    done = numbered[-1][1]
+    assert done["status"] == "answered" and done["answer"]["final"] == "12"
+    gen.refresh_from_db()
+    assert gen.status == "done" and gen.owner != ELSEWHERE
+    assert gen.generated == "".join(before) + "rabbits = 12</think>\n\nSo \\boxed{12}"
+    solution = Solution.objects.get()  # stored once, with the whole reasoning
+    assert solution.reasoning.strip() == "35 heads, 94 legs: rabbits = 12"
+    assert solution.new_tokens == len(before) + len("".join(engine.pieces))
+
+
+def test_a_poll_or_an_ask_takes_over_too(site, cast, alice):
+    gen, question = left_by_a_dead_owner(cast.alice, "Polled?", ["<think>\n", "x"])
+    engine = ScriptedEngine(["</think>", "\\boxed{1}"])
+    runtime.use_engine(engine, FakeManifest())
+    assert alice.get(f"/api/questions/{question.pk}").json()["status"] == "generating"
+    assert live.live_jobs.wait_idle(10) and len(engine.prompts) == 1
+    assert Question.objects.get(pk=question.pk).outcome == "generated"
+    # The ask path: any ask first takes over what a dead process left running.
+    gen2, question2 = left_by_a_dead_owner(cast.bob, "Asked?", ["<think>\n", "y"])
+    ask(alice, "Something else entirely?")
+    assert live.live_jobs.wait_idle(10) and len(engine.prompts) == 3
+    assert LiveGeneration.objects.get(pk=gen2.pk).status == "done"
+
+
+def test_without_an_engine_a_dead_owners_questions_fail_with_a_retry(site, cast, alice):
+    gen, question = left_by_a_dead_owner(cast.alice, "No engine now?", ["<think>\n", "x"])
+    done = stream_events(alice, question.pk)[-1]  # site: no model prepared
+    assert done["status"] == "failed"
+    question.refresh_from_db()
+    assert question.error == live.ENGINE_GONE
+    assert LiveGeneration.objects.get(pk=gen.pk).status == "failed"
+    page = alice.get(f"/questions/{question.pk}").content.decode()
+    assert "Try again 再试一次" in page
+
+
+@pytest.mark.parametrize("state", ["done", "cancelled", "none"])
+def test_a_question_whose_generation_is_not_running_is_settled_by_whoever_reads_it(
+    site, cast, alice, state
+):
+    gen, question = left_by_a_dead_owner(cast.alice, "Stranded?", ["<think>\n", "x"])
+    if state == "none":
+        Question.objects.filter(pk=question.pk).update(live=None)
+    else:
+        LiveGeneration.objects.filter(pk=gen.pk).update(status=state)
+    data = alice.get(f"/api/questions/{question.pk}").json()
+    assert data["status"] == "failed" and data["error"] == live.STRANDED
+    assert stream_events(alice, question.pk)[-1]["status"] == "failed"
+
+
+def test_a_running_generation_elsewhere_is_joined_and_counted(site, cast, alice, settings):
+    engine = ScriptedEngine(GOOD)
+    runtime.use_engine(engine, FakeManifest())
+    gen, theirs = left_by_a_dead_owner(cast.bob, "Shared question?", ["<think>\n"], lease_s=30)
+    LiveGeneration.objects.filter(pk=gen.pk).update(key="text:" + question_key("Shared question?"))
+    joined = ask(alice, "shared question").json()  # the same question key
+    assert joined["status"] == "generating" and engine.prompts == []
+    assert Question.objects.get(pk=joined["id"]).live_id == gen.pk
+    # One live answer per student, counted in the database: alice waits for the one elsewhere.
+    again = ask(alice, "A different question?")
+    assert again.status_code == 429 and again.json()["refusal"] == "one_at_a_time"
+    # The slots are counted in the database too.
+    settings.SUANJING_MAX_LIVE_JOBS = 1
+    busy = ask(cast_client(cast.teacher), "A third question?")
+    assert busy.status_code == 429 and busy.json()["refusal"] == "busy"
+    assert engine.prompts == []
+
+
+def cast_client(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_the_unique_running_key_makes_a_second_start_join(site, cast, alice, monkeypatch):
+    """Two processes start the same question at once: the second insert meets the constraint and
+    joins the first (simulated: the lookup misses the row another process inserted a moment ago)."""
+    engine = ScriptedEngine(GOOD)
+    runtime.use_engine(engine, FakeManifest())
+    gen, _ = left_by_a_dead_owner(cast.bob, "Same time?", ["<think>\n"], lease_s=30)
+    LiveGeneration.objects.filter(pk=gen.pk).update(key="text:" + question_key("Same time?"))
+    real_filter = LiveGeneration.objects.filter
+    misses = iter([True])
+
+    def filter_missing_it_once(*args, **kwargs):
+        found = real_filter(*args, **kwargs)
+        if kwargs.get("key") and next(misses, False):
+            return found.none()
+        return found
+
+    monkeypatch.setattr(LiveGeneration.objects, "filter", filter_missing_it_once)
+    data = ask(alice, "Same time?").json()
+    monkeypatch.undo()
+    assert data["status"] == "generating" and engine.prompts == []
+    assert Question.objects.get(pk=data["id"]).live_id == gen.pk
+    assert LiveGeneration.objects.count() == 1
+
+
+def test_stop_reaches_a_generation_another_process_runs(site, cast, alice):
+    gen, question = left_by_a_dead_owner(cast.alice, "Stop me?", ["<think>\n"], lease_s=30)
+    assert alice.post(f"/api/questions/{question.pk}/stop").json()["status"] == "failed"
+    gen.refresh_from_db()
+    assert gen.cancel_requested and gen.status == "running"  # its owner cancels at its next flush
+    question.refresh_from_db()
+    assert question.error == live.STOPPED
+
+
+def test_the_owner_cancels_when_stop_comes_through_the_database(site, cast, alice):
+    engine = ScriptedEngine(GOOD, gate=threading.Event())  # never opened: only a cancel ends it
+    runtime.use_engine(engine, FakeManifest())
+    data = ask(alice, "Stopped elsewhere?").json()
+    Question.objects.filter(pk=data["id"]).update(outcome="failed", error=live.STOPPED)
+    LiveGeneration.objects.update(cancel_requested=True)  # what Stop in another process writes
+    assert live.live_jobs.wait_idle(10) and engine.generations[0].cancelled.is_set()
+    assert LiveGeneration.objects.get().status == "cancelled"
+
+
+def test_an_owner_that_lost_its_lease_stops_and_stores_nothing(site, cast, alice):
+    gate = threading.Event()
+    engine = ScriptedEngine(GOOD, gate=gate)
+    runtime.use_engine(engine, FakeManifest())
+    ask(alice, "Taken from me?")
+    LiveGeneration.objects.update(owner=ELSEWHERE)  # a process that thought this one dead took it
+    assert live.live_jobs.wait_idle(10) and engine.generations[0].cancelled.is_set()
+    gen = LiveGeneration.objects.get()
+    assert gen.status == "running" and gen.owner == ELSEWHERE
+    assert Solution.objects.count() == 0
+
+
+@pytest.fixture
+def redis_url():
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.kill()
+        server.wait(10)
+
+
+def test_with_redis_a_follower_in_another_process_is_woken_at_once(redis_url, settings):
+    settings.REDIS_URL = redis_url
+    publisher, subscriber = live._Wakeups(), live._Wakeups()  # as two processes would have
+    subscriber._listen()
+    deadline = time.monotonic() + 10
+    while not subscriber.listening and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert subscriber.listening
+    seen = subscriber.version(42)
+    threading.Timer(0.2, publisher.notify, args=(42,)).start()
+    started = time.monotonic()
+    subscriber.wait(42, seen)
+    waited = time.monotonic() - started
+    assert subscriber.version(42) != seen and waited < live.NOTIFIED_POLL_S * 0.8
+
+
+def test_with_redis_down_followers_poll(settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    wakeups = live._Wakeups()
+    wakeups.notify(1)  # logged, not raised
+    started = time.monotonic()
+    wakeups.wait(1, wakeups.version(1))
+    assert time.monotonic() - started < 1.5 and not wakeups.listening
 
 
 # -- the real tiny OpenVINO model --------------------------------------------------------------------

@@ -39,13 +39,6 @@
     return block ? block.dataset.outcome : null;
   }
 
-  function poll(questionId) {
-    setTimeout(async function () {
-      const outcome = await showAnswer(questionId);
-      if (outcome === "generating") { poll(questionId); } else { finish(outcome); }
-    }, 2000);
-  }
-
   function finish(outcome) {
     answerStream.textContent = "";
     showStop(null);
@@ -85,30 +78,77 @@
     };
   }
 
+  // Follow a live answer over server-sent events. Every piece carries its number (the SSE id), and any
+  // web server can send any stream: after a broken connection the stream is opened again, on whichever
+  // server answers, from the last piece shown — the browser's own reconnect sends Last-Event-ID, a new
+  // EventSource says ?after=N — so nothing is shown twice or skipped.
   function follow(questionId, streamUrl) {
     setStatus("Thinking… 正在思考", "busy");
     showStop(questionId);
-    const source = new EventSource(streamUrl);
-    source.onmessage = async function (message) {
-      let event;
-      try { event = JSON.parse(message.data); } catch (e) { return; }
-      if (event.type === "reasoning") {
-        reasoning.append(document.createTextNode(event.text));
-        reasoning.scrollTop = reasoning.scrollHeight;
-      } else if (event.type === "answer") {
-        reasoningBox.open = false;
-        answerStream.append(document.createTextNode(event.text));
-      } else if (event.type === "done") {
-        source.close();
-        finish(await showAnswer(questionId));
+    let lastSeq = 0;
+    let failures = 0;
+    let source = null;
+    let ended = false;
+
+    async function end() {
+      ended = true;
+      if (source) source.close();
+      finish(await showAnswer(questionId));
+    }
+
+    function open() {
+      const url = lastSeq ? streamUrl + (streamUrl.includes("?") ? "&" : "?") + "after=" + lastSeq : streamUrl;
+      source = new EventSource(url);
+      source.onopen = function () {
+        failures = 0;
+        setStatus("Thinking… 正在思考", "busy");
+      };
+      source.onmessage = async function (message) {
+        let event;
+        try { event = JSON.parse(message.data); } catch (e) { return; }
+        if (event.type === "done") { await end(); return; }
+        const seq = parseInt(message.lastEventId || "0", 10);
+        if (seq && seq <= lastSeq) return;  // shown already
+        if (seq) lastSeq = seq;
+        if (event.type === "reasoning") {
+          reasoning.append(document.createTextNode(event.text));
+          reasoning.scrollTop = reasoning.scrollHeight;
+        } else if (event.type === "answer") {
+          reasoningBox.open = false;
+          answerStream.append(document.createTextNode(event.text));
+        }
+      };
+      source.onerror = function () {
+        if (ended) return;
+        setStatus("Reconnecting… 正在重新连接", "busy");
+        // CONNECTING: the browser reconnects by itself, with Last-Event-ID. CLOSED: it gave up (an error
+        // page from a proxy, a server that went away): open a new stream after a pause.
+        if (source.readyState !== EventSource.CLOSED) return;
+        failures += 1;
+        setTimeout(reconnect, Math.min(1000 * 2 ** Math.min(failures - 1, 4), 15000));
+      };
+    }
+
+    async function reconnect() {
+      if (ended) return;
+      try {
+        const response = await fetch("/api/questions/" + encodeURIComponent(questionId), {credentials: "same-origin"});
+        if (response.status === 401 || response.status === 403 || response.status === 404) {
+          ended = true;
+          setStatus("This question cannot be shown (" + response.status + ").", "error");
+          return;
+        }
+        if (response.ok) {
+          const data = await response.json();
+          if (data.status !== "generating") { await end(); return; }
+        }
+      } catch (e) {
+        // No server answered: try the stream again after the next pause.
       }
-    };
-    source.onerror = function () {
-      // The stream broke (network, server restart): stop the automatic reconnect, which would replay
-      // the whole stream, and poll the question instead.
-      source.close();
-      poll(questionId);
-    };
+      open();
+    }
+
+    open();
   }
 
   if (form) {
