@@ -66,8 +66,10 @@ import json
 import os
 import re
 import shutil
+import sys
 import threading
 import time
+import types
 import uuid
 from collections import Counter
 from collections.abc import Iterable
@@ -334,15 +336,6 @@ class HnswIndex:
             expansion_add=expansion_add,
             expansion_search=expansion_search,
         )
-
-    @classmethod
-    def wrapping(cls, index: Any) -> HnswIndex:
-        """An HnswIndex around a mutable usearch `Index` (never a viewed one: adding to a view
-        crashes the process)."""
-        self = cls.__new__(cls)
-        self.dim = int(index.ndim)
-        self._index = index
-        return self
 
     def __len__(self) -> int:
         return len(self._index)
@@ -815,11 +808,28 @@ class StartReport:
 
 @functools.cache
 def normalizer_version() -> str:
-    """A digest of `solver.normalize`'s source: saved canonical texts and signature keys are valid only
-    for the normalizer that made them."""
-    import solver.normalize as module
+    """A digest of the source of `solver.normalize` and of every solver module it takes names from
+    (`solver.lexicon`): saved canonical texts and signature keys are valid only for the normalizer
+    that made them."""
+    import solver.normalize
 
-    return hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()[:16]
+    seen: dict[str, Path] = {}
+    pending = [solver.normalize]
+    while pending:
+        module = pending.pop()
+        if module.__name__ in seen or not getattr(module, "__file__", None):
+            continue
+        seen[module.__name__] = Path(module.__file__)
+        for value in vars(module).values():
+            name = value.__name__ if isinstance(value, types.ModuleType) else None
+            name = name or getattr(value, "__module__", None)
+            if isinstance(name, str) and name.startswith("solver.") and name not in seen:
+                if name in sys.modules:
+                    pending.append(sys.modules[name])
+    digest = hashlib.sha256()
+    for name in sorted(seen):
+        digest.update(name.encode() + b"\0" + seen[name].read_bytes())
+    return digest.hexdigest()[:16]
 
 
 # Words whose presence never changes a problem: articles, "there is", politeness, sentence particles.
@@ -1466,7 +1476,7 @@ class SemanticCache:
             _fsync_file(pointer)
             os.replace(pointer, root / "CURRENT")
             _fsync_dir(root)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # usearch reports a failed write as RuntimeError
             shutil.rmtree(tmp, ignore_errors=True)
             raise CacheFileError(f"Cannot save the cache in {root}: {exc}") from exc
         _prune_generations(root, keep=generation)

@@ -605,19 +605,30 @@ def test_a_process_loading_while_another_saves_never_sees_half_a_cache(use, tmp_
     assert len(SemanticCache.load(tmp_path / "target", use)) == 5  # the last save was the 40th
 
 
-def test_a_save_that_fails_leaves_the_previous_cache_in_place(small, tmp_path, monkeypatch):
-    first = small.save(tmp_path / "cache")
-    small.add("extra", "What is the remainder when 100 is divided by 7?")
+@pytest.mark.parametrize("index", ["exact", "hnsw"])
+def test_a_save_that_fails_leaves_the_previous_cache_in_place(use, tmp_path, monkeypatch, index):
+    from usearch.index import Index
+
+    cache = SemanticCache(use, index=index)
+    cache.add_many(SMALL_BANK)
+    first = cache.save(tmp_path / "cache")
+    cache.add("extra", "What is the remainder when 100 is divided by 7?")
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(cache_module.np, "save", full_disk)
+    def full_disk_usearch(*args, **kwargs):
+        raise RuntimeError("No space left on device")  # how usearch reports a failed write
+
+    if index == "exact":
+        monkeypatch.setattr(cache_module.np, "save", full_disk)
+    else:
+        monkeypatch.setattr(Index, "save", full_disk_usearch)
     with pytest.raises(CacheFileError, match="No space left"):
-        small.save(tmp_path / "cache")
+        cache.save(tmp_path / "cache")
     monkeypatch.undo()
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["CURRENT", first.name]
-    assert len(SemanticCache.load(tmp_path / "cache", small.embedder)) == len(SMALL_BANK)
+    assert len(SemanticCache.load(tmp_path / "cache", use)) == len(SMALL_BANK)
 
 
 def test_old_generations_are_pruned_and_a_loaded_one_keeps_working(small, tmp_path):
