@@ -49,8 +49,11 @@ READ_TIMEOUT_S = 600.0
 START_TIMEOUT_S = 600.0
 
 
-class EngineUnavailable(EngineError):
-    """The engine service cannot be reached, went away, failed, or is busy; try again later."""
+class EngineUnavailable(EngineClosed):
+    """The engine service cannot be reached, went away, failed, or is busy; try again later.
+
+    An `EngineClosed`: no request can be taken now, whatever it asks, so a batch stops and gives its
+    unstarted items back (`solver.batch.run_batch`) instead of failing each of them in turn."""
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)

@@ -19,7 +19,6 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from solver.engine import GenerationParams
 from solver.prompts import get_family
 from tests.site_fixtures import *  # noqa: F403
 from tests.site_fixtures import FakeManifest, ScriptedEngine
@@ -39,9 +38,6 @@ GOOD = [
     "\\boxed{12}",
     " rabbits.",
 ]
-
-
-FIXED_SHORT = GenerationParams(max_new_tokens=4, greedy=True)
 
 
 def ask(client: Client, text: str):
@@ -610,32 +606,3 @@ def test_a_real_generation_is_cancelled_when_its_student_leaves(
     assert time.monotonic() - started < 30
     question = Question.objects.get(pk=data["id"])
     assert question.outcome == "failed" and "cancelled" in question.error
-
-
-def test_the_site_runs_its_engine_in_a_child_process_and_replaces_it_if_it_dies(
-    site, tiny_model, settings
-):
-    import os
-    import signal
-
-    from solver.engine_process import EngineProcess
-
-    settings.SUANJING_MODELS = str(tiny_model.path.parent)
-    settings.SUANJING_MODEL = tiny_model.manifest.name
-    engine, manifest = runtime.get_engine()
-    try:
-        assert isinstance(engine, EngineProcess) and engine.pid != os.getpid()
-        assert manifest.manifest_id == tiny_model.manifest.manifest_id
-        os.kill(engine.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while engine.alive and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not engine.alive
-        again, _ = runtime.get_engine()
-        assert again is not engine and again.alive
-        assert again.generate("2+3=", FIXED_SHORT).new_tokens == 4
-    finally:
-        current = runtime.loaded_engine()
-        if current is not None:
-            current.close()
-        engine.close()

@@ -136,9 +136,20 @@ SUANJING_MODELS = Path(os.getenv("SUANJING_MODELS", str(BASE_DIR / "models")))
 SUANJING_MODEL = os.getenv("SUANJING_MODEL", "")  # empty: the best prepared model
 SUANJING_THREADS = envint("SUANJING_THREADS", "0")  # 0: all cores
 SUANJING_KV_CACHE_GB = envfloat("SUANJING_KV_CACHE_GB", "1")
-# The engine runs in a child process of the site / worker (solver.engine_process): its decode steps hold
-# the GIL, so in-process they would stall every cache hit and database call. False: in this process.
-SUANJING_ENGINE_PROCESS = envbool("SUANJING_ENGINE_PROCESS", "True")
+# The engine is a service reached by URL (solver.remote.RemoteEngine): an OpenAI-compatible base URL such
+# as "http://engine.school.lan:8765/v1" (`python -m solver serve` there, or vLLM, llama.cpp's server, OVMS).
+# Empty: the site starts one `python -m solver serve` for SUANJING_MODEL on this machine, on 127.0.0.1 at
+# SUANJING_ENGINE_PORT, shared by every web and worker process of this SUANJING_VAR.
+SUANJING_ENGINE_URL = os.getenv("SUANJING_ENGINE_URL", "").strip()
+if SUANJING_ENGINE_URL and not SUANJING_ENGINE_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured("SUANJING_ENGINE_URL must start with http:// or https://")
+SUANJING_ENGINE_PORT = envint("SUANJING_ENGINE_PORT", "8765")
+if not 1 <= SUANJING_ENGINE_PORT <= 65535:
+    raise ImproperlyConfigured("SUANJING_ENGINE_PORT must be a port number (1-65535)")
+SUANJING_ENGINE_API_KEY = os.getenv("SUANJING_ENGINE_API_KEY", "")  # sent as a Bearer token
+# The prompt family of a model served by URL that is not in SUANJING_MODELS ("r1-distill" or "chatml");
+# empty: told from the served model's name.
+SUANJING_ENGINE_FAMILY = os.getenv("SUANJING_ENGINE_FAMILY", "")
 SUANJING_MAX_NEW_TOKENS = envint("SUANJING_MAX_NEW_TOKENS", "2048")
 
 LOGGING = {
@@ -146,6 +157,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
+    # httpx logs every request at INFO: each health check and completion sent to the engine service.
+    "loggers": {"httpx": {"level": "WARNING"}},
 }
 # Students may be served answers nobody has checked yet (clearly labelled); False: approved + verified only.
 SUANJING_SERVE_UNVERIFIED = envbool("SUANJING_SERVE_UNVERIFIED", "True")

@@ -58,20 +58,11 @@ class Selection:
 
 
 def current_model(model: str = "") -> tuple[Any, str]:
-    """(manifest, prompt version) of the model workers use, read from the store without loading it."""
-    from solver.modelstore import ModelError, ModelStore
+    """(manifest, prompt version) of the model workers use, without loading it (a service elsewhere is
+    asked what it serves)."""
     from solver.prompts import UnknownPromptFamily, get_family
 
-    manifest = runtime.loaded_manifest()
-    if manifest is None or (model and manifest.name != model):
-        try:
-            manifest = (
-                ModelStore(settings.SUANJING_MODELS)
-                .default(model or settings.SUANJING_MODEL or None)
-                .manifest
-            )
-        except ModelError as exc:
-            raise EngineUnavailable(str(exc)) from exc
+    manifest = runtime.configured_manifest(model)
     try:
         return manifest, get_family(manifest.family).version
     except UnknownPromptFamily as exc:
