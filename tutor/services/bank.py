@@ -23,7 +23,7 @@ from tutor.models import (
     Topic,
     normalize_topic,
 )
-from tutor.services import runtime
+from tutor.services import bankcache, runtime
 from tutor.services.text import guess_lang, question_key, validate_question
 
 # -- problems and topics -----------------------------------------------------------------------------
@@ -56,6 +56,7 @@ def create_problem(
         origin=origin,
         fixture_id=fixture_id,
     )
+    bankcache.record(bankcache.Kind.PUT, problem_id=problem.pk, text=problem.text)
     transaction.on_commit(lambda: runtime.put_problem(problem.pk, problem.text))
     return problem
 
@@ -74,6 +75,7 @@ def update_problem(*, problem: Problem, **changes: Any) -> Problem:
         setattr(problem, name, value)
     problem.save(update_fields=[*changes, "updated"])
     if text_changed:
+        bankcache.record(bankcache.Kind.PUT, problem_id=problem.pk, text=problem.text)
         transaction.on_commit(lambda: runtime.put_problem(problem.pk, problem.text))
     return problem
 
@@ -114,7 +116,7 @@ def lift_block(*, block: MatchBlock) -> None:
     """A student's "not my question" undone: that wording may match that problem again."""
     text, problem_id = block.text, str(block.problem_id)
     block.delete()
-
+    bankcache.record(bankcache.Kind.UNBLOCK, problem_id=int(problem_id), text=text)
     transaction.on_commit(lambda: runtime.remove_block(text, problem_id))
 
 
@@ -169,8 +171,20 @@ def merge_problem(*, problem: Problem, into: Problem, teacher) -> int:
 
 @transaction.atomic
 def delete_problem(*, problem: Problem) -> None:
+    """Delete a problem; its aliases and blocks go with it (in the cache too, through the feed)."""
     problem_id = problem.pk
+    gone = [
+        (bankcache.Kind.UNALIAS, problem_id, text)
+        for text in problem.aliases.filter(status=ProblemAlias.Status.ACCEPTED).values_list(
+            "text", flat=True
+        )
+    ]
+    gone += [
+        (bankcache.Kind.UNBLOCK, problem_id, text)
+        for text in problem.blocks.values_list("text", flat=True)
+    ]
     problem.delete()
+    bankcache.record_many([(bankcache.Kind.DROP, problem_id, ""), *gone])
     transaction.on_commit(lambda: runtime.drop_problem(problem_id))
 
 
@@ -273,6 +287,7 @@ def block_match(*, text: str, problem: Problem, user=None) -> MatchBlock:
     )
     ProblemAlias.objects.filter(key=key, problem=problem).delete()
     problem_id = str(problem.pk)
+    bankcache.record(bankcache.Kind.BLOCK, problem_id=problem.pk, text=text)
     transaction.on_commit(lambda: runtime.correct_cache("add_block", text, problem_id))
     return block
 
@@ -305,6 +320,12 @@ def accept_alias(
     )
     MatchBlock.objects.filter(key=key, problem=problem).delete()
     problem_id, alias_text = str(problem.pk), alias.text
+    bankcache.record_many(
+        [
+            *((bankcache.Kind.UNBLOCK, problem.pk, old) for old in blocked),
+            (bankcache.Kind.ALIAS, problem.pk, alias_text),
+        ]
+    )
 
     def correct() -> None:
         for old in blocked:
@@ -318,8 +339,10 @@ def accept_alias(
 @transaction.atomic
 def dismiss_alias(*, alias: ProblemAlias) -> None:
     text, accepted = alias.text, alias.status == ProblemAlias.Status.ACCEPTED
+    problem_id = alias.problem_id
     alias.delete()
     if accepted:
+        bankcache.record(bankcache.Kind.UNALIAS, problem_id=problem_id, text=text)
         transaction.on_commit(lambda: runtime.remove_alias(text))
 
 
@@ -368,6 +391,7 @@ def import_fixture_problem(*, item: dict[str, Any]) -> tuple[Problem, bool]:
             source=Solution.Source.TEACHER,
             evidence={"reference": ref, "agreement": bool(final and ref and _agree(final, ref))},
         )
+    bankcache.record(bankcache.Kind.PUT, problem_id=problem.pk, text=problem.text)
     transaction.on_commit(lambda: runtime.put_problem(problem.pk, problem.text))
     return problem, True
 

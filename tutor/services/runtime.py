@@ -40,7 +40,7 @@ from django.conf import settings
 from django.db import connection
 
 from tutor.errors import EngineUnavailable
-from tutor.models import MatchBlock, Problem, ProblemAlias
+from tutor.models import MatchBlock, ProblemAlias
 
 log = logging.getLogger(__name__)
 
@@ -444,35 +444,17 @@ def model_info() -> dict[str, Any] | None:
 
 
 def get_cache() -> Any:
-    """The answer cache over every banked problem, built on first use."""
-    with _runtime.cache_lock:
-        if _runtime.cache is None:
-            from solver.cache import SemanticCache
-            from solver.embed import load_embedder
+    """The answer cache over every banked problem: one installed with `install`, or the one
+    `tutor.services.bankcache` starts on first use (the saved cache brought up to date with the
+    database) and keeps in step with the bank's change feed. Waits for its start."""
+    from tutor.services import bankcache
 
-            kwargs = {}
-            if settings.SUANJING_CACHE_THRESHOLD:
-                kwargs["threshold"] = settings.SUANJING_CACHE_THRESHOLD
-            embedder = load_embedder(
-                settings.SUANJING_EMBEDDER,
-                backend=settings.SUANJING_EMBEDDER_BACKEND,
-                cache_dir=settings.VAR_DIR / "embedders",
-            )
-            cache = SemanticCache(embedder, **kwargs)
-            started = time.perf_counter()
-            entries = [(str(pk), text) for pk, text in Problem.objects.values_list("pk", "text")]
-            if entries:
-                cache.add_many(entries)
-            feed_corrections(cache)
-            log.info(
-                "answer cache: %d problems in %.1f s", len(entries), time.perf_counter() - started
-            )
-            _runtime.cache = cache
-        return _runtime.cache
+    return bankcache.follow(_runtime)
 
 
 def use_cache(cache: Any) -> None:
-    """Install a cache built elsewhere (tests, benchmarks); None drops it so the next use rebuilds."""
+    """Install a cache built elsewhere (tests, benchmarks); None drops it so that the next use starts
+    the cache again (from the saved one, brought up to date with the database)."""
     install(cache=cache)
 
 
@@ -534,7 +516,11 @@ def lookup(text: str) -> Any | None:
     """The cache's decision, or None when the cache cannot be used (then every question is a miss)."""
     try:
         # SemanticCache is safe for concurrent lookups; cache_lock only guards building/swapping it.
-        return get_cache().lookup(text)
+        # An ask waits only a few seconds for a starting cache (None: a miss, answered live).
+        from tutor.services import bankcache
+
+        cache = bankcache.follow(_runtime, wait=bankcache.ASK_WAIT_S)
+        return None if cache is None else cache.lookup(text)
     except Exception:  # a broken embedder must not stop students asking; generation still works
         log.error("answer cache unavailable", exc_info=True)
         return None
