@@ -166,6 +166,11 @@ SUANJING_SERVE_UNVERIFIED = envbool("SUANJING_SERVE_UNVERIFIED", "True")
 SUANJING_MAX_LIVE_JOBS = envint("SUANJING_MAX_LIVE_JOBS", "4")
 # A live generation nobody is watching (no stream open, no poll) is cancelled after this many seconds.
 SUANJING_LIVE_ORPHAN_S = envint("SUANJING_LIVE_ORPHAN_S", "30")
+# Optional: Redis pub/sub wakes live-answer streams in every web process at once (else they poll the
+# database every 150 ms). Nothing is stored there.
+REDIS_URL = os.getenv("REDIS_URL", "").strip()
+if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured("REDIS_URL must start with redis://, rediss:// or unix://")
 # Students may create their own accounts on /signup.
 SUANJING_SIGNUP = envbool("SUANJING_SIGNUP", "True")
 # The sentence embedder of the answer cache: "minilm", "use-multilingual" or "st:PATH".
