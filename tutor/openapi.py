@@ -194,11 +194,30 @@ SCHEMA: dict = {
             "get": {
                 "summary": "Server-sent events of a live generation",
                 "description": (
-                    'Each event is `data: <JSON>`: {"type": "reasoning"|"answer", "text": "..."} pieces as '
-                    'they are generated, then one {"type": "done", ...the question...}. A question that is '
-                    "not generating gets the done event at once. Lines starting with ':' are keep-alives."
+                    'Each piece is `id: <n>` and `data: <JSON>`: {"type": "reasoning"|"answer", "text": '
+                    '"..."} as it is generated, numbered from 1; then one `data:` {"type": "done", '
+                    "...the question...} without an id. Any web process serves any stream. A client that "
+                    "reconnects sends `Last-Event-ID: <n>` (EventSource does) or `?after=<n>` and gets the "
+                    "pieces after n, none twice. A question that is not generating gets the done event at "
+                    "once. Lines starting with ':' are keep-alives; `retry:` is the reconnect delay in ms."
                 ),
-                "parameters": _qid,
+                "parameters": [
+                    *_qid,
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 0},
+                        "description": "send the pieces after this one (the later of this and Last-Event-ID)",
+                    },
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 0},
+                        "description": "the last piece's id the client had (sent by EventSource on reconnect)",
+                    },
+                ],
                 "responses": {
                     "200": {
                         "description": "text/event-stream",
