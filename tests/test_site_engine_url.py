@@ -417,6 +417,7 @@ def test_the_service_killed_mid_generation_fails_the_question_and_comes_back(
     assert wait_until(lambda: outcome(qid) == "failed", 10)
     failed_after = time.monotonic() - killed
     assert failed_after < 5, failed_after
+    print(f"the question failed {failed_after:.2f} s after the SIGKILL")
     question = Question.objects.get(pk=qid)
     assert question.solution is None and question.error
     detail = alice.get(f"/api/questions/{qid}").json()
