@@ -1,0 +1,392 @@
+"""Live answers across real processes: two web processes (`manage.py runserver --noreload`, as two
+gunicorn workers behind a proxy would be) share one SQLite file and one engine service
+(`python -m solver serve` on the embedded SmolLM2, reached by SUANJING_ENGINE_URL), on loopback.
+
+A stream follows a generation another process runs; two students asking the same new question on the
+two processes share one generation; kill -9 of the process running a generation mid-stream leaves a
+follower on the other process going on (it takes the generation over), a client that was streaming
+from the dead one reconnects to the other with Last-Event-ID, and the answer is stored once; Stop sent
+to one process cancels a generation the other runs; a generation nobody watches is cancelled.
+The same paths in one process, with the fine print, are in tests/test_site_live.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+STUDENTS = ("alice", "bob", "carol", "dave", "erin", "frank")
+BANKED = "What is 2 + 3?"
+# SmolLM2 ends this one with a final answer within ~100 tokens (3 seeds of 3 at its temperature).
+ANSWERED = "A shop sells pens at 3 yuan each. How much do 4 pens cost?"
+# Long answers (they end at MAX_NEW_TOKENS), each with other numbers, so that none is a hit or a
+# suggestion for another once stored.
+LONG = (
+    "Write a very long story about the numbers one to one hundred, one paragraph for each number."
+)
+STOPPED = "Tell me a long tale of a dragon who collects 77 golden coins, describing every coin."
+UNWATCHED = "Describe in great detail a journey across 12 deserts, a page for each desert."
+KILLED = "Write a long poem about 50 ships sailing the sea, a stanza for each ship."
+MAX_NEW_TOKENS = 160
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    return predicate()
+
+
+@pytest.fixture(scope="module")
+def model(request):
+    """The embedded SmolLM2: the one setup.sh prepared in models/, else prepared for this run."""
+    from solver.modelstore import ModelError, ModelStore
+
+    try:
+        return ModelStore(REPO / "models").default("smollm2-135m-instruct")
+    except ModelError:
+        return request.getfixturevalue("embedded_model")
+
+
+@pytest.fixture(scope="module")
+def engine_url(model):
+    from solver.remote import start_local_service
+
+    process, url = start_local_service(model.path, extra_args=["--threads", "2"], timeout=300)
+    yield url
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+class Site:
+    """One web process of the site."""
+
+    def __init__(self, name: str, env: dict[str, str], logs: Path) -> None:
+        self.name, self.env, self.logs = name, env, logs
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.port = free_port()
+        log = open(self.logs / f"{self.name}.log", "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{self.port}"],
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+        def up() -> bool:
+            assert self.process.poll() is None, f"{self.name} exited: see {self.logs}"
+            try:
+                return httpx.get(self.url + "/", timeout=2).status_code < 500
+            except httpx.HTTPError:
+                return False
+
+        assert wait_until(up, 120, 0.25), f"{self.name} did not start: see {self.logs}"
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.alive():
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+class Cluster:
+    def __init__(self, var: Path, tokens: dict[str, str], a: Site, b: Site) -> None:
+        self.var, self.tokens, self.a, self.b = var, tokens, a, b
+
+    def db(self, sql: str, *args) -> list[tuple]:
+        with sqlite3.connect(self.var / "suanjing.sqlite3", timeout=10) as conn:
+            return conn.execute(sql, args).fetchall()
+
+    def headers(self, student: str, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[student]}", **extra}
+
+    def ask(self, site: Site, student: str, text: str) -> httpx.Response:
+        return httpx.post(
+            site.url + "/api/ask",
+            json={"question": text},
+            headers=self.headers(student),
+            timeout=120,
+        )
+
+    def generation(self, question_id: int) -> dict:
+        rows = self.db(
+            "SELECT g.id, g.status, g.owner, g.events, g.generated, g.cancel_requested, g.key "
+            "FROM tutor_livegeneration g JOIN tutor_question q ON q.live_id = g.id WHERE q.id = ?",
+            question_id,
+        )
+        keys = ("id", "status", "owner", "events", "generated", "cancel_requested", "key")
+        return dict(zip(keys, rows[0], strict=True)) if rows else {}
+
+    def question(self, question_id: int) -> dict:
+        outcome, error, solution = self.db(
+            "SELECT outcome, error, solution_id FROM tutor_question WHERE id = ?", question_id
+        )[0]
+        return {"outcome": outcome, "error": error, "solution_id": solution}
+
+
+SETUP = """
+import json
+from django.contrib.auth.models import Group, User
+from tutor.management.commands.setup_demo import ensure_groups
+from tutor.models import Problem
+from tutor.services.tokens import issue_api_token
+ensure_groups()
+students = Group.objects.get(name="student")
+tokens = {}
+for name in %r:
+    user = User.objects.create_user(name, password="a-long-password-" + name)
+    user.groups.add(students)
+    tokens[name] = issue_api_token(user=user)
+Problem.objects.create(text=%r, lang="en", reference_answer="5")
+print("TOKENS" + json.dumps(tokens))
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, engine_url, model):
+    var = tmp_path_factory.mktemp("var")
+    env = {
+        **os.environ,
+        "SUANJING_VAR": str(var),
+        "DEBUG": "True",
+        "SECRET_KEY": "test-only-key",
+        "SUANJING_MODELS": str(Path(model.path).parent),
+        "SUANJING_MODEL": model.manifest.name,
+        "SUANJING_ENGINE_URL": engine_url,
+        "SUANJING_ENGINE_PORT": str(free_port()),  # never the machine's own local service
+        "SUANJING_MAX_NEW_TOKENS": str(MAX_NEW_TOKENS),
+        "SUANJING_LIVE_ORPHAN_S": "1",  # cancelled after live.ORPHAN_FLOOR_S (5 s) unwatched
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)  # the default path: polling the database
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v0"], cwd=REPO, env=env, check=True, timeout=300)
+    out = subprocess.run(
+        [*manage, "shell", "-c", SETUP % (STUDENTS, BANKED)],
+        cwd=REPO,
+        env=env,
+        check=True,
+        timeout=300,
+        capture_output=True,
+        text=True,
+    ).stdout
+    tokens = json.loads(out.split("TOKENS", 1)[1])
+    a, b = Site("A", env, var), Site("B", env, var)
+    made = Cluster(var, tokens, a, b)
+    for site in (a, b):  # one after the other: the first start prepares the embedder's files
+        site.start()
+        assert made.ask(site, "frank", BANKED).json()["status"] == "hit"  # the cache is loaded
+    yield made
+    a.stop()
+    b.stop()
+
+
+@pytest.fixture
+def sites(cluster):
+    """The two processes, restarted if a test killed one."""
+    for site in (cluster.a, cluster.b):
+        if not site.alive():
+            site.start()
+    return cluster
+
+
+class Follower:
+    """A client reading a question's stream on one site, in a thread: (seq, event) as they come."""
+
+    def __init__(self, cluster: Cluster, site: Site, student: str, question_id: int, after=None):
+        self.events: list[tuple[int | None, dict]] = []
+        self.times: list[float] = []  # when each event arrived (monotonic)
+        self.error: Exception | None = None
+        self.ended = threading.Event()
+        headers = cluster.headers(student, Accept="text/event-stream")
+        if after is not None:
+            headers["Last-Event-ID"] = str(after)
+        self._args = (f"{site.url}/api/questions/{question_id}/stream", headers)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        url, headers = self._args
+        seq = None
+        try:
+            with httpx.stream("GET", url, headers=headers, timeout=httpx.Timeout(60, read=60)) as r:
+                assert r.status_code == 200, r.status_code
+                for line in r.iter_lines():
+                    if line.startswith("id: "):
+                        seq = int(line[4:])
+                    elif line.startswith("data: "):
+                        self.events.append((seq, json.loads(line[6:])))
+                        self.times.append(time.monotonic())
+                        seq = None
+        except Exception as exc:  # the process we read from was killed
+            self.error = exc
+        finally:
+            self.ended.set()
+
+    @property
+    def pieces(self) -> list[tuple[int, dict]]:
+        return [(seq, e) for seq, e in self.events if e["type"] != "done"]
+
+    @property
+    def done(self) -> dict | None:
+        return next((e for _, e in self.events if e["type"] == "done"), None)
+
+    def wait(self, timeout: float) -> dict:
+        assert self.ended.wait(timeout), "the stream did not end"
+        assert self.error is None, repr(self.error)
+        assert self.done is not None, self.events[-3:]
+        return self.done
+
+
+def numbered_once(pieces: list[tuple[int, dict]]) -> bool:
+    return [seq for seq, _ in pieces] == list(range(1, len(pieces) + 1))
+
+
+def test_a_stream_follows_on_b_what_a_runs_and_b_then_hits(sites):
+    asked = sites.ask(sites.a, "alice", ANSWERED)
+    assert asked.status_code == 202, asked.text
+    qid = asked.json()["id"]
+    follower = Follower(sites, sites.b, "alice", qid)
+    done = follower.wait(240)
+    assert follower.pieces and numbered_once(follower.pieces)
+    gen = sites.generation(qid)
+    assert gen["status"] == "done" and f":{sites.a.process.pid}:" in gen["owner"]
+    assert "".join(e["text"] for _, e in follower.pieces) == gen["generated"]
+    assert done["status"] == "answered", done  # SmolLM2 wrote a final answer
+    hit = sites.ask(sites.b, "bob", ANSWERED).json()
+    assert hit["status"] == "hit" and hit["answer"]["solution_id"] == done["answer"]["solution_id"]
+
+
+def test_the_same_new_question_on_a_and_b_shares_one_generation(sites):
+    first = sites.ask(sites.a, "carol", LONG)
+    second = sites.ask(sites.b, "dave", LONG.lower())  # the same question key
+    assert first.status_code == second.status_code == 202, (first.text, second.text)
+    followers = [
+        Follower(sites, sites.a, "carol", first.json()["id"]),
+        Follower(sites, sites.b, "dave", second.json()["id"]),
+    ]
+    dones = [f.wait(300) for f in followers]
+    gen = sites.generation(first.json()["id"])
+    assert sites.generation(second.json()["id"])["id"] == gen["id"]
+    assert sites.db("SELECT count(*) FROM tutor_livegeneration WHERE key = ?", gen["key"]) == [(1,)]
+    assert dones[0]["problem_id"] == dones[1]["problem_id"] is not None
+    problem = dones[0]["problem_id"]
+    assert sites.db("SELECT count(*) FROM tutor_solution WHERE problem_id = ?", problem) == [(1,)]
+    assert followers[0].pieces == followers[1].pieces and numbered_once(followers[0].pieces)
+    # How much later a piece reaches the process that polls the database than the owner's own
+    # follower, which is woken at once.
+    owner_side = 0 if f":{sites.a.process.pid}:" in gen["owner"] else 1
+    lags = sorted(
+        followers[1 - owner_side].times[i] - followers[owner_side].times[i]
+        for i in range(len(followers[0].pieces))
+    )
+    print(
+        f"cross-process lag over {len(lags)} pieces: median {lags[len(lags) // 2] * 1000:.0f} ms, "
+        f"max {lags[-1] * 1000:.0f} ms"
+    )
+    assert lags[len(lags) // 2] < 1.0
+
+
+def test_stop_on_b_cancels_a_generation_a_runs(sites):
+    asked = sites.ask(sites.a, "erin", STOPPED)
+    qid = asked.json()["id"]
+    follower = Follower(sites, sites.a, "erin", qid)
+    assert wait_until(lambda: len(follower.pieces) >= 2, 120)
+    stopped = httpx.post(
+        f"{sites.b.url}/api/questions/{qid}/stop", headers=sites.headers("erin"), timeout=30
+    )
+    assert stopped.status_code == 200 and stopped.json()["status"] == "failed"
+    started = time.monotonic()
+    assert wait_until(lambda: sites.generation(qid)["status"] == "cancelled", 30)
+    assert time.monotonic() - started < 5  # A saw it at a flush, not at the end of the generation
+    assert follower.wait(30)["status"] == "failed"
+    assert sites.question(qid)["error"].startswith("You stopped")
+    assert f":{sites.a.process.pid}:" in sites.generation(qid)["owner"]
+
+
+def test_a_generation_nobody_watches_is_cancelled(sites):
+    asked = sites.ask(sites.b, "frank", UNWATCHED)
+    qid = asked.json()["id"]
+    # Nobody streams or polls: after SUANJING_LIVE_ORPHAN_S (at least live.ORPHAN_FLOOR_S) B cancels it.
+    assert wait_until(lambda: sites.generation(qid)["status"] == "cancelled", 60, 0.5)
+    question = sites.question(qid)
+    assert question["outcome"] == "failed" and "cancelled" in question["error"]
+
+
+def test_kill_9_of_the_owner_mid_stream_the_other_process_takes_over(sites):
+    asked = sites.ask(sites.a, "bob", KILLED)
+    assert asked.status_code == 202, asked.text
+    qid = asked.json()["id"]
+    on_b = Follower(sites, sites.b, "bob", qid)  # a student whose stream goes through B
+    on_a = Follower(sites, sites.a, "bob", qid)  # one whose stream goes through A, which dies
+    assert wait_until(lambda: len(on_a.pieces) >= 3, 180), "A streamed nothing"
+    owner = sites.generation(qid)["owner"]
+    assert f":{sites.a.process.pid}:" in owner
+    sites.a.kill()
+    killed_at = time.monotonic()
+    assert on_a.ended.wait(10) and on_a.done is None  # that stream broke
+    # The browser reconnects (to any worker) from the last event it had.
+    last = on_a.pieces[-1][0]
+    resumed = Follower(sites, sites.b, "bob", qid, after=last)
+    done = on_b.wait(300)
+    assert resumed.wait(60) == done
+    gen = sites.generation(qid)
+    assert gen["status"] == "done" and f":{sites.b.process.pid}:" in gen["owner"]
+    # Pieces A flushed before it died arrive within a poll; the next ones come from B's takeover.
+    resumed_at = next(t for t in on_b.times if t > killed_at + 1.0)
+    print(f"kill -9 -> the next piece on B: {resumed_at - killed_at:.1f} s (lease 6 s)")
+    # The follower on B saw one stream: every event once, in order, no gap at the takeover.
+    assert numbered_once(on_b.pieces) and on_b.pieces[-1][0] == gen["events"]
+    assert "".join(e["text"] for _, e in on_b.pieces) == gen["generated"]
+    assert len(gen["generated"]) > len("".join(e["text"] for _, e in on_a.pieces))  # it went on
+    # The reconnected client: what it had from A, then the rest from B, with nothing twice.
+    assert on_a.pieces + resumed.pieces == on_b.pieces
+    # Stored once.
+    assert sites.db(
+        "SELECT count(*) FROM tutor_solution WHERE problem_id = ?", done["problem_id"]
+    ) == [(1,)]
+    assert sites.question(qid)["solution_id"] is not None
