@@ -463,6 +463,22 @@ def test_stop_reaches_a_generation_another_process_runs(site, cast, alice):
     assert question.error == live.STOPPED
 
 
+def test_try_again_right_after_stop_starts_afresh(site, cast, alice):
+    """The stopped generation (its owner elsewhere has not ended it yet) is not joined: it is ended and
+    a new one starts for the retry."""
+    engine = ScriptedEngine(GOOD)
+    runtime.use_engine(engine, FakeManifest())
+    text = "Stop and retry?"
+    gen, question = left_by_a_dead_owner(cast.alice, text, ["<think>\n"], lease_s=30)
+    LiveGeneration.objects.filter(pk=gen.pk).update(key="text:" + question_key(text))
+    alice.post(f"/api/questions/{question.pk}/stop")
+    assert alice.post(f"/questions/{question.pk}/retry").status_code == 302
+    assert stream_events(alice, question.pk)[-1]["status"] == "answered"
+    assert len(engine.prompts) == 1
+    assert LiveGeneration.objects.get(pk=gen.pk).status == "cancelled"
+    assert Question.objects.get(pk=question.pk).live_id != gen.pk
+
+
 def test_the_owner_cancels_when_stop_comes_through_the_database(site, cast, alice):
     engine = ScriptedEngine(GOOD, gate=threading.Event())  # never opened: only a cancel ends it
     runtime.use_engine(engine, FakeManifest())

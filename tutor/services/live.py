@@ -467,6 +467,11 @@ class LiveJobs:
         for _ in range(3):  # a generation that ends (or starts) meanwhile sends us round again
             self._check_one_at_a_time(user=user, key=key)
             running = LiveGeneration.objects.filter(key=key, status=RUNNING).first()
+            if running is not None and running.cancel_requested:
+                # Everyone pressed Stop and its owner is ending it: end it now, so that this ask (a
+                # "Try again" right after Stop) starts afresh instead of joining a cancelled run.
+                self._end_stopped(running.pk)
+                continue
             if running is not None:
                 joined = self._join(running, settle)
                 if joined is not None:
@@ -536,11 +541,31 @@ class LiveJobs:
         row is written first: the owner's last transaction writes it first too, so a join either comes
         before it (and is settled by it) or sees it ended."""
         with transaction.atomic():
-            if not LiveGeneration.objects.filter(pk=gen.pk, status=RUNNING).update(
-                watched_at=timezone.now()
-            ):
+            if not LiveGeneration.objects.filter(
+                pk=gen.pk, status=RUNNING, cancel_requested=False
+            ).update(watched_at=timezone.now()):
                 return None
             return settle(outcome=GENERATING, refusal="", error="", live=gen)
+
+    @staticmethod
+    def _end_stopped(gen_id: int) -> None:
+        """Mark a generation everyone stopped as ended; its owner finds it so at its next write and
+        cancels its engine request."""
+        with transaction.atomic():
+            if LiveGeneration.objects.filter(
+                pk=gen_id, status=RUNNING, cancel_requested=True
+            ).update(
+                status=LiveGeneration.Status.CANCELLED, finished=timezone.now(), error="stopped"
+            ):
+                fail_questions(
+                    question_ids=list(
+                        Question.objects.filter(live_id=gen_id, outcome=GENERATING).values_list(
+                            "pk", flat=True
+                        )
+                    ),
+                    error=STOPPED,
+                )
+        transaction.on_commit(functools.partial(wakeups.notify, gen_id))
 
     def stop(self, *, question: Question) -> bool:
         """The student's Stop: this question stops waiting (failed, with a retry offered); the
@@ -623,7 +648,8 @@ class LiveJobs:
             gen_id,
             gen.events,
         )
-        self._launch(gen_id, owner, engine, manifest)
+        # After the caller's transaction (an ask inside one takes over too), as a start does.
+        transaction.on_commit(functools.partial(self._launch, gen_id, owner, engine, manifest))
         return True
 
     def _close(self, gen_id: int, owner: str, status: str, error: str, question_error: str) -> None:
@@ -717,7 +743,7 @@ class LiveJobs:
                 events += splitter.flush()
             control = writer.step(text, events, len(pieces), final=finished)
             if control is None:
-                log.warning("live generation %s: another process took it over", run.gen_id)
+                log.warning("live generation %s: taken over or ended elsewhere", run.gen_id)
                 run.handle.cancel()
                 ended.wait(30)
                 return  # the taker stores it
