@@ -8,10 +8,10 @@ This module owns the comparison of two problems once the vector search has propo
   through: a given value that differs on both sides (a number was changed; the same amount in other
   units of one dimension is the same value: 0.5 h and 30 min, 2 km and 2000 m, never 2 km and 2 kg or
   元 and dollars, see `solver.lexicon`), an expression that differs, two quantities that swapped
-  roles ("bought for 60, sold for 75" vs the reverse). Then the
-  *features* of what remains (similarity, alignment, which parts of the signature differ, the wording
-  edit check) for the learned rule; amounts aligned through a conversion are compared in the entry's
-  units, and make a certain hit possible only when the question asks the same thing in the same units.
+  roles ("bought for 60, sold for 75" vs the reverse). Then the *features* of what remains
+  (similarity, alignment, which parts of the signature differ, the wording edit check) for the learned
+  rule; amounts aligned through a conversion are compared in the entry's units, and make a certain hit
+  possible only when the question asks the same thing in the same units.
 - `DecisionModel`: gradient-boosted trees over those features, fitted on labelled development data by
   `python -m solver calibrate`, with two thresholds chosen on that data: `hit_at` (a hit is served at
   once; chosen so that wrong hits stay under a stated bound) and `suggest_at` (shown as "Is this your

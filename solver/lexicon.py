@@ -48,6 +48,7 @@ __all__ = [
     "UNITS",
     "Amount",
     "Unit",
+    "amount",
     "parse_cn_numeral",
     "parse_en_number",
     "same_amount",
