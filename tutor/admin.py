@@ -15,6 +15,7 @@ from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 
 from tutor import errors
+from tutor.forms import NotEmptySolution
 from tutor.models import MatchBlock, Problem, ProblemAlias, Question, Solution, Topic
 from tutor.services import bank, text
 
@@ -178,7 +179,7 @@ class ProblemAdmin(admin.ModelAdmin):
             bank.delete_problem(problem=problem)
 
 
-class SolutionAdminForm(forms.ModelForm):
+class SolutionAdminForm(NotEmptySolution, forms.ModelForm):
     status = forms.ChoiceField(
         help_text="approving or rejecting here is a teacher's review; 'rejected' takes it out of "
         "service at once"

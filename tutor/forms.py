@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib.auth.forms import UserCreationForm
 
+from tutor.errors import BadQuestion
 from tutor.models import Problem, Solution, Topic, normalize_topic
 from tutor.services import text  # the question-text rules: the ask page states the limit
 
@@ -85,6 +86,17 @@ class ProblemForm(forms.ModelForm):
             self.initial["tags"] = ", ".join(self.instance.tags or [])
             del self.fields["solution"]
 
+    def clean_text(self) -> str:
+        value = self.cleaned_data.get("text") or ""
+        try:
+            return text.validate_question(value)  # empty, only spaces, control characters, too long
+        except BadQuestion as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def clean_solution(self) -> str:
+        value = (self.cleaned_data.get("solution") or "").strip()
+        return value  # empty: no worked solution is added (never an empty approved answer)
+
     def clean(self):
         data = super().clean()
         new = normalize_topic(data.get("new_topic") or "")
@@ -106,7 +118,31 @@ class ProblemForm(forms.ModelForm):
         return value
 
 
-class SolutionEditForm(forms.ModelForm):
+EMPTY_SOLUTION = (
+    "An answer needs at least a worked solution, an answer or a final answer; an empty one is not "
+    "saved. 答案不能为空：请至少填写解题过程、答案或最终答案。"
+)
+
+
+class NotEmptySolution:
+    """Mixed into every form that edits an answer (this page's and the admin's): an edit that leaves
+    reasoning, answer and final all empty (or only spaces) is refused with a form error, never stored
+    and served as an empty approved answer."""
+
+    def clean(self):
+        data = super().clean()
+        fields = {"reasoning", "answer", "final"}
+        if "status" in self.fields and not fields & set(self.changed_data):
+            return data  # the admin's review only (approve, reject, flag): bank.review_solution
+        for name in ("reasoning", "answer", "final"):
+            if isinstance(data.get(name), str):
+                data[name] = data[name].strip()
+        if not any(data.get(name) for name in ("reasoning", "answer", "final")):
+            raise forms.ValidationError(EMPTY_SOLUTION, code="empty")
+        return data
+
+
+class SolutionEditForm(NotEmptySolution, forms.ModelForm):
     class Meta:
         model = Solution
         fields = ["reasoning", "answer", "final"]
@@ -117,4 +153,29 @@ class SolutionEditForm(forms.ModelForm):
 
 
 class SignupForm(UserCreationForm):
-    pass
+    """A student's own account: Django's password rules (AUTH_PASSWORD_VALIDATORS); with
+    SUANJING_SIGNUP_CODE set, also the code the teacher gave the class."""
+
+    code = forms.CharField(
+        label="Sign-up code 注册码",
+        max_length=100,
+        required=False,
+        help_text="The code your teacher gave you. 老师给你的注册码。",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from django.conf import settings
+
+        if settings.SUANJING_SIGNUP_CODE:
+            self.fields["code"].required = True
+        else:
+            del self.fields["code"]
+
+    def clean_code(self) -> str:
+        from tutor.throttle import signup_code_ok
+
+        code = self.cleaned_data.get("code") or ""
+        if not signup_code_ok(code):
+            raise forms.ValidationError("That sign-up code is not right. 注册码不正确。")
+        return code

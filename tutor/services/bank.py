@@ -205,7 +205,11 @@ def review_solution(*, solution: Solution, reviewer, status: str) -> Solution:
 def edit_solution(
     *, solution: Solution, editor, reasoning: str, answer: str, final: str
 ) -> Solution:
-    """A teacher corrects an answer; the corrected answer is theirs, so it is approved."""
+    """A teacher corrects an answer; the corrected answer is theirs, so it is approved. Raises
+    BadQuestion when reasoning, answer and final are all empty (the forms refuse it first)."""
+    reasoning, answer = (reasoning or "").strip(), (answer or "").strip()
+    if not (reasoning or answer or (final or "").strip()):
+        raise BadQuestion("an answer needs a worked solution, an answer or a final answer")
     solution.reasoning = reasoning
     solution.answer = answer
     solution.final = final.strip()[:500] or None
@@ -232,6 +236,8 @@ def add_teacher_solution(*, problem: Problem, author, text: str) -> Solution:
     """A worked solution written by a teacher (final answer in \\boxed{} or 'the answer is ...')."""
     from solver.answers import extract_final_answer
 
+    if not (text or "").strip():
+        raise BadQuestion("a worked solution cannot be empty")
     final = extract_final_answer(text)
     return Solution.objects.create(
         problem=problem,
