@@ -41,7 +41,7 @@ are remembered as tombstones, and the next `save` merges both into one file. A f
 was built with another embedder or by another version of `solver.normalize` raises `CacheFileError`
 at load (never an error at lookup time); the old format (version 1) is still read, slowly.
 
-How a site process starts (`SemanticCache.load_or_build` does steps 2-4):
+How a site process starts (`SemanticCache.load_or_build` does steps 2 and 3):
 1. read the change feed's current position P, then the bank [(id, text)] and the accepted aliases and
    blocks from the database (in that order: a change after P is then applied again, which is harmless);
 2. `load` FOLDER if a saved cache is there (a `CacheFileError` means: build a new one with `add_many`,
@@ -49,11 +49,14 @@ How a site process starts (`SemanticCache.load_or_build` does steps 2-4):
 3. `reconcile(bank, aliases=..., blocks=..., feed_position=P)`: only the ids whose text differs from
    the file are normalized and embedded, ids no longer in the bank are removed;
 4. if `StartReport.should_save`, `save(FOLDER)` (one process is enough; concurrent saves are safe).
+The embedder's first call may load its weights (USE: seconds); embed one text while loading to warm it.
 Then it follows the feed: every second or so it reads the changes after `cache.feed_position` and calls
 `apply(added=[(id, current text)], removed=[ids], aliases=..., blocks=..., removed_aliases=...,
 removed_blocks=..., feed_position=newest)` with the *net* change per id (an id is either in `added` or
 in `removed`). A handful of changes costs a few milliseconds (one embedding each, or none when the
-vector store has it). `fingerprints()` gives {id: sha256 of the text} (`text_fingerprint`) for a
+vector store has it: the process that stores a new problem should `apply` it with the store before it
+publishes the change, so that the others find its vector there). Save now and then (e.g. when the
+delta passes a few thousand entries) so that a restart loads the changes instead of applying them. `fingerprints()` gives {id: sha256 of the text} (`text_fingerprint`) for a
 caller that wants to compare with the database itself.
 """
 

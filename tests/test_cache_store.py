@@ -725,3 +725,23 @@ def test_load_or_build_brings_a_saved_cache_up_to_date(use, tmp_path):
     cache, report = SemanticCache.load_or_build(folder, counting, bank.items(), store=store)
     assert not report.loaded and "damaged" in report.reason and len(cache) == 5
     assert counting.texts == []  # rebuilt from the store's vectors
+
+
+@pytest.mark.parametrize("module", ["solver.normalize", "solver.lexicon"])
+def test_an_edited_normalizer_or_lexicon_makes_saved_caches_stale(monkeypatch, module):
+    """Saved canonical texts and signature keys come from both files."""
+    path = Path(sys.modules[module].__file__)
+    before = cache_module.normalizer_version()
+    original = Path.read_bytes
+
+    def edited(self: Path) -> bytes:
+        return original(self) + (b"\n# edited\n" if self == path else b"")
+
+    monkeypatch.setattr(Path, "read_bytes", edited)
+    cache_module.normalizer_version.cache_clear()
+    try:
+        assert cache_module.normalizer_version() != before
+    finally:
+        monkeypatch.undo()
+        cache_module.normalizer_version.cache_clear()
+    assert cache_module.normalizer_version() == before
