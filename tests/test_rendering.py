@@ -293,21 +293,20 @@ def long_answer() -> str:
     return text[:4000]
 
 
-def test_a_long_answer_renders_in_well_under_50_ms():
+def test_a_long_answer_is_rendered_once_per_formula_and_memoized():
+    """Speed is bench's business; what makes a long answer cheap is checked here: each formula is
+    converted once, and the same page again is served from the memo."""
     text = long_answer()
     assert len(text) >= 3900 and text.count("$") > 200  # about a hundred formulas, all different
-    render_math_text(text)  # the first call imports latex2mathml
-    cold, warm = [], []
-    for _ in range(5):
-        latex_to_mathml.cache_clear()  # a page no one has rendered before
-        started = time.perf_counter()
-        render_math_text(text)
-        cold.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        render_math_text(text)  # the same page again: its formulas are memoized
-        warm.append(time.perf_counter() - started)
-    assert min(cold) < 0.05, f"{min(cold) * 1000:.1f} ms"
-    assert min(warm) < 0.015, f"{min(warm) * 1000:.1f} ms"
+    latex_to_mathml.cache_clear()
+    first = render_math_text(text)
+    after_first = latex_to_mathml.cache_info()
+    assert after_first.misses > 90
+    second = render_math_text(text)
+    after_second = latex_to_mathml.cache_info()
+    assert second == first
+    assert after_second.misses == after_first.misses  # nothing converted twice
+    assert after_second.hits - after_first.hits >= after_first.misses
 
 
 WIDE_ANSWER = f"""{PALINDROME_ANSWER}

@@ -561,8 +561,10 @@ class ApiToken(models.Model):
     prefix = models.CharField(max_length=8)  # shown in the admin to tell tokens apart
     created = models.DateTimeField(auto_now_add=True)
     last_used = models.DateTimeField(null=True, blank=True)
-    expires = models.DateTimeField(null=True, blank=True)  # None: never (set by SUANJING_TOKEN_DAYS)
-    revoked = models.DateTimeField(null=True, blank=True)  # set in the admin: the token stops working
+    # None: never expires (new tokens get SUANJING_TOKEN_DAYS)
+    expires = models.DateTimeField(null=True, blank=True)
+    # set in the admin: from then on the token is refused
+    revoked = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"token {self.prefix}… of {self.user}"
@@ -711,7 +713,8 @@ class LiveGeneration(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     seed = models.BigIntegerField(null=True, blank=True)
-    rejected = models.TextField(null=True, blank=True)  # a final answer a teacher rejected, or None
+    # a final answer a teacher rejected ("" when it had none), or None: not a retry after a rejection
+    rejected = models.TextField(null=True, blank=True)  # noqa: DJ001 - None and "" mean different things
     prompt = models.TextField(blank=True)
     owner = models.CharField(max_length=120, blank=True)  # host:pid:nonce of the process running it
     lease_until = models.DateTimeField(null=True, blank=True, db_index=True)
@@ -754,6 +757,9 @@ class LiveEvent(models.Model):
         ]
         ordering = ["generation", "seq"]
 
+    def __str__(self) -> str:
+        return f"event {self.seq} of live {self.generation_id}"
+
 
 class BankChange(models.Model):
     """The change feed every process's answer cache follows: appended in the transaction that changes
@@ -789,5 +795,10 @@ class UsageCount(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["user", "day", "kind"], name="one_count_per_user_day_kind")
+            models.UniqueConstraint(
+                fields=["user", "day", "kind"], name="one_count_per_user_day_kind"
+            )
         ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.count} on {self.day}"
