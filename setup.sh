@@ -25,6 +25,7 @@ echo "==> preparing the embedded model (SmolLM2-135M, INT8; about a minute the f
 
 echo "==> database, problem bank, demo accounts"
 .venv/bin/python manage.py migrate --noinput
+.venv/bin/python manage.py createcachetable  # the throttles' shared counters (tutor/throttle.py)
 if .venv/bin/python manage.py help load_bank >/dev/null 2>&1; then
   .venv/bin/python manage.py load_bank fixtures/problems.jsonl
 fi

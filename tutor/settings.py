@@ -201,3 +201,33 @@ SUANJING_PRECOMPUTE_BATCH = envint("SUANJING_PRECOMPUTE_BATCH", "16")
 
 # A question longer than this is refused (the page says so); bodies are capped a little above it.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+
+# -- accounts, sessions and headers (issue 13) ------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 8},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# The throttles' counters (sign-up per IP, API bearer failures per IP) must hold across every web
+# process: the database cache table (`manage.py createcachetable`, run by setup.sh) or Redis.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        if REDIS_URL
+        else {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "suanjing_throttle",
+        }
+    ),
+}
+# Sign-up: accounts one client IP may create per hour; a code students must type (empty: open).
+SUANJING_SIGNUPS_PER_HOUR = envint("SUANJING_SIGNUPS_PER_HOUR", "5")
+SUANJING_SIGNUP_CODE = os.getenv("SUANJING_SIGNUP_CODE", "").strip()
+# Proxies in front of the site that append to X-Forwarded-For (nginx as in README.md: 1); 0: none, the
+# client is REMOTE_ADDR. The throttles and the login lockout count per client address.
+SUANJING_PROXY_COUNT = envint("SUANJING_PROXY_COUNT", "0")

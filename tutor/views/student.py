@@ -15,7 +15,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from tutor import errors, permissions
+from tutor import errors, permissions, throttle
 from tutor.forms import AskForm, SignupForm
 from tutor.models import Problem, ProblemAlias, Question
 from tutor.services import asking, live, runtime, text
@@ -165,11 +165,20 @@ def question_retry(request: HttpRequest, question_id: int) -> HttpResponse:
     return redirect("question", question_id=question.pk)
 
 
+SIGNUP_LIMITED = (
+    "Too many accounts were made from this computer in the last hour: try again later, or ask your "
+    "teacher. 这台电脑在一小时内注册的账号太多，请稍后再试，或请老师帮忙。"
+)
+
+
 def signup(request: HttpRequest) -> HttpResponse:
     if not settings.SUANJING_SIGNUP:
         raise Http404("Sign-up is turned off; ask your teacher for an account.")
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
+        if not throttle.signup_allowed(request):
+            form.add_error(None, SIGNUP_LIMITED)
+            return render(request, "tutor/signup.html", {"form": form}, status=429)
         with transaction.atomic():
             user = form.save()
             group, _ = Group.objects.get_or_create(name=permissions.STUDENT)

@@ -1,0 +1,151 @@
+"""Issue 13's accounts and headers: password rules, sign-up throttling and code, login lockout (axes),
+sessions and cookies, API token expiry and revocation, the Content-Security-Policy and `check --deploy`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.test import Client
+
+from tests.site_fixtures import *  # noqa: F403
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _signup(client: Client, username: str, password: str, ip: str = "10.9.8.7", **extra):
+    return client.post(
+        "/signup",
+        {"username": username, "password1": password, "password2": password, **extra},
+        REMOTE_ADDR=ip,
+    )
+
+
+# -- passwords -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("password", ["x", "1", "12345678", "password", "carol-signup", "short7!"])
+def test_signup_refuses_weak_passwords(password):
+    response = _signup(Client(), "carol-signup", password)
+    assert response.status_code == 200  # the form again, with the rule it broke
+    assert not User.objects.filter(username="carol-signup").exists()
+    assert b"errorlist" in response.content
+
+
+@pytest.mark.django_db
+def test_signup_accepts_a_good_password_and_signs_in():
+    response = _signup(Client(), "carol", "quiet-river-93")
+    assert response.status_code == 302
+    assert User.objects.get(username="carol").groups.filter(name="student").exists()
+
+
+@pytest.mark.django_db
+def test_password_change_applies_the_rules(cast):
+    client = Client()
+    client.force_login(cast.alice)
+    weak = client.post(
+        "/accounts/password_change/",
+        {"old_password": "pw-alice", "new_password1": "alice", "new_password2": "alice"},
+    )
+    assert weak.status_code == 200 and b"errorlist" in weak.content
+    strong = client.post(
+        "/accounts/password_change/",
+        {"old_password": "pw-alice", "new_password1": "m0ss-lantern", "new_password2": "m0ss-lantern"},
+    )
+    assert strong.status_code == 302
+    cast.alice.refresh_from_db()
+    assert cast.alice.check_password("m0ss-lantern")
+
+
+@pytest.mark.django_db
+def test_admin_user_creation_applies_the_rules(cast):
+    cast.admin.is_superuser = True
+    cast.admin.save()
+    client = Client()
+    client.force_login(cast.admin)
+    weak = client.post(
+        "/admin/auth/user/add/",
+        {"username": "dora", "password1": "123", "password2": "123", "usable_password": "true"},
+    )
+    assert weak.status_code == 200 and not User.objects.filter(username="dora").exists()
+    strong = client.post(
+        "/admin/auth/user/add/",
+        {
+            "username": "dora",
+            "password1": "amber-kettle-41",
+            "password2": "amber-kettle-41",
+            "usable_password": "true",
+        },
+    )
+    assert strong.status_code == 302 and User.objects.filter(username="dora").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_setup_demo_passwords_pass_the_rules(settings):
+    from django.contrib.auth.password_validation import validate_password
+
+    settings.DEBUG = True
+    out = io.StringIO()
+    call_command("setup_demo", stdout=out)
+    lines = [line.split() for line in out.getvalue().splitlines() if " password " in line]
+    assert lines, out.getvalue()
+    for words in lines:
+        username, password = words[words.index("username") + 1], words[words.index("password") + 1]
+        validate_password(password, User.objects.get(username=username))  # raises if weak
+
+
+# -- sign-up throttle and code -------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_signup_is_throttled_per_client_ip(settings):
+    settings.SUANJING_SIGNUPS_PER_HOUR = 5
+    for n in range(5):
+        assert _signup(Client(), f"kid{n}", "quiet-river-93").status_code == 302
+    refused = _signup(Client(), "kid5", "quiet-river-93")
+    assert refused.status_code == 429
+    assert "Too many accounts" in refused.content.decode() and "太多" in refused.content.decode()
+    assert not User.objects.filter(username="kid5").exists()
+    other = _signup(Client(), "kid6", "quiet-river-93", ip="10.9.8.8")
+    assert other.status_code == 302  # another computer is not held back
+
+
+@pytest.mark.django_db
+def test_signup_throttle_behind_a_proxy_counts_the_forwarded_address(settings):
+    settings.SUANJING_SIGNUPS_PER_HOUR = 1
+    settings.SUANJING_PROXY_COUNT = 1
+
+    def via_proxy(username, client_ip, spoofed=""):
+        forwarded = f"{spoofed}, {client_ip}" if spoofed else client_ip
+        return Client().post(
+            "/signup",
+            {"username": username, "password1": "quiet-river-93", "password2": "quiet-river-93"},
+            REMOTE_ADDR="127.0.0.1",
+            HTTP_X_FORWARDED_FOR=forwarded,
+        )
+
+    assert via_proxy("p1", "203.0.113.5").status_code == 302
+    # a client that puts a made-up address in front is still counted by the proxy's own entry
+    assert via_proxy("p2", "203.0.113.5", spoofed="198.51.100.1").status_code == 429
+    assert via_proxy("p3", "203.0.113.6").status_code == 302
+
+
+@pytest.mark.django_db
+def test_signup_code_when_set(settings):
+    settings.SUANJING_SIGNUP_CODE = "maple-7"
+    page = Client().get("/signup")
+    assert b'name="code"' in page.content
+    assert _signup(Client(), "e1", "quiet-river-93").status_code == 200
+    assert _signup(Client(), "e2", "quiet-river-93", code="wrong").status_code == 200
+    assert not User.objects.filter(username__in=["e1", "e2"]).exists()
+    assert _signup(Client(), "e3", "quiet-river-93", code="maple-7").status_code == 302
+    settings.SUANJING_SIGNUP_CODE = ""
+    assert b'name="code"' not in Client().get("/signup").content

@@ -1,0 +1,77 @@
+"""Throttles that hold across every web process: who the client is, and a fixed-window counter.
+
+Owns: `client_ip` (the address a request came from, through SUANJING_PROXY_COUNT trusted proxies; axes
+uses it too), `hit` (count one event of a kind for a key in the shared "throttle" cache, and say whether
+it is over the limit) and `signup_code_ok` (the one check of a sign-up code). Does not own: what a page
+says when a limit is reached (the views) or login throttling (django-axes, configured in settings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+
+from django.conf import settings
+from django.core.cache import caches
+from django.core.management import call_command
+from django.db import DatabaseError
+
+
+def client_ip(request) -> str:
+    """REMOTE_ADDR; behind SUANJING_PROXY_COUNT proxies (nginx: 1), the address the nearest trusted
+    proxy saw, taken from the right of X-Forwarded-For (the left part is whatever the client sent)."""
+    count = settings.SUANJING_PROXY_COUNT
+    remote = request.META.get("REMOTE_ADDR", "") or "unknown"
+    if count <= 0:
+        return remote
+    forwarded = [p.strip() for p in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if p.strip()]
+    if len(forwarded) < count:
+        return remote
+    return forwarded[-count][:64]
+
+
+def _cache():
+    return caches["throttle"]
+
+
+def hit(kind: str, key: str, *, limit: int, window_s: int) -> bool:
+    """Count one `kind` event for `key` in the current window of `window_s` seconds; True when this one
+    is over `limit` (it is counted all the same, so hammering does not reset anything)."""
+    window = int(time.time() // window_s)
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    name = f"{kind}:{window}:{digest}"
+    try:
+        count = _incr(name, window_s)
+    except DatabaseError:
+        # The cache table was never made on this database (`manage.py createcachetable`): make it once.
+        call_command("createcachetable", verbosity=0)
+        count = _incr(name, window_s)
+    return count > limit
+
+
+def _incr(name: str, window_s: int) -> int:
+    cache = _cache()
+    if cache.add(name, 1, timeout=window_s + 5):
+        return 1
+    try:
+        return cache.incr(name)
+    except ValueError:  # expired between add and incr
+        cache.add(name, 1, timeout=window_s + 5)
+        return 1
+
+
+def signup_allowed(request) -> bool:
+    """Counts a sign-up from this client; False once it made SUANJING_SIGNUPS_PER_HOUR this hour."""
+    return not hit(
+        "signup", client_ip(request), limit=settings.SUANJING_SIGNUPS_PER_HOUR, window_s=3600
+    )
+
+
+def signup_code_ok(code: str) -> bool:
+    """The one check of a sign-up code (SUANJING_SIGNUP_CODE; empty: sign-up is open to anyone).
+    The class feature's join codes are to be checked here too."""
+    expected = settings.SUANJING_SIGNUP_CODE
+    if not expected:
+        return True
+    return hmac.compare_digest((code or "").strip().encode(), expected.encode())
