@@ -390,3 +390,116 @@ def test_kill_9_of_the_owner_mid_stream_the_other_process_takes_over(sites):
         "SELECT count(*) FROM tutor_solution WHERE problem_id = ?", done["problem_id"]
     ) == [(1,)]
     assert sites.question(qid)["solution_id"] is not None
+
+
+# -- the ask page in a real browser, behind a proxy that fails over --------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+BROWSER_QUESTION = (
+    "Write a long song about 30 trains crossing the mountains, a verse for each train."
+)
+
+
+class FailoverProxy:
+    """A TCP proxy in front of the two processes: each new connection goes to the first one alive (A,
+    then B), as a load balancer fails over when a worker dies."""
+
+    def __init__(self, backends: list[Site]) -> None:
+        self.backends = backends
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = None
+        for site in self.backends:
+            if site.alive():
+                try:
+                    upstream = socket.create_connection(("127.0.0.1", site.port), 2)
+                    upstream.settimeout(None)  # the 2 s were for connecting; a stream waits longer
+                    break
+                except OSError:
+                    continue
+        if upstream is None:
+            client.close()
+            return
+
+        def pipe(src: socket.socket, dst: socket.socket) -> None:
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (src, dst):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+        pipe(client, upstream)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+# Keeps the longest text the live section showed (ask.js clears it when the answer arrives).
+RECORD_STREAM = """() => {
+  window.__seen = "";
+  const reasoning = document.getElementById("reasoning");
+  const answer = document.getElementById("answer-stream");
+  new MutationObserver(() => {
+    const text = reasoning.textContent + answer.textContent;
+    if (text.length >= window.__seen.length) window.__seen = text;
+  }).observe(document.getElementById("live"), {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def test_the_ask_page_reconnects_to_the_other_process_when_its_own_dies(sites):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("apt-get install -y chromium fonts-wqy-microhei")
+    from playwright.sync_api import sync_playwright
+
+    proxy = FailoverProxy([sites.a, sites.b])
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+            )
+            page = browser.new_page()
+            page.goto(proxy.url + "/accounts/login/")
+            page.fill("input[name=username]", "carol")
+            page.fill("input[name=password]", "a-long-password-carol")
+            page.click("button[type=submit]")
+            page.wait_for_url(proxy.url + "/")
+            page.goto(proxy.url + "/ask")
+            page.evaluate(RECORD_STREAM)
+            page.fill("#question", BROWSER_QUESTION)
+            page.click("#ask-button")
+            page.wait_for_function("window.__seen.length > 20", timeout=180_000)
+            (qid,) = sites.db(
+                "SELECT q.id FROM tutor_question q JOIN auth_user u ON u.id = q.user_id "
+                "WHERE u.username = 'carol' ORDER BY q.id DESC LIMIT 1"
+            )[0]
+            assert f":{sites.a.process.pid}:" in sites.generation(qid)["owner"]
+            sites.a.kill()  # the page's stream (and the generation's owner) dies with it
+            page.wait_for_selector("#answer-html .answer-block", timeout=240_000)
+            seen = page.evaluate("window.__seen")
+            status = page.inner_text("#live-status")
+            browser.close()
+    finally:
+        proxy.close()
+    gen = sites.generation(qid)
+    assert gen["status"] == "done" and f":{sites.b.process.pid}:" in gen["owner"]
+    # The page showed the whole text once: what A streamed, then what B did after its takeover.
+    assert seen == gen["generated"] and len(seen) > 20
+    assert "Reconnecting" not in status
