@@ -149,3 +149,76 @@ def test_signup_code_when_set(settings):
     assert _signup(Client(), "e3", "quiet-river-93", code="maple-7").status_code == 302
     settings.SUANJING_SIGNUP_CODE = ""
     assert b'name="code"' not in Client().get("/signup").content
+
+
+# -- login lockout (django-axes) -----------------------------------------------------------------------
+
+
+def _login(client: Client, username: str, password: str, ip: str = "10.1.1.1"):
+    return client.post(
+        "/accounts/login/", {"username": username, "password": password}, REMOTE_ADDR=ip
+    )
+
+
+@pytest.mark.django_db
+def test_ten_wrong_passwords_lock_the_username_and_address_for_15_minutes(cast):
+    client = Client()
+    for _ in range(9):
+        assert _login(client, "alice", "wrong").status_code == 200
+    locked = _login(client, "alice", "wrong")
+    assert locked.status_code == 429
+    page = locked.content.decode()
+    assert "locked for 15 minutes" in page and "锁定 15 分钟" in page and 'name="password"' in page
+    # even the right password is refused while locked, from that address
+    assert _login(Client(), "alice", "pw-alice").status_code == 429
+    # another address, or another username from the same address, is not locked
+    assert _login(Client(), "alice", "pw-alice", ip="10.1.1.2").status_code == 302
+    assert _login(Client(), "bob", "pw-bob").status_code == 302
+    # the admin's login is covered by the same lockout
+    assert (
+        Client()
+        .post("/admin/login/", {"username": "alice", "password": "pw-alice"}, REMOTE_ADDR="10.1.1.1")
+        .status_code
+        == 429
+    )
+
+
+@pytest.mark.django_db
+def test_lockout_ends_after_the_cool_off(cast, settings):
+    from datetime import timedelta
+
+    from axes.models import AccessAttempt
+    from django.utils import timezone
+
+    for _ in range(10):
+        _login(Client(), "alice", "wrong")
+    assert _login(Client(), "alice", "pw-alice").status_code == 429
+    AccessAttempt.objects.update(attempt_time=timezone.now() - timedelta(minutes=16))
+    assert _login(Client(), "alice", "pw-alice").status_code == 302
+
+
+@pytest.mark.django_db
+def test_a_right_password_resets_the_count(cast):
+    for _ in range(9):
+        _login(Client(), "alice", "wrong")
+    assert _login(Client(), "alice", "pw-alice").status_code == 302
+    for _ in range(9):
+        assert _login(Client(), "alice", "wrong").status_code == 200  # counting from 0 again
+
+
+@pytest.mark.django_db
+def test_bearer_token_guessing_is_throttled_per_address(cast, settings):
+    from tutor.services import tokens
+
+    settings.SUANJING_TOKEN_FAILURES = 5
+    good = tokens.issue_api_token(user=cast.alice)
+    client = Client()
+    for n in range(5):
+        r = client.get("/api/questions/1", HTTP_AUTHORIZATION=f"Bearer sj_guess{n}", REMOTE_ADDR="10.2.2.2")
+        assert r.status_code == 401
+    r = client.get("/api/questions/1", HTTP_AUTHORIZATION=f"Bearer {good}", REMOTE_ADDR="10.2.2.2")
+    assert r.status_code == 429 and "too many wrong tokens" in r.json()["error"]
+    assert r["Retry-After"]
+    # another address with the right token still gets through (404: no such question, but signed in)
+    r = client.get("/api/questions/1", HTTP_AUTHORIZATION=f"Bearer {good}", REMOTE_ADDR="10.2.2.3")
+    assert r.status_code == 404

@@ -6,6 +6,7 @@ Every variable is listed in README.md ("Settings"); tests/test_docs.py checks th
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -56,6 +57,7 @@ INSTALLED_APPS = [
     "django_tasks",
     "django_tasks_db",
     "tutor",
+    "axes",  # login lockout (AXES_* below)
 ]
 
 MIDDLEWARE = [
@@ -68,6 +70,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "tutor.errors.ErrorMiddleware",  # a TutorError a page lets through: its status
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into the lockout page
 ]
 
 ROOT_URLCONF = "tutor.urls"
@@ -164,6 +167,9 @@ LOGGING = {
 SUANJING_SERVE_UNVERIFIED = envbool("SUANJING_SERVE_UNVERIFIED", "True")
 # Live generations running at once; one more gets "busy, try again" (HTTP 429 with Retry-After).
 SUANJING_MAX_LIVE_JOBS = envint("SUANJING_MAX_LIVE_JOBS", "4")
+# Fair use: questions one student may ask per minute (a sliding window over their stored questions);
+# one more is refused with HTTP 429 and Retry-After, counted, not stored.
+SUANJING_ASKS_PER_MINUTE = envint("SUANJING_ASKS_PER_MINUTE", "20")
 # A live generation nobody is watching (no stream open, no poll) is cancelled after this many seconds.
 SUANJING_LIVE_ORPHAN_S = envint("SUANJING_LIVE_ORPHAN_S", "30")
 # Optional: Redis pub/sub wakes live-answer streams in every web process at once (else they poll the
@@ -231,3 +237,19 @@ SUANJING_SIGNUP_CODE = os.getenv("SUANJING_SIGNUP_CODE", "").strip()
 # Proxies in front of the site that append to X-Forwarded-For (nginx as in README.md: 1); 0: none, the
 # client is REMOTE_ADDR. The throttles and the login lockout count per client address.
 SUANJING_PROXY_COUNT = envint("SUANJING_PROXY_COUNT", "0")
+
+# Login lockout (django-axes): 10 wrong passwords for one username from one address lock that pair out
+# for 15 minutes (the login page says so in both languages); a right password resets the count.
+AUTHENTICATION_BACKENDS = [
+    "tutor.throttle.LoginLockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = envint("SUANJING_LOGIN_FAILURES", "10")
+AXES_COOLOFF_TIME = timedelta(minutes=envint("SUANJING_LOGIN_LOCKOUT_MINUTES", "15"))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "tutor.throttle.client_ip"
+AXES_LOCKOUT_TEMPLATE = "registration/locked.html"
+AXES_HTTP_RESPONSE_CODE = 429
+# The JSON API: wrong bearer tokens one address may send in 15 minutes before it gets 429 for a while.
+SUANJING_TOKEN_FAILURES = envint("SUANJING_TOKEN_FAILURES", "30")

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import time
 
+from axes.backends import AxesStandaloneBackend
 from django.conf import settings
 from django.core.cache import caches
 from django.core.management import call_command
@@ -31,6 +32,17 @@ def client_ip(request) -> str:
     return forwarded[-count][:64]
 
 
+class LoginLockoutBackend(AxesStandaloneBackend):
+    """django-axes' lockout check for every login over HTTP (the login page, the admin's); a call with no
+    request (a shell, `Client.login` in a test) has no client address to lock and is left to the next
+    backend instead of raising."""
+
+    def authenticate(self, request=None, username=None, password=None, **kwargs):
+        if request is None:
+            return None
+        return super().authenticate(request, username=username, password=password, **kwargs)
+
+
 def _cache():
     return caches["throttle"]
 
@@ -48,6 +60,28 @@ def hit(kind: str, key: str, *, limit: int, window_s: int) -> bool:
         call_command("createcachetable", verbosity=0)
         count = _incr(name, window_s)
     return count > limit
+
+
+def count(kind: str, key: str, *, window_s: int) -> int:
+    """How many `kind` events `key` has in the current window (0 when the cache table is missing)."""
+    window = int(time.time() // window_s)
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    try:
+        return int(_cache().get(f"{kind}:{window}:{digest}") or 0)
+    except DatabaseError:
+        return 0
+
+
+TOKEN_WINDOW_S = 900
+
+
+def token_guessing(request) -> bool:
+    """True when this address already sent SUANJING_TOKEN_FAILURES wrong bearer tokens this window."""
+    return count("token-fail", client_ip(request), window_s=TOKEN_WINDOW_S) >= settings.SUANJING_TOKEN_FAILURES
+
+
+def token_failed(request) -> None:
+    hit("token-fail", client_ip(request), limit=settings.SUANJING_TOKEN_FAILURES, window_s=TOKEN_WINDOW_S)
 
 
 def _incr(name: str, window_s: int) -> int:

@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
-from tutor import errors, openapi, permissions
+from tutor import errors, openapi, permissions, throttle
 from tutor.forms import BankFilterForm
 from tutor.models import Problem, Question, Solution
 from tutor.services import asking, live, tokens
@@ -46,9 +46,16 @@ def api_endpoint(*methods: str) -> Callable:
                 return response
             header = request.headers.get("Authorization")
             if header is not None:
+                if throttle.token_guessing(request):
+                    response = error(
+                        429, "too many wrong tokens from this address: wait 15 minutes"
+                    )
+                    response["Retry-After"] = str(throttle.TOKEN_WINDOW_S)
+                    return response
                 scheme, _, token = header.partition(" ")
                 user = tokens.user_for_token(token.strip()) if scheme.lower() == "bearer" else None
                 if user is None:
+                    throttle.token_failed(request)
                     return error(401, "invalid or unknown token")
                 request.user = user
             elif not request.user.is_authenticated:

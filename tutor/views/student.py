@@ -67,9 +67,12 @@ def ask_submit(request: HttpRequest) -> HttpResponse:
         return _ask_page(request, form, status=400)
     try:
         question = asking.answer_question(user=request.user, text=form.cleaned_data["question"])
-    except (errors.BadQuestion, errors.OneAtATime) as exc:
+    except (errors.BadQuestion, errors.OneAtATime, errors.Refused) as exc:
         form.add_error("question", str(exc))
-        return _ask_page(request, form, status=exc.status)
+        response = _ask_page(request, form, status=exc.status)
+        if exc.retry_after:
+            response["Retry-After"] = str(exc.retry_after)
+        return response
     return redirect("question", question_id=question.pk)
 
 
@@ -141,7 +144,7 @@ def question_choose(request: HttpRequest, question_id: int) -> HttpResponse:
         problem = get_object_or_404(Problem, pk=int(choice))
     try:
         asking.choose_suggestion(question=question, problem=problem)  # BadQuestion: a 400 (errors)
-    except errors.OneAtATime as exc:
+    except (errors.OneAtATime, errors.Refused) as exc:
         messages.error(request, str(exc))
     return redirect("question", question_id=question.pk)
 
@@ -160,7 +163,7 @@ def question_retry(request: HttpRequest, question_id: int) -> HttpResponse:
     question = permissions.question_for(request.user, question_id, action="retry")
     try:
         asking.retry_question(question=question)
-    except errors.OneAtATime as exc:
+    except (errors.OneAtATime, errors.Refused) as exc:
         messages.error(request, str(exc))
     return redirect("question", question_id=question.pk)
 
@@ -183,6 +186,6 @@ def signup(request: HttpRequest) -> HttpResponse:
             user = form.save()
             group, _ = Group.objects.get_or_create(name=permissions.STUDENT)
             user.groups.add(group)
-        login(request, user)
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("ask")
     return render(request, "tutor/signup.html", {"form": form})
