@@ -222,3 +222,41 @@ def test_bearer_token_guessing_is_throttled_per_address(cast, settings):
     # another address with the right token still gets through (404: no such question, but signed in)
     r = client.get("/api/questions/1", HTTP_AUTHORIZATION=f"Bearer {good}", REMOTE_ADDR="10.2.2.3")
     assert r.status_code == 404
+
+
+# -- sessions and cookies ------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_sign_in_lasts_8_hours_and_ends_with_the_browser(cast, settings):
+    assert settings.SESSION_COOKIE_AGE == 8 * 3600 and settings.SESSION_EXPIRE_AT_BROWSER_CLOSE
+    client = Client()
+    response = _login(client, "alice", "pw-alice")
+    cookie = response.cookies[settings.SESSION_COOKIE_NAME]
+    assert cookie["max-age"] == "" and cookie["expires"] == ""  # a browser-session cookie
+    assert client.session.get_expiry_age() == 8 * 3600
+    assert not cookie["secure"]  # plain HTTP in development
+
+
+def _settings_in(env: dict, *names: str) -> list[str]:
+    code = (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='tutor.settings'; django.setup(); "
+        "from django.conf import settings as s; "
+        f"print(*[repr(getattr(s, n, None)) for n in {list(names)!r}], sep='\\n')"
+    )
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SUANJING_HTTPS", "DEBUG"))}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env={**base, **env}, capture_output=True,
+        text=True, timeout=120, check=True,
+    )
+    return out.stdout.split("\n")[: len(names)]
+
+
+def test_https_setting_turns_on_secure_cookies_redirect_and_hsts():
+    names = ("SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_SSL_REDIRECT",
+             "SECURE_HSTS_SECONDS", "SECURE_PROXY_SSL_HEADER")
+    on = _settings_in({"DEBUG": "False", "SUANJING_HTTPS": "1", "SUANJING_PROXY_COUNT": "1",
+                       "SUANJING_HSTS_SECONDS": "600"}, *names)
+    assert on == ["True", "True", "True", "600", "('HTTP_X_FORWARDED_PROTO', 'https')"]
+    off = _settings_in({"DEBUG": "False", "SUANJING_PROXY_COUNT": "0"}, *names)
+    assert off == ["False", "False", "False", "0", "None"]

@@ -253,3 +253,27 @@ AXES_LOCKOUT_TEMPLATE = "registration/locked.html"
 AXES_HTTP_RESPONSE_CODE = 429
 # The JSON API: wrong bearer tokens one address may send in 15 minutes before it gets 429 for a while.
 SUANJING_TOKEN_FAILURES = envint("SUANJING_TOKEN_FAILURES", "30")
+
+# Sessions on shared lab PCs: 8 hours at most, and gone when the browser closes (unless set False).
+SESSION_COOKIE_AGE = envint("SUANJING_SESSION_HOURS", "8") * 3600
+SESSION_EXPIRE_AT_BROWSER_CLOSE = envbool("SUANJING_SESSION_BROWSER_CLOSE", "True")
+# Served over HTTPS (nginx in front terminates TLS, README "Running it safely"): Secure cookies, plain
+# HTTP redirected, HSTS for SUANJING_HSTS_SECONDS.
+_https = os.getenv("SUANJING_HTTPS", "0")
+if _https not in ("0", "1", "True", "False"):
+    raise ImproperlyConfigured(f"SUANJING_HTTPS={_https!r}: use 1 or 0")
+SUANJING_HTTPS = _https in ("1", "True")
+SUANJING_HSTS_SECONDS = envint("SUANJING_HSTS_SECONDS", "31536000")
+if SUANJING_HTTPS:
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = True
+    SECURE_HSTS_SECONDS = SUANJING_HSTS_SECONDS
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = SUANJING_HSTS_SECONDS > 0
+if SUANJING_PROXY_COUNT > 0:
+    # nginx sets X-Forwarded-Proto $scheme (and strips what the client sent): the request was HTTPS.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Not asked for: HSTS preload puts the school's domain on the browsers' built-in list, a decision for
+# whoever owns the domain, not for this site's settings (set it at nginx if wanted).
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
