@@ -181,7 +181,6 @@ class _Followed:
     unsaved: int = 0  # changes applied since the last save
     saved_at: float = field(default_factory=time.monotonic)
     saving: bool = False
-    prune_due: tuple[int, dt.datetime] | None = None  # (saved seq, when) to prune the feed up to
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -337,6 +336,11 @@ def _run_start(follower: _Follower, slot: Any, start: _Start) -> None:
                 cache_dir=config.var_dir / "embedders",
             )
         )
+        # The embedder's first call loads its model (seconds): in parallel with loading the saved
+        # cache, not in a student's first lookup (a start that must embed waits for it anyway).
+        threading.Thread(
+            target=_warm_up, args=(embedder.inner, start), name="answer-cache-warm", daemon=True
+        ).start()
         folder = cache_folder(config.var_dir, embedder.name)
         cache, reason = _load_saved(folder, embedder, config)
         start.snapshot_ready.wait()
@@ -380,19 +384,19 @@ def _run_start(follower: _Follower, slot: Any, start: _Start) -> None:
     finally:
         start.finished = time.monotonic()
         start.done.set()
-    if followed is None:
-        start.warm.set()
-        return
+        if start.error is not None:
+            start.warm.set()  # nobody waits for an embedder that will not be used
+    if followed is not None and (not info.loaded or info.changed or sync.corrections):
+        _save(followed, force=True)
+
+
+def _warm_up(embedder: Any, start: _Start) -> None:
     try:
-        # The embedder's first call loads its model (seconds): do it now, not in a student's lookup.
-        # The cache already serves meanwhile (a word-for-word hit needs no embedder).
-        followed.cache.embedder.embed([WARM_UP_TEXT])
-    except Exception:
+        embedder.embed([WARM_UP_TEXT])
+    except Exception:  # the edge of this thread: the start itself reports a broken embedder
         log.warning("answer cache: the embedder failed its first call", exc_info=True)
     finally:
         start.warm.set()
-    if not info.loaded or info.changed or sync.corrections:
-        _save(followed, force=True)
 
 
 def _load_saved(folder: Path, embedder: Any, config: _Config) -> tuple[Any, str | None]:
@@ -510,8 +514,6 @@ def _maybe_poll(followed: _Followed) -> None:
 
 def _poll(followed: _Followed) -> None:
     """Read and apply the feed after `followed.position` (called with its poll lock held)."""
-    if followed.prune_due is not None:
-        _prune(followed)
     ends = BankChange.objects.aggregate(low=Min("id"), high=Max("id"))
     low, high = ends["low"], ends["high"] or 0
     position = followed.position
@@ -735,7 +737,7 @@ def _save(followed: _Followed, *, force: bool = False) -> None:
             saved = saved_position(folder)
             if not force and saved is not None and saved >= position:
                 log.info("answer cache: already saved at feed %d by another process", saved)
-                _saved(followed, unsaved, None)
+                _saved(followed, unsaved)
                 return
             started = time.perf_counter()
             generation = followed.cache.save(folder, feed_position=position)
@@ -746,7 +748,8 @@ def _save(followed: _Followed, *, force: bool = False) -> None:
                 time.perf_counter() - started,
                 generation.name,
             )
-            _saved(followed, unsaved, (position, timezone.now()))
+            _saved(followed, unsaved)
+        _prune_after_save(position, timezone.now())
     except (OSError, CacheFileError):
         log.warning("answer cache: saving failed; trying again later", exc_info=True)
         with followed.lock:
@@ -756,22 +759,26 @@ def _save(followed: _Followed, *, force: bool = False) -> None:
             followed.saving = False
 
 
-def _saved(followed: _Followed, unsaved: int, prune: tuple[int, dt.datetime] | None) -> None:
+def _saved(followed: _Followed, unsaved: int) -> None:
     with followed.lock:
         followed.unsaved = max(0, followed.unsaved - unsaved)
         followed.saved_at = time.monotonic()
-        if prune is not None:
-            followed.prune_due = prune
 
 
-def _prune(followed: _Followed) -> None:
-    """The prune a save asked for, in a polling thread (the database is the caller's)."""
-    assert followed.prune_due is not None
-    position, when = followed.prune_due
-    deleted = prune_feed(upto=position, saved_at=when)
-    followed.prune_due = None
-    if deleted:
-        log.info("answer cache: pruned %d feed rows up to %d", deleted, position)
+def _prune_after_save(position: int, when: dt.datetime) -> None:
+    """`prune_feed` after a save, in the saving thread (its own database connection, closed after; a
+    locked database only delays the prune to the next save)."""
+    from django.db import connections
+
+    try:
+        cutoff = when - PRUNE_OLDER_THAN
+        if BankChange.objects.filter(id__lte=position, created__lt=cutoff).exists():
+            deleted = prune_feed(upto=position, saved_at=when)
+            log.info("answer cache: pruned %d feed rows up to %d", deleted, position)
+    except Exception:  # the edge of a background thread: the next save prunes again
+        log.warning("answer cache: pruning the change feed failed", exc_info=True)
+    finally:
+        connections.close_all()  # this thread's connections only
 
 
 def prune_feed(*, upto: int, saved_at: dt.datetime) -> int:
