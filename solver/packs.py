@@ -9,7 +9,8 @@ database other than the pack (the site's `import_pack` / `export_pack` commands 
 dataclasses).
 
 Tables (schema version 1):
-- meta(key pk, value): format, schema_version, created, tool, tool_version
+- meta(key pk, value): format, schema_version, created, tool, tool_version, and optionally site (the
+  school or site that wrote the pack, as it says: shown with its answers, never trusted for anything)
 - manifests(manifest_id pk, json): the model manifest(s) that produced the solutions
 - problems(id pk, text, lang, topic, reference_answer, extra json)
 - solutions(id pk, problem_id, manifest_id, prompt_version, status, final, reasoning, answer_text,
@@ -186,6 +187,7 @@ class PackMeta:
     created: str
     tool: str
     tool_version: str
+    site: str = ""  # the school or site the pack says wrote it ("" when it does not say)
 
 
 @dataclass(frozen=True)
@@ -552,6 +554,7 @@ def _check_schema(db, path: Path) -> PackMeta:
         created=_check_time(meta.get("created"), "pack creation time"),
         tool=_check_str(meta.get("tool", ""), "pack tool", MAX_ID) or "",
         tool_version=_check_str(meta.get("tool_version", ""), "pack tool version", MAX_ID) or "",
+        site=_check_str(meta.get("site", ""), "pack site", MAX_ID) or "",
     )
 
 
@@ -678,6 +681,7 @@ class PackReader:
             "created": self.meta.created,
             "tool": self.meta.tool,
             "tool_version": self.meta.tool_version,
+            "site": self.meta.site,
             "manifests": [
                 {
                     "manifest_id": m.manifest_id,
@@ -733,7 +737,12 @@ class PackWriter:
     Not thread-safe: use it from the thread that created it."""
 
     def __init__(
-        self, path: str | os.PathLike, *, exist_ok: bool = True, tool_version: str | None = None
+        self,
+        path: str | os.PathLike,
+        *,
+        exist_ok: bool = True,
+        tool_version: str | None = None,
+        site: str = "",
     ):
         import sqlite_utils
 
@@ -741,6 +750,7 @@ class PackWriter:
 
         self.path = Path(path)
         self.tool_version = tool_version or __version__
+        self.site = _check_str(site or "", "pack site", MAX_ID) or ""
         if self.path.exists() and not exist_ok:
             raise PackError(f"{self.path} already exists; choose another file or remove it first")
         if not self.path.exists():
@@ -787,6 +797,7 @@ class PackWriter:
                         {"key": "created", "value": now_iso()},
                         {"key": "tool", "value": "suanjing"},
                         {"key": "tool_version", "value": self.tool_version},
+                        *([{"key": "site", "value": self.site}] if self.site else []),
                     ]
                 )
         finally:

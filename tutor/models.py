@@ -135,19 +135,23 @@ class Problem(models.Model):
                     solution.save(update_fields=["contradicts_reference"])
 
     def best_solution(self) -> Solution | None:
-        """The answer a student is served: approved, then verified, then unverified (newest first).
+        """The answer a student is served: approved on this site, then verified (and approvals an answer
+        pack claimed), then unverified; the school's own before an imported one; newest first.
 
         The order of `Solution.objects.filter(problem=...).servable().best_first()`, in one raw statement:
         every cache hit asks this, and building that ORM query cost a third of a hit's time."""
-        statuses, ranked = Solution.servable_statuses(), Solution.RANKED_FIRST
+        statuses = Solution.servable_statuses()
         placeholders = ", ".join(["%s"] * len(statuses))
-        whens = " ".join(f"WHEN %s THEN {i}" for i in range(len(ranked)))
+        imported = "(source = %s AND reviewed_by_id IS NULL)"
         sql = (
             f"SELECT * FROM {Solution._meta.db_table} WHERE problem_id = %s "
             f"AND status IN ({placeholders}) AND contradicts_reference = %s "
-            f"ORDER BY CASE status {whens} ELSE {len(ranked)} END, created DESC, id DESC LIMIT 1"
+            f"ORDER BY CASE WHEN status = %s AND NOT {imported} THEN 0 "
+            f"WHEN status IN (%s, %s) THEN 1 ELSE 2 END, "
+            f"CASE WHEN {imported} THEN 1 ELSE 0 END, created DESC, id DESC LIMIT 1"
         )
-        params = [self.pk, *statuses, False, *ranked]
+        imp = Solution.Source.IMPORT
+        params = [self.pk, *statuses, False, "approved", imp, "approved", "verified", imp]
         found = list(Solution.objects.raw(sql, params))
         return found[0] if found else None
 
@@ -176,12 +180,22 @@ class SolutionQuerySet(models.QuerySet):
         return self.filter(status__in=Solution.servable_statuses(), contradicts_reference=False)
 
     def best_first(self) -> SolutionQuerySet:
+        """Approved on this site first, then verified (and approvals only an answer pack claimed), then
+        the rest; at each rank the school's own answers before imported ones; newest first. An answer
+        pack can never outrank an answer a teacher here approved (issue 13, finding 5)."""
+        imported = Q(source=Solution.Source.IMPORT, reviewed_by__isnull=True)
         rank = models.Case(
-            *(models.When(status=s, then=i) for i, s in enumerate(Solution.RANKED_FIRST)),
-            default=len(Solution.RANKED_FIRST),
+            models.When(Q(status=Solution.Status.APPROVED) & ~imported, then=0),
+            models.When(status__in=Solution.RANKED_FIRST, then=1),
+            default=2,
             output_field=models.IntegerField(),
         )
-        return self.annotate(rank=rank).order_by("rank", "-created", "-id")
+        from_pack = models.Case(
+            models.When(imported, then=1), default=0, output_field=models.IntegerField()
+        )
+        return self.annotate(rank=rank, pack_rank=from_pack).order_by(
+            "rank", "pack_rank", "-created", "-id"
+        )
 
     def best_status_by_problem(self, problem_ids: list[int]) -> dict[int, str]:
         """problem id -> status of its best servable solution, in one query."""
@@ -305,10 +319,39 @@ class Solution(models.Model):
         return self.contradicts_reference or self.evidence.get("matches_reference") is False
 
     @property
+    def approved_here(self) -> bool:
+        """Approved by a teacher of this site (written, edited or reviewed here), not a status an answer
+        pack claimed: imports never store "approved" (services.packs), and older imported rows that did
+        count only once a teacher here reviewed them."""
+        if self.status != self.Status.APPROVED:
+            return False
+        return self.reviewed_by_id is not None or self.source != self.Source.IMPORT
+
+    @property
+    def approver(self):
+        """The teacher of this site who approved it (reviewer, else author), or None (the bundled bank)."""
+        if not self.approved_here:
+            return None
+        return self.reviewed_by or self.created_by
+
+    @property
+    def approver_name(self) -> str:
+        user = self.approver
+        if user is None:
+            return ""
+        return user.get_full_name() or user.get_username()
+
+    @property
+    def from_pack(self) -> dict | None:
+        """Where an imported answer came from: {"file", "site", "imported"} (services.packs), or None."""
+        pack = (self.evidence or {}).get("pack") if self.source == self.Source.IMPORT else None
+        return pack if isinstance(pack, dict) else None
+
+    @property
     def trust(self) -> str:
-        """How a student sees it: "approved" (a teacher), "verified" (matches the reference answer) or
-        "unverified" (nobody has checked it): each has its own label and colour."""
-        if self.status == self.Status.APPROVED:
+        """How a student sees it: "approved" (a teacher of this site), "verified" (matches the reference
+        answer) or "unverified" (nobody has checked it): each has its own label and colour."""
+        if self.approved_here:
             return "approved"
         if self.status == self.Status.VERIFIED:
             return "verified"

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.db import transaction
+from django.utils import timezone
 
 from tutor.errors import BadQuestion, RunRefused
 from tutor.models import ModelManifest, Problem, Solution
@@ -48,8 +49,11 @@ def problem_pack_id(problem: Problem) -> str:
     return problem.fixture_id or problem.external_id or f"site-{problem.pk}"
 
 
-def export_pack(*, path: str, topic: str = "", statuses: tuple[str, ...] = EXPORT_STATUSES) -> dict:
-    """Write the selected problems and their answers to a new pack; returns its counts."""
+def export_pack(
+    *, path: str, topic: str = "", statuses: tuple[str, ...] = EXPORT_STATUSES, site: str = ""
+) -> dict:
+    """Write the selected problems and their answers to a new pack; returns its counts. `site`: this
+    school's name, written into the pack (a school importing it sees it next to the answers)."""
     from solver import packs
 
     bad = set(statuses) - set(packs.STATUSES)
@@ -68,15 +72,15 @@ def export_pack(*, path: str, topic: str = "", statuses: tuple[str, ...] = EXPOR
     manifests = {m.manifest_id: m for m in ModelManifest.objects.all()}
     existed = Path(path).exists()
     try:
-        return _write_pack(packs, path, problems, solutions, manifests)
+        return _write_pack(packs, path, problems, solutions, manifests, site)
     except packs.PackError:
         if not existed:
             Path(path).unlink(missing_ok=True)  # no half-written pack left behind
         raise
 
 
-def _write_pack(packs, path, problems, solutions, manifests) -> dict:
-    with packs.PackWriter(path, exist_ok=False) as writer, writer.transaction():
+def _write_pack(packs, path, problems, solutions, manifests, site: str = "") -> dict:
+    with packs.PackWriter(path, exist_ok=False, site=site) as writer, writer.transaction():
         written: set[str] = set()
         for problem in problems.iterator():
             writer.add_problem(
@@ -153,7 +157,7 @@ def import_pack(*, path: str, dry_run: bool = False) -> ImportReport:
     report = ImportReport()
     try:
         with transaction.atomic():
-            _import_rows(packs, path, report)
+            _import_rows(packs, path, report, _provenance(path, info))
             if dry_run:
                 raise _DryRun
     except _DryRun:
@@ -165,7 +169,36 @@ def import_pack(*, path: str, dry_run: bool = False) -> ImportReport:
     return report
 
 
-def _import_rows(packs, path: str, report: ImportReport) -> None:
+def _provenance(path: str, info: dict) -> dict:
+    """What an imported answer says about where it came from (shown as "From an answer pack (...)")."""
+    return {
+        "file": Path(path).name[:200],
+        "site": str(info.get("site") or "")[:200],
+        "created": str(info.get("created") or "")[:40],
+        "imported": timezone.now().date().isoformat(),
+    }
+
+
+def _checked_status(claimed: str, final: str | None, problem: Problem) -> str:
+    """The status an imported answer is stored with: a pack's "approved" or "verified" is a claim from
+    another machine, so it becomes "verified" only when its final answer matches this problem's
+    reference answer here, else "unverified"; never "approved" (only a teacher here approves)."""
+    if claimed not in ("approved", "verified"):
+        return claimed  # unverified, failed
+    reference = (problem.reference_answer or "").strip()
+    if final and reference:
+        from solver.answers import answers_equivalent
+
+        if answers_equivalent(final, reference):
+            return Solution.Status.VERIFIED
+    return Solution.Status.UNVERIFIED
+
+
+# Evidence keys only this site writes: a pack cannot claim a teacher here edited its answer.
+_SITE_EVIDENCE = ("edited_by_teacher", "pack", "imported_from_pack")
+
+
+def _import_rows(packs, path: str, report: ImportReport, provenance: dict) -> None:
     with packs.open_pack(path) as reader:
         for m in reader.manifests():
             _, created = ModelManifest.objects.get_or_create(
@@ -183,7 +216,7 @@ def _import_rows(packs, path: str, report: ImportReport) -> None:
             problem = local.get(s.problem_id)
             if problem is None:
                 continue
-            _import_solution(s, problem, names.get(s.manifest_id, ""), report)
+            _import_solution(s, problem, names.get(s.manifest_id, ""), report, provenance)
 
 
 def _match_problem(p, report: ImportReport) -> Problem | None:
@@ -218,7 +251,9 @@ def _match_problem(p, report: ImportReport) -> Problem | None:
     return problem
 
 
-def _import_solution(s, problem: Problem, model_name: str, report: ImportReport) -> None:
+def _import_solution(
+    s, problem: Problem, model_name: str, report: ImportReport, provenance: dict
+) -> None:
     if problem.solutions.filter(pack_solution_id=s.id).exists():
         report.solutions_kept += 1
         return
@@ -227,24 +262,28 @@ def _import_solution(s, problem: Problem, model_name: str, report: ImportReport)
     same_source = list(
         problem.solutions.filter(manifest_id=manifest_id, prompt_version=prompt_version)
     )
+    status = _checked_status(s.status, s.final, problem)
+    evidence = {k: v for k, v in s.evidence.items() if k not in _SITE_EVIDENCE}
+    evidence["pack"] = {**provenance, "claimed_status": s.status}
+    evidence["imported_from_pack"] = s.id
     fields = {
         "reasoning": s.reasoning,
         "answer": s.answer_text,
         "final": s.final,
-        "status": s.status,
+        "status": status,
         "model_name": model_name[:100] if manifest_id else "",
         "manifest_id": manifest_id,
         "prompt_version": prompt_version,
         "new_tokens": s.new_tokens,
         "generation_s": s.elapsed_s,
         "finish_reason": s.finish_reason[:16],
-        "evidence": {**s.evidence, "imported_from_pack": s.id},
+        "evidence": evidence,
         "pack_solution_id": s.id,
     }
     if same_source:
         # The same model and prompt answered here too: one answer per source, the higher status wins.
         if any(x.is_teacher_touched for x in same_source) or any(
-            Solution.RANK.get(x.status, -1) >= Solution.RANK[s.status] for x in same_source
+            Solution.RANK.get(x.status, -1) >= Solution.RANK[status] for x in same_source
         ):
             report.solutions_kept += 1
             return
