@@ -260,3 +260,73 @@ def test_https_setting_turns_on_secure_cookies_redirect_and_hsts():
     assert on == ["True", "True", "True", "600", "('HTTP_X_FORWARDED_PROTO', 'https')"]
     off = _settings_in({"DEBUG": "False", "SUANJING_PROXY_COUNT": "0"}, *names)
     assert off == ["False", "False", "False", "0", "None"]
+
+
+# -- API tokens: expiry and revocation -----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_tokens_expire_after_the_setting_and_are_refused_with_a_reason(cast, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tutor.models import ApiToken
+    from tutor.services import tokens
+
+    settings.SUANJING_TOKEN_DAYS = 30
+    token = tokens.issue_api_token(user=cast.alice)
+    row = ApiToken.objects.get(user=cast.alice)
+    assert timedelta(days=29, hours=23) < row.expires - timezone.now() <= timedelta(days=30)
+    ok = Client().get("/api/questions/999", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert ok.status_code == 404  # signed in: no such question
+    ApiToken.objects.filter(pk=row.pk).update(expires=timezone.now() - timedelta(seconds=1))
+    expired = Client().get("/api/questions/999", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert expired.status_code == 401 and "expired" in expired.json()["error"]
+    assert expired["Content-Type"].startswith("application/json")
+
+
+@pytest.mark.django_db
+def test_admin_lists_and_revokes_tokens(cast):
+    from tutor.models import ApiToken
+    from tutor.services import tokens
+
+    token = tokens.issue_api_token(user=cast.alice)
+    other = tokens.issue_api_token(user=cast.bob)
+    cast.admin.is_superuser = True
+    cast.admin.save()
+    client = Client()
+    client.force_login(cast.admin)
+    page = client.get("/admin/tutor/apitoken/").content.decode()
+    for column in ("Prefix", "User", "Created", "Last used", "Expires", "Revoked"):
+        assert column in page
+    assert token[3:9] in page and "Revoke selected tokens" in page
+    row = ApiToken.objects.get(user=cast.alice)
+    done = client.post(
+        "/admin/tutor/apitoken/",
+        {"action": "revoke_tokens", "_selected_action": [row.pk], "index": 0},
+    )
+    assert done.status_code == 302
+    row.refresh_from_db()
+    assert row.revoked is not None
+    refused = Client().get("/api/questions/1", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert refused.status_code == 401 and "revoked" in refused.json()["error"]
+    assert Client().get("/api/questions/1", HTTP_AUTHORIZATION=f"Bearer {other}").status_code == 404
+    # a teacher (no admin rights) cannot revoke
+    teacher = Client()
+    teacher.force_login(cast.teacher)
+    assert teacher.get("/admin/tutor/apitoken/").status_code == 302
+
+
+@pytest.mark.django_db
+def test_api_token_command_issues_with_days_and_revokes(cast):
+    from tutor.models import ApiToken
+
+    out = io.StringIO()
+    call_command("api_token", "alice", "--days", "0", stdout=out)
+    assert ApiToken.objects.get(user=cast.alice).expires is None
+    call_command("api_token", "alice", stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("api_token", "alice", "--revoke", stdout=out)
+    assert "2 tokens of alice revoked" in out.getvalue()
+    assert not ApiToken.objects.filter(user=cast.alice, revoked__isnull=True).exists()

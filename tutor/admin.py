@@ -16,8 +16,8 @@ from django.db.models.functions import Coalesce
 
 from tutor import errors
 from tutor.forms import NotEmptySolution
-from tutor.models import MatchBlock, Problem, ProblemAlias, Question, Solution, Topic
-from tutor.services import bank, text
+from tutor.models import ApiToken, MatchBlock, Problem, ProblemAlias, Question, Solution, Topic
+from tutor.services import bank, text, tokens
 
 
 def short(text: str, limit: int = 60) -> str:
@@ -336,3 +336,37 @@ class MatchBlockAdmin(ReadOnlyAdmin):
     def delete_queryset(self, request, queryset) -> None:
         for block in queryset:
             bank.lift_block(block=block)
+
+
+# -- API tokens --------------------------------------------------------------------------------------
+
+
+@admin.action(description="Revoke selected tokens", permissions=("revoke",))
+def revoke_tokens(modeladmin, request, queryset) -> None:
+    n = tokens.revoke_tokens(queryset)
+    modeladmin.message_user(request, f"{n} tokens revoked.", messages.SUCCESS)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(ReadOnlyAdmin):
+    """Tokens are issued by `manage.py api_token` (shown once, only the hash is kept); here they are
+    listed and revoked."""
+
+    list_display = ("prefix", "user", "created", "last_used", "expires", "revoked")
+    list_filter = ("revoked", "expires", "created")
+    search_fields = ("prefix", "user__username")
+    list_select_related = ("user",)
+    fields = ("prefix", "user", "created", "last_used", "expires", "revoked")
+    readonly_fields = fields
+    actions = (revoke_tokens,)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # revoking keeps the record of who had which token
+        return actions
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_revoke_permission(self, request) -> bool:
+        return request.user.has_perm("tutor.change_apitoken")

@@ -277,3 +277,5 @@ if SUANJING_PROXY_COUNT > 0:
 SILENCED_SYSTEM_CHECKS = ["security.W021"]
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# API tokens issued by `manage.py api_token` expire after this many days (0: never).
+SUANJING_TOKEN_DAYS = envint("SUANJING_TOKEN_DAYS", "30")

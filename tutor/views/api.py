@@ -53,10 +53,14 @@ def api_endpoint(*methods: str) -> Callable:
                     response["Retry-After"] = str(throttle.TOKEN_WINDOW_S)
                     return response
                 scheme, _, token = header.partition(" ")
-                user = tokens.user_for_token(token.strip()) if scheme.lower() == "bearer" else None
+                user, refused = (
+                    tokens.check_token(token.strip())
+                    if scheme.lower() == "bearer"
+                    else (None, "use Authorization: Bearer <token>")
+                )
                 if user is None:
                     throttle.token_failed(request)
-                    return error(401, "invalid or unknown token")
+                    return error(401, refused)
                 request.user = user
             elif not request.user.is_authenticated:
                 return error(401, "sign in or send Authorization: Bearer <token>")

@@ -1,4 +1,5 @@
-"""manage.py api_token USERNAME [--create --role student|teacher|admin]: print a new API bearer token."""
+"""manage.py api_token USERNAME [--create --role student|teacher|admin] [--days N]: print a new API bearer
+token (it expires after --days, default SUANJING_TOKEN_DAYS). `--revoke`: revoke all of the user's tokens."""
 
 from __future__ import annotations
 
@@ -23,10 +24,26 @@ class Command(BaseCommand):
             "--create", action="store_true", help="create the user if it does not exist"
         )
         parser.add_argument("--role", choices=["student", "teacher", "admin"], default=None)
+        parser.add_argument(
+            "--days", type=int, default=None, help="valid for N days (default SUANJING_TOKEN_DAYS)"
+        )
+        parser.add_argument(
+            "--revoke", action="store_true", help="revoke every token of the user instead"
+        )
 
     @transaction.atomic
-    def handle(self, *args, username: str, create: bool, role: str | None, **options):
+    def handle(
+        self, *args, username: str, create: bool, role: str | None, days, revoke: bool, **options
+    ):
         user = User.objects.filter(username=username).first()
+        if revoke:
+            if user is None:
+                raise CommandError(f"no user {username!r}")
+            n = tokens.revoke_tokens(user.api_tokens.all())
+            self.stdout.write(f"{n} tokens of {username} revoked")
+            return
+        if days is not None and days < 0:
+            raise CommandError("--days must be 0 (no expiry) or more")
         if user is None:
             if not create:
                 raise CommandError(
@@ -43,4 +60,4 @@ class Command(BaseCommand):
             user.is_staff = user.is_superuser = role == "admin"
             user.save(update_fields=["is_staff", "is_superuser"])
             user.groups.set(Group.objects.filter(name=role if role != "admin" else "teacher"))
-        self.stdout.write(tokens.issue_api_token(user=user))
+        self.stdout.write(tokens.issue_api_token(user=user, days=days))
