@@ -330,3 +330,126 @@ def test_api_token_command_issues_with_days_and_revokes(cast):
     call_command("api_token", "alice", "--revoke", stdout=out)
     assert "2 tokens of alice revoked" in out.getvalue()
     assert not ApiToken.objects.filter(user=cast.alice, revoked__isnull=True).exists()
+
+
+# -- Content-Security-Policy and the other headers -----------------------------------------------------
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+
+
+@pytest.mark.django_db
+def test_every_response_has_the_csp_and_the_other_headers(cast):
+    from tests.site_fixtures import bearer
+    from tutor.services import tokens
+
+    client = Client()
+    client.force_login(cast.teacher)
+    token = tokens.issue_api_token(user=cast.alice)
+    for response in (
+        Client().get("/"),
+        Client().get("/accounts/login/"),
+        client.get("/bank"),
+        Client().get("/api/openapi.json"),
+        Client().get("/api/questions/1", **bearer(token)),
+        Client().get("/static/tutor/site.css"),
+        Client().get("/no-such-page"),
+    ):
+        assert response["Content-Security-Policy"] == CSP, response
+        assert response["X-Content-Type-Options"] == "nosniff"
+        assert response["Referrer-Policy"] == "same-origin"
+        assert response["X-Frame-Options"] == "DENY"
+
+
+def test_templates_have_no_inline_script_handler_or_style():
+    import re
+
+    found = []
+    for path in sorted((REPO / "tutor" / "templates").rglob("*.html")):
+        source = path.read_text()
+        for pattern in (r"<script(?![^>]*\bsrc=)[^>]*>", r"\son[a-z]+\s*=", r"\sstyle\s*=", r"<style"):
+            found += [f"{path.name}: {m.group(0)}" for m in re.finditer(pattern, source, re.I)]
+        found += [f"{path.name}: javascript:" for _ in re.finditer("javascript:", source, re.I)]
+    assert found == []
+
+
+@pytest.fixture
+def csp_browser(monkeypatch):
+    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+VIOLATIONS_JS = """
+window.__csp = [];
+document.addEventListener("securitypolicyviolation", e =>
+  window.__csp.push(e.violatedDirective + " " + e.blockedURI + " " + (e.sample || "")));
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_the_pages_pass_the_csp_in_a_real_browser(csp_browser, live_server, site, cast, make_problem):
+    """Chromium opens the main pages (a streamed live answer, the bank, a problem, missed questions,
+    runs and an active run, the admin) and reports no CSP violation, by event or console message."""
+    from tests.site_fixtures import FakeManifest, ScriptedEngine
+    from tests.test_browser import GOOD
+    from tutor.models import PrecomputeRun
+    from tutor.services import runtime
+
+    problem = make_problem("一个数的3倍是36，这个数是多少？")
+    run = PrecomputeRun.objects.create(status="running", total=3, created_by=cast.teacher)
+    cast.teacher.is_staff = cast.teacher.is_superuser = True
+    cast.teacher.save()
+    reports: list[str] = []
+
+    def page_for(username: str):
+        page = csp_browser.new_context().new_page()
+        page.add_init_script(VIOLATIONS_JS)
+        page.on(
+            "console",
+            lambda m: reports.append(m.text) if "Content Security Policy" in m.text else None,
+        )
+        page.goto(live_server.url + "/accounts/login/")
+        page.fill("input[name=username]", username)
+        page.fill("input[name=password]", "pw-" + username)
+        page.click("button[type=submit]")
+        page.wait_for_url(re.compile(r".*/$"))
+        return page
+
+    def check(page, what: str) -> None:
+        page.wait_for_load_state("load")
+        reports.extend(f"{what}: {v}" for v in page.evaluate("window.__csp"))
+
+    import re
+
+    student = page_for("alice")
+    runtime.use_engine(ScriptedEngine(GOOD), FakeManifest())
+    student.goto(live_server.url + "/ask")
+    student.fill("#question", "一个数的5倍是45，这个数是多少？")
+    student.click("#ask-button")
+    student.wait_for_selector(".answer-block[data-outcome=generated]", timeout=20_000)
+    check(student, "ask")
+    assert "12" in student.inner_text("body")  # the streamed answer was shown by ask.js
+    teacher = page_for("teacher")
+    for path in ("/bank", f"/bank/{problem.pk}", "/missed", "/runs", f"/runs/{run.pk}",
+                 "/admin/", "/admin/tutor/problem/", f"/admin/tutor/problem/{problem.pk}/change/",
+                 "/admin/tutor/apitoken/"):
+        response = teacher.goto(live_server.url + path)
+        assert response.status == 200, path
+        assert response.headers["content-security-policy"] == CSP
+        check(teacher, path)
+    teacher.goto(f"{live_server.url}/runs/{run.pk}")
+    teacher.wait_for_timeout(2500)  # run.js polls after 2 s
+    check(teacher, "run poll")
+    assert reports == []

@@ -62,6 +62,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "tutor.middleware.SecurityHeadersMiddleware",  # Content-Security-Policy (SUANJING_CSP)
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -279,3 +280,10 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 # API tokens issued by `manage.py api_token` expire after this many days (0: never).
 SUANJING_TOKEN_DAYS = envint("SUANJING_TOKEN_DAYS", "30")
+# The Content-Security-Policy of every response: scripts, styles and everything else from this site
+# only (no inline script or style attribute in the pages), images also as data: URLs (the math renderer
+# and the admin's icons), never framed.
+SUANJING_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
