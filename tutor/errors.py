@@ -43,6 +43,24 @@ class OneAtATime(TutorError):
         return {"refusal": "one_at_a_time"}
 
 
+class Refused(TutorError):
+    """Not answered now, and nothing stored: too many questions this minute ("rate"), every live slot
+    taken ("busy"), no model ("no_model", 503) or the database busy ("db_busy", 503). Counted per student
+    in UsageCount as "refused:<refusal>" (services.asking)."""
+
+    status = 429
+
+    def __init__(self, message: str, *, refusal: str, retry_after: int | None = None, status=None):
+        super().__init__(message)
+        self.refusal = refusal
+        self.retry_after = retry_after
+        if status is not None:
+            self.status = status
+
+    def extra(self) -> dict:
+        return {"status": "refused", "refusal": self.refusal}
+
+
 class EngineUnavailable(TutorError):
     """No model is prepared or the engine would not load."""
 
@@ -81,7 +99,7 @@ class Forbidden(PermissionDenied, TutorError):
     status = 403
 
 
-def json_error(status: int, message: str, **extra) -> JsonResponse:
+def json_error(status: int, message: str, /, **extra) -> JsonResponse:
     """The JSON API's error body: {"error": message, ...} with `status`."""
     response = JsonResponse(
         {"error": message, **extra}, status=status, json_dumps_params={"ensure_ascii": False}

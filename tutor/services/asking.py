@@ -1,26 +1,165 @@
 """A student's question: answered from the bank, "is this your question?", or a live generation.
 
 Owns: `answer_question` (cache lookup -> a stored answer, suggestions, or a live generation), serving a
-matched problem, the student's choice among suggestions, "try again" and feedback.
+matched problem, the student's choice among suggestions, "try again" and feedback; fair use (issue 13):
+`check_ask_rate` (SUANJING_ASKS_PER_MINUTE per student, a sliding minute over their stored questions, so
+it holds across processes), refusals raised as `Refused` (429 + Retry-After, or 503) and counted per
+student and day in UsageCount ("refused:<reason>") instead of being stored as questions, and asks that
+wait out a busy SQLite writer (`database is locked`: retried with backoff, never a 500).
+The one-at-a-time rule for live generations is `live`'s (counted there in the database).
 Does not own: the live generation itself (`live`), the cache (`runtime`), the text rules (`text`),
 aliases and blocks (`bank`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
+import logging
+import math
+import random
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
-from tutor.errors import BadQuestion
-from tutor.models import Problem, ProblemAlias, Question, Solution
+from tutor import permissions
+from tutor.errors import RETRY_AFTER_S, BadQuestion, OneAtATime, Refused
+from tutor.models import Problem, ProblemAlias, Question, Solution, UsageCount
 from tutor.services import bank, live, runtime
 from tutor.services.text import question_key, validate_question
 
 REMEMBER_FAILURES_H = 24  # a failed question asked again within this many hours shows the failure
+# An ask whose write meets "database is locked" (SQLite's busy_timeout ran out: an import or a worker held
+# the write lock) is run again after these pauses (jittered); then refused "db_busy" (503), never a 500.
+LOCKED_BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
+DB_BUSY_RETRY_S = 5
+
+log = logging.getLogger(__name__)
+
+
+# -- fair use ----------------------------------------------------------------------------------------
+
+
+def count_usage(user, kind: str) -> None:
+    """Add one to the student's counter `kind` for today (one row per user, day and kind; safe across
+    processes: an UPDATE ... count + 1, or the row's first INSERT, re-tried when another made it)."""
+    day = timezone.localdate()
+    try:
+        with runtime.one_writer():
+            for _ in range(3):
+                if UsageCount.objects.filter(user=user, day=day, kind=kind).update(
+                    count=F("count") + 1
+                ):
+                    return
+                try:
+                    with transaction.atomic():
+                        UsageCount.objects.create(user=user, day=day, kind=kind, count=1)
+                    return
+                except IntegrityError:
+                    continue  # another process made today's row a moment ago: add to it
+    except OperationalError:
+        log.warning("could not count %s for user %s (database busy)", kind, user.pk, exc_info=True)
+
+
+def check_ask_rate(user) -> None:
+    """Refuse ("rate", 429) a student's ask beyond SUANJING_ASKS_PER_MINUTE in the last 60 s. The window
+    is their stored questions' `created`, so every process sees the same count; refusals are not
+    stored, so being refused does not prolong the wait. Teachers and admins are not limited."""
+    limit = settings.SUANJING_ASKS_PER_MINUTE
+    if limit <= 0 or permissions.is_teacher(user):
+        return
+    now = timezone.now()
+    recent = list(
+        Question.objects.filter(user=user, created__gt=now - dt.timedelta(seconds=60))
+        .order_by("-created")
+        .values_list("created", flat=True)[:limit]
+    )
+    if len(recent) < limit:
+        return
+    wait = max(1, math.ceil((recent[-1] + dt.timedelta(seconds=60) - now).total_seconds()))
+    raise Refused(
+        f"You asked {limit} questions in the last minute. Wait {wait} s, then ask again. "
+        f"一分钟内最多问{limit}个问题，请{wait}秒后再问。",
+        refusal="rate",
+        retry_after=wait,
+    )
+
+
+def _refused(question: Question, *, created: bool) -> Refused:
+    """live's refusal (stored on the question) as a `Refused` raised instead: a question it made is
+    deleted again, one the caller passed is rolled back by the caller's transaction."""
+    reason = question.refusal or "busy"
+    if created and question.pk is not None:
+        with runtime.one_writer():
+            Question.objects.filter(pk=question.pk).delete()
+    if reason == "busy":
+        wait = getattr(question, "retry_after", None) or RETRY_AFTER_S
+        return Refused(
+            f"Busy: every live answer is taken. Try again in {wait} s. "
+            f"现在太忙，请{wait}秒后再问。",
+            refusal="busy",
+            retry_after=wait,
+        )
+    return Refused(
+        f"{question.error or 'No model is prepared.'} 暂时不能生成新答案，请稍后再问或问老师。",
+        refusal=reason,
+        status=503,
+    )
+
+
+def _locked(exc: OperationalError) -> bool:
+    message = str(exc).lower()
+    return "database is locked" in message or "database table is locked" in message
+
+
+def _fair(*, atomic: bool = False) -> Callable:
+    """An ask as one unit: refusals counted per student ("refused:<reason>", outside any transaction
+    that the refusal rolls back), and a write that meets "database is locked" run again with backoff.
+    `atomic`: the ask runs in its own transaction (choose, retry), so a refusal or a lock changes
+    nothing. Inside a caller's transaction a lock cannot be retried: it is refused "db_busy"."""
+
+    def decorate(func: Callable[..., Question]) -> Callable[..., Question]:
+        @functools.wraps(func)
+        def run(**kwargs: Any) -> Question:
+            user = kwargs["user"] if "user" in kwargs else kwargs["question"].user
+            for delay in (*LOCKED_BACKOFF_S, None):
+                try:
+                    if atomic:
+                        with transaction.atomic():
+                            return func(**kwargs)
+                    return func(**kwargs)
+                except Refused as exc:
+                    count_usage(user, f"refused:{exc.refusal}"[:32])
+                    raise
+                except OneAtATime:
+                    count_usage(user, "refused:one_at_a_time")
+                    raise
+                except OperationalError as exc:
+                    if not _locked(exc):
+                        raise
+                    if delay is None or connection.in_atomic_block:
+                        log.warning("ask refused: the database stayed locked", exc_info=True)
+                        count_usage(user, "refused:db_busy")
+                        raise Refused(
+                            f"The site is busy saving other work. Try again in {DB_BUSY_RETRY_S} s. "
+                            f"系统正忙，请{DB_BUSY_RETRY_S}秒后再试。",
+                            refusal="db_busy",
+                            retry_after=DB_BUSY_RETRY_S,
+                            status=503,
+                        ) from None
+                    log.info("ask met a locked database; again in %.1f s", delay)
+                    time.sleep(delay * (1 + random.random() / 2))
+            raise AssertionError("unreachable")
+
+        return run
+
+    return decorate
 
 
 def _outcome(decision: Any) -> str:
@@ -31,13 +170,14 @@ def _outcome(decision: Any) -> str:
     return "hit" if decision.hit else "miss"
 
 
+@_fair()
 def answer_question(*, user, text: str) -> Question:
     """A student's question: a stored answer at once, "is this your question?", or a live generation.
 
-    Raises BadQuestion and OneAtATime (nothing stored). A question that cannot be generated for is
-    stored as refused: `refusal` says why ("busy": the live queue is full, try again in
-    `question.retry_after` seconds; "no_model": no model is prepared)."""
+    Raises BadQuestion, OneAtATime and Refused (nothing stored): "rate" (too many this minute), "busy"
+    (every live slot taken; Retry-After), "no_model" (503), "db_busy" (the database stayed locked)."""
     text = validate_question(text)
+    check_ask_rate(user)
     started = time.perf_counter()
     decision = runtime.lookup(text)
     outcome = _outcome(decision) if decision is not None else "miss"
@@ -163,7 +303,7 @@ def _generate(
         # Generation with a fixed seed repeats itself: a retry, or a problem whose answer was
         # rejected or failed, gets a new seed so that it does not write the same text again.
         seed = secrets.randbelow(2**31 - 2) + 1
-    return live.live_jobs.start_or_join(
+    answered = live.live_jobs.start_or_join(
         user=user,
         text=text,
         match=match,
@@ -172,9 +312,12 @@ def _generate(
         seed=seed,
         rejected=rejected,
     )
+    if answered.outcome == Question.Outcome.REFUSED:
+        raise _refused(answered, created=question is None)
+    return answered
 
 
-@transaction.atomic
+@_fair(atomic=True)
 def choose_suggestion(*, question: Question, problem: Problem | None) -> Question:
     """The student's answer to "Is this your question?": yes (`problem`) -> that problem is served and a
     pending alias waits for a teacher; no (None) -> a live generation."""
@@ -215,7 +358,7 @@ def choose_suggestion(*, question: Question, problem: Problem | None) -> Questio
     )
 
 
-@transaction.atomic
+@_fair(atomic=True)
 def retry_question(*, question: Question) -> Question:
     """ "Try again" on a failed question: a new live generation with a new seed."""
     if question.outcome != Question.Outcome.FAILED:

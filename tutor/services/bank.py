@@ -8,9 +8,11 @@ Does not own: the cache itself (`runtime`), the text rules (`text`), answering s
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
 from tutor.errors import BadFixture, BadQuestion, TopicInUse
@@ -21,6 +23,7 @@ from tutor.models import (
     Question,
     Solution,
     Topic,
+    UsageCount,
     normalize_topic,
 )
 from tutor.services import bankcache, runtime
@@ -253,33 +256,46 @@ def add_teacher_solution(*, problem: Problem, author, text: str) -> Solution:
 
 
 def missed_groups(*, limit: int = 200, flagged_only: bool = False) -> list[dict[str, Any]]:
-    """Missed and flagged questions grouped by near-duplicate (same normalized text), most asked first;
-    `flagged_only`: those a student flagged for a teacher ("needs a teacher's look")."""
-    groups: dict[str, dict[str, Any]] = {}
+    """Missed and flagged questions grouped by near-duplicate (same normalized text), asked by the most
+    students first (one student asking 300 times counts once: `students`; `count` is every ask), then
+    the latest; `flagged_only`: those a student flagged for a teacher ("needs a teacher's look").
+    Grouped in the database, so no number of asks pushes other groups out of the page."""
     missed = Question.objects.missed()
     if flagged_only:
         missed = missed.flagged()
-    for q in missed.only("pk", "text", "key", "created", "problem_id", "feedback", "outcome")[
-        :5000
-    ]:
-        group = groups.setdefault(
-            q.key,
-            {
-                "key": q.key,
-                "text": q.text,
-                "count": 0,
-                "last": q.created,
-                "problem_id": None,
-                "feedback": 0,
-                "example_id": q.pk,
-            },
+    rows = list(
+        missed.order_by()
+        .values("key")
+        .annotate(
+            students=Count("user", distinct=True),
+            count=Count("id"),
+            last=Max("created"),
+            feedback=Count("id", filter=~Q(feedback=Question.Feedback.NONE)),
+            example_id=Max("id"),
+            problem_id=Max("problem_id"),
         )
-        group["count"] += 1
-        group["feedback"] += q.feedback != Question.Feedback.NONE
-        group["problem_id"] = group["problem_id"] or q.problem_id
-        group["last"] = max(group["last"], q.created)
-    ranked = sorted(groups.values(), key=lambda g: (-g["count"], -g["last"].timestamp()))
-    return ranked[:limit]
+        .order_by("-students", "-last", "-example_id")[:limit]
+    )
+    texts = dict(
+        Question.objects.filter(pk__in=[r["example_id"] for r in rows]).values_list("pk", "text")
+    )
+    return [{**r, "text": texts.get(r["example_id"], "")} for r in rows]
+
+
+def refusal_counts(*, days: int = 7) -> list[dict[str, Any]]:
+    """Asks refused in the last `days` days (not stored as questions: counted per student in
+    UsageCount), by reason: [{"reason", "count", "students"}], most first. The missed page shows them."""
+    since = timezone.localdate() - dt.timedelta(days=days - 1)
+    rows = (
+        UsageCount.objects.filter(kind__startswith="refused:", day__gte=since)
+        .values("kind")
+        .annotate(total=Sum("count"), students=Count("user", distinct=True))
+        .order_by("-total")
+    )
+    return [
+        {"reason": r["kind"].split(":", 1)[1], "count": r["total"], "students": r["students"]}
+        for r in rows
+    ]
 
 
 # -- aliases and blocks ------------------------------------------------------------------------------

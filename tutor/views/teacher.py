@@ -210,6 +210,7 @@ def missed(request: HttpRequest) -> HttpResponse:
         "tutor/missed.html",
         {
             "groups": bank_service.missed_groups(flagged_only=flagged),
+            "refusals": bank_service.refusal_counts(),
             "flagged": flagged,
             "pending": ProblemAlias.objects.filter(
                 status=ProblemAlias.Status.PENDING
