@@ -453,3 +453,33 @@ def test_the_pages_pass_the_csp_in_a_real_browser(csp_browser, live_server, site
     teacher.wait_for_timeout(2500)  # run.js polls after 2 s
     check(teacher, "run poll")
     assert reports == []
+
+
+# -- check --deploy -------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_check_deploy_is_clean_with_the_production_settings(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEBUG", "SUANJING_HTTPS"))}
+    env.update(
+        DEBUG="False",
+        SECRET_KEY="k" + "7Rq-x9" * 10,  # 61 characters, many distinct: what check --deploy wants
+        SUANJING_HTTPS="1",
+        SUANJING_PROXY_COUNT="1",
+        ALLOWED_HOSTS="tutor.school.lan",
+        SUANJING_VAR=str(tmp_path),
+    )
+    out = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "System check identified no issues" in out.stdout
+    assert "WARNINGS" not in out.stdout + out.stderr
+    # the same with plain HTTP is not clean: the test would see a missing setting
+    env["SUANJING_HTTPS"] = "0"
+    out = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode != 0 and "security.W004" in out.stdout + out.stderr
