@@ -83,9 +83,8 @@ NOTIFIED_POLL_S = (
 )
 WATCH_EVERY_S = 2.0  # a follower marks `watched_at` at most this often
 ORPHAN_FLOOR_S = 2.5 * WATCH_EVERY_S  # never call a generation orphaned sooner than this
-KEEPALIVE_S = (
-    15.0  # an SSE comment this often while nothing streams, so proxies keep the connection
-)
+STOP_CHECK_S = 0.5  # a follower sees its own question stopped within this
+KEEPALIVE_S = 15.0  # an SSE comment this often while nothing streams (proxies keep the connection)
 REDIS_CHANNEL = "suanjing:live:"
 
 STOPPED = "You stopped this answer. 你停止了这个回答。"
@@ -866,6 +865,7 @@ def follow(*, question: Question, after: int = 0) -> Iterator[tuple[int, dict[st
         return
     last = after
     marked = time.monotonic() - WATCH_EVERY_S  # mark at once
+    asked = time.monotonic()  # when this question was last seen waiting
     quiet_since = time.monotonic()
     while True:
         seen = wakeups.version(gen_id)
@@ -889,9 +889,11 @@ def follow(*, question: Question, after: int = 0) -> Iterator[tuple[int, dict[st
             continue
         if row["status"] != RUNNING:
             return
-        if not Question.objects.filter(pk=question.pk, outcome=GENERATING).exists():
-            return  # this student pressed Stop (others may still be waiting for it)
         now = time.monotonic()
+        if now - asked >= STOP_CHECK_S:
+            if not Question.objects.filter(pk=question.pk, outcome=GENERATING).exists():
+                return  # this student pressed Stop (others may still be waiting for it)
+            asked = now
         if now - marked >= WATCH_EVERY_S:
             _mark_watched(gen_id)
             marked = now
