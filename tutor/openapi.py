@@ -121,7 +121,26 @@ _errors = {
     "401": _json(_error, "no session and no valid bearer token"),
     "404": _json(_error, "no such question, or not yours"),
 }
-_qid = [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}]
+MAX_ID = 2**63 - 1
+_qid = [
+    {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+    }
+]
+# What `solver.prompts.clean_question` accepts: at most 4000 characters, something besides spaces, and no
+# control characters but tab and newlines (nor U+FFFD, nor a lone surrogate).
+_CTRL = "\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f\\ufffd\\ud800-\\udfff"
+QUESTION_PATTERN = f"^[^{_CTRL}]*[^{_CTRL}\\s][^{_CTRL}]*$"
+_question_text = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 4000,
+    "pattern": QUESTION_PATTERN,
+    "description": "at most 4000 characters, not only spaces, no control characters but tab and newline",
+}
 
 SCHEMA: dict = {
     "openapi": "3.1.0",
@@ -153,7 +172,7 @@ SCHEMA: dict = {
                             "schema": {
                                 "type": "object",
                                 "required": ["question"],
-                                "properties": {"question": {"type": "string", "maxLength": 4000}},
+                                "properties": {"question": _question_text},
                             }
                         }
                     },
@@ -249,7 +268,13 @@ SCHEMA: dict = {
                             "schema": {
                                 "type": "object",
                                 "required": ["problem_id"],
-                                "properties": {"problem_id": {"type": ["integer", "null"]}},
+                                "properties": {
+                                    "problem_id": {
+                                        "type": ["integer", "null"],
+                                        "minimum": 1,
+                                        "maximum": MAX_ID,
+                                    }
+                                },
                             }
                         }
                     },
@@ -282,14 +307,34 @@ SCHEMA: dict = {
                     {
                         "name": "q",
                         "in": "query",
-                        "schema": {"type": "string"},
+                        "schema": {"type": "string", "maxLength": 200},
                         "description": "search (Chinese too)",
                     },
-                    {"name": "topic", "in": "query", "schema": {"type": "string"}},
-                    {"name": "lang", "in": "query", "schema": {"enum": ["zh", "en"]}},
-                    {"name": "difficulty", "in": "query", "schema": {"type": "integer"}},
-                    {"name": "status", "in": "query", "schema": {"type": "string"}},
-                    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                    {
+                        "name": "topic",
+                        "in": "query",
+                        "schema": {"type": "string", "maxLength": 64},
+                    },
+                    {"name": "lang", "in": "query", "schema": {"enum": ["", "zh", "en"]}},
+                    {
+                        "name": "difficulty",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 5},
+                    },
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "schema": {
+                            "enum": ["", "none", "approved", "verified", "unverified", "rejected",
+                                     "flagged", "failed"]
+                        },
+                        "description": "none: no servable answer",
+                    },
+                    {
+                        "name": "page",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 2**31},
+                    },
                 ],
                 "responses": {
                     "200": _json(

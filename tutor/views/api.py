@@ -11,6 +11,8 @@ import json
 from collections.abc import Callable, Iterator
 from functools import wraps
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -20,6 +22,7 @@ from tutor import errors, openapi, permissions, throttle
 from tutor.forms import BankFilterForm
 from tutor.models import Problem, Question, Solution
 from tutor.services import asking, live, tokens
+from tutor.services.text import MAX_QUESTION_CHARS
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
@@ -40,6 +43,8 @@ def api_endpoint(*methods: str) -> Callable:
         @csrf_exempt
         @wraps(view)
         def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if any(isinstance(v, int) and v > MAX_ID for v in kwargs.values()):
+                return error(404, "no such object")
             if request.method not in methods:
                 response = error(405, f"use {' or '.join(methods)}")
                 response["Allow"] = ", ".join(methods)
@@ -80,12 +85,59 @@ def api_endpoint(*methods: str) -> Callable:
     return decorate
 
 
+MAX_ID = 2**63 - 1  # the database's largest id: a larger one in a URL is a 404, not an overflow
+MAX_JSON_DEPTH = 20  # nesting a request body may have (the API's bodies have 1 level)
+
+
+class BodyTooLarge(errors.TutorError):
+    """The request body is over the limit: a question is at most 4000 characters."""
+
+    status = 413
+
+
 def _json_body(request: HttpRequest) -> dict | None:
+    """The request's JSON object, or None (not UTF-8, not JSON, too deep, not an object); BodyTooLarge
+    for a body over DATA_UPLOAD_MAX_MEMORY_SIZE."""
     try:
-        body = json.loads(request.body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        raw = request.body
+    except RequestDataTooBig:
+        raise BodyTooLarge(
+            f"the request body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 1024} KB; "
+            "a question is at most 4000 characters"
+        ) from None
+    try:
+        decoded = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if _depth(decoded) > MAX_JSON_DEPTH:
+        return None
+    try:
+        body = json.loads(decoded)
+    except (ValueError, RecursionError):
         return None
     return body if isinstance(body, dict) else None
+
+
+def _depth(text: str) -> int:
+    """An upper bound of the JSON text's nesting (brackets inside strings count too), found without
+    parsing it, so that 10,000 nested arrays never reach the recursive parser."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _is_text(value: str) -> bool:
+    """False for a string with a lone surrogate ("\ud800" in JSON): not Unicode text, not storable."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _question_response(question: Question, status: int = 200) -> JsonResponse:
@@ -117,6 +169,10 @@ def ask(request: HttpRequest) -> HttpResponse:
     text = body.get("question")
     if not isinstance(text, str):
         return error(400, '"question" must be a string')
+    if not _is_text(text):
+        return error(400, '"question" is not valid Unicode text (a lone surrogate such as \\ud800)')
+    if len(text) > MAX_QUESTION_CHARS:
+        return error(400, f'"question" is over {MAX_QUESTION_CHARS} characters')
     permissions.require_asker_role(request.user)
     return _asked(lambda: asking.answer_question(user=request.user, text=text))
 
@@ -189,6 +245,8 @@ def question_choose(request: HttpRequest, question_id: int) -> HttpResponse:
     choice = body["problem_id"]
     if choice is not None and (isinstance(choice, bool) or not isinstance(choice, int)):
         return error(400, '"problem_id" must be a suggested problem\'s id or null')
+    if choice is not None and not 1 <= choice <= MAX_ID:
+        return error(400, "that problem was not offered")
     if question.outcome != Question.Outcome.SUGGESTED:
         raise errors.Conflict("this question is not waiting for a choice")
     problem = None

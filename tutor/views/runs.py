@@ -16,6 +16,9 @@ from tutor.services import precompute
 from tutor.views.teacher import render_form
 
 
+MAX_ID = 2**63 - 1  # the database's largest id; a larger number would overflow the query
+
+
 class RunForm(forms.Form):
     which = forms.ChoiceField(
         choices=[
@@ -41,6 +44,8 @@ class RunForm(forms.Form):
             raise forms.ValidationError("use problem numbers separated by commas") from None
         if any(i <= 0 for i in ids):
             raise forms.ValidationError("problem numbers are positive")
+        if any(i > MAX_ID for i in ids):
+            raise forms.ValidationError("no problem has a number that large")
         return ids
 
     def selection(self) -> precompute.Selection:
