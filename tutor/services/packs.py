@@ -1,11 +1,13 @@
 """Answer packs on the site: which rows go into a pack, and how a pack's answers meet the stored ones.
 
-Owns: `export_pack`, `import_pack` (one transaction; a dry run changes nothing) and their rules.
+Owns: `export_pack`, `import_pack` (all or nothing in short batches and one short switch, see "import"
+below; a dry run changes nothing) and their rules, and the provenance an imported answer keeps.
 Does not own: the pack format and its validation (`solver.packs`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,16 +15,20 @@ from django.db import transaction
 from django.utils import timezone
 
 from tutor.errors import BadQuestion, RunRefused
-from tutor.models import ModelManifest, Problem, Solution
-from tutor.services import runtime
+from tutor.models import ModelManifest, Problem, Solution, normalize_topic
+from tutor.services import bankcache, runtime
 from tutor.services.bank import register_topic
 from tutor.services.text import guess_lang, validate_question
 
 # The pack format and its validation are `solver.packs`; here: which site rows go into a pack, and how a
-# pack's answers meet the stored ones. Import rules (issue 5): one transaction (a bad pack imports
+# pack's answers meet the stored ones. Import rules (issue 5): all or nothing (a bad pack imports
 # nothing); problems matched by fixture id, pack id, then exact text; a solution already imported is not
 # imported again; against a stored answer of the same model and prompt the higher status wins (approved >
 # verified > unverified), and an answer a teacher wrote, edited, approved or rejected is never changed.
+# Provenance (issue 13): a pack's "approved" or "verified" is a claim from another machine: stored as
+# "verified" only when its final answer matches the problem's reference answer here, else "unverified"
+# (never "approved"), with evidence["pack"] = {file, site, created, imported, claimed_status}; only a
+# teacher of this site approves (Solution.approved_here), and serving ranks the school's own first.
 
 EXPORT_STATUSES = ("approved", "verified", "unverified")
 TEACHER_MANIFEST = "teacher"  # the pack's manifest id for answers written by teachers
@@ -144,90 +150,133 @@ class ImportReport:
         )
 
 
-class _DryRun(Exception):
-    """Raised to roll back a dry-run import."""
+# -- import: plan outside any transaction, stage in short batches, switch on in one short transaction --
+#
+# A pack of 20,000 problems written in one transaction held SQLite's write lock for minutes: students'
+# asks failed with "database is locked" and the db_worker died (issue 13, finding 2). The import now:
+#  1. checks every row of the pack (`pack_info`) and plans the whole import by reading only: which pack
+#     problems match stored ones (fixture id, pack id, exact text, looked up 500 at a time), which are
+#     new (their text validated), and what becomes of every answer (no transaction, no write lock);
+#  2. stages the new problems and their answers in batches of BATCH rows, each its own short
+#     transaction: a staged problem has `source = "staged"`, so it is in neither the bank nor the
+#     students' list, and no cache hears of it (no BankChange row is written for it yet);
+#  3. switches the import on in one short transaction: the manifests and topics, the staged problems'
+#     source set to "bank", the answers for problems already stored (re-checked against what a teacher
+#     may have done meanwhile), and one BankChange "put" row per imported problem, which every
+#     process's answer cache follows (services.bankcache), so the problems are hits in a running site.
+# All or nothing: a failure before or during the switch deletes the staged batches (their answers go
+# with them); a process killed mid-import leaves staged rows nobody sees, deleted by the next import
+# once a day old. A dry run stops after the plan: nothing is written.
+
+BATCH = 500
+STAGED = "staged"  # Problem.source of a problem an import has staged but not switched on yet
+
+
+@dataclass
+class _NewProblem:
+    pack_id: str
+    fields: dict
+    topic: str
+    pk: int | None = None
+    solutions: dict = field(default_factory=dict)  # (manifest, prompt) -> fields of the best answer
+
+
+@dataclass
+class _Plan:
+    manifests: list = field(default_factory=list)
+    new: list = field(default_factory=list)  # _NewProblem
+    matched: list = field(default_factory=list)  # (Problem, solution fields) for stored problems
 
 
 def import_pack(*, path: str, dry_run: bool = False) -> ImportReport:
-    """Import a pack in one transaction. Raises solver.packs.PackError (nothing imported) when the pack
+    """Import a pack, all or nothing, without holding the database's write lock for longer than one
+    batch of BATCH rows (see above). Raises solver.packs.PackError (nothing imported) when the pack
     is corrupt, truncated or of another schema version. `dry_run`: report what would change, change nothing."""
     from solver import packs
 
     info = packs.pack_info(path)  # checks every row before anything is written
     report = ImportReport()
-    try:
-        with transaction.atomic():
-            _import_rows(packs, path, report, _provenance(path, info))
-            if dry_run:
-                raise _DryRun
-    except _DryRun:
-        report.notes.append("dry run: nothing was imported")
+    plan = _plan(packs, path, report, _provenance(path, info))
     if info["vectors"]:
         report.notes.append("cache vectors in the pack are not used: the site embeds problem texts")
-    if not dry_run and report.problems_created:
-        runtime.use_cache(None)  # rebuilt with the new problems on next use
+    if dry_run:
+        report.notes.append("dry run: nothing was imported")
+        return report
+    _purge_stale_staging()
+    try:
+        _stage(plan)
+        _switch(plan, report)
+    except BaseException:
+        _unstage([n.pk for n in plan.new if n.pk is not None])
+        raise
     return report
 
 
-def _provenance(path: str, info: dict) -> dict:
-    """What an imported answer says about where it came from (shown as "From an answer pack (...)")."""
-    return {
-        "file": Path(path).name[:200],
-        "site": str(info.get("site") or "")[:200],
-        "created": str(info.get("created") or "")[:40],
-        "imported": timezone.now().date().isoformat(),
-    }
-
-
-def _checked_status(claimed: str, final: str | None, problem: Problem) -> str:
-    """The status an imported answer is stored with: a pack's "approved" or "verified" is a claim from
-    another machine, so it becomes "verified" only when its final answer matches this problem's
-    reference answer here, else "unverified"; never "approved" (only a teacher here approves)."""
-    if claimed not in ("approved", "verified"):
-        return claimed  # unverified, failed
-    reference = (problem.reference_answer or "").strip()
-    if final and reference:
-        from solver.answers import answers_equivalent
-
-        if answers_equivalent(final, reference):
-            return Solution.Status.VERIFIED
-    return Solution.Status.UNVERIFIED
-
-
-# Evidence keys only this site writes: a pack cannot claim a teacher here edited its answer.
-_SITE_EVIDENCE = ("edited_by_teacher", "pack", "imported_from_pack")
-
-
-def _import_rows(packs, path: str, report: ImportReport, provenance: dict) -> None:
+def _plan(packs, path: str, report: ImportReport, provenance: dict) -> _Plan:
+    """Read the pack and the stored problems it matches; decide everything; write nothing."""
+    plan = _Plan()
     with packs.open_pack(path) as reader:
-        for m in reader.manifests():
-            _, created = ModelManifest.objects.get_or_create(
-                manifest_id=m.manifest_id,
-                defaults={"name": (m.name or "")[:100], "data": m.data},
+        plan.manifests = list(reader.manifests())
+        report.manifests_created = len(
+            {m.manifest_id for m in plan.manifests}
+            - set(
+                ModelManifest.objects.filter(
+                    manifest_id__in=[m.manifest_id for m in plan.manifests]
+                ).values_list("manifest_id", flat=True)
             )
-            report.manifests_created += created
-        names = {m.manifest_id: (m.name or m.manifest_id) for m in reader.manifests()}
-        local: dict[str, Problem] = {}
+        )
+        names = {m.manifest_id: (m.name or m.manifest_id) for m in plan.manifests}
+        local: dict[str, Problem | _NewProblem] = {}
+        new_by_text: dict[str, _NewProblem] = {}
+        batch: list = []
+
+        def resolve(batch: list) -> None:
+            ids = [p.id for p in batch]
+            by_fixture = Problem.objects.filter(fixture_id__in=ids).in_bulk(field_name="fixture_id")
+            by_external = Problem.objects.filter(external_id__in=ids).exclude(source=STAGED)
+            by_external = {x.external_id: x for x in by_external}
+            by_text: dict[str, Problem] = {}
+            for x in (
+                Problem.objects.filter(text__in=[p.text for p in batch])
+                .exclude(source=STAGED)
+                .order_by("-id")
+            ):
+                by_text[x.text] = x  # the oldest of the same text wins (ordered newest first)
+            for p in batch:
+                found = by_fixture.get(p.id) or by_external.get(p.id) or by_text.get(p.text)
+                found = found or new_by_text.get(p.text)
+                if found is not None:
+                    report.problems_matched += 1
+                    local[p.id] = found
+                    continue
+                new = _new_problem(p, report)
+                if new is not None:
+                    plan.new.append(new)
+                    new_by_text[p.text] = new
+                    local[p.id] = new
+
         for p in reader.problems():
-            problem = _match_problem(p, report)
-            if problem is not None:
-                local[p.id] = problem
+            batch.append(p)
+            if len(batch) >= BATCH:
+                resolve(batch)
+                batch = []
+        if batch:
+            resolve(batch)
         for s in reader.solutions():
-            problem = local.get(s.problem_id)
-            if problem is None:
+            target = local.get(s.problem_id)
+            if target is None:
                 continue
-            _import_solution(s, problem, names.get(s.manifest_id, ""), report, provenance)
+            if isinstance(target, _NewProblem):
+                _plan_new_solution(s, target, names.get(s.manifest_id, ""), report, provenance)
+            else:
+                plan.matched.append(
+                    (target, _solution_fields(s, target.reference_answer, names, provenance))
+                )
+    report.problems_created = len(plan.new)
+    return plan
 
 
-def _match_problem(p, report: ImportReport) -> Problem | None:
-    found = (
-        Problem.objects.filter(fixture_id=p.id).first()
-        or Problem.objects.filter(external_id=p.id).first()
-        or Problem.objects.filter(text=p.text).order_by("id").first()
-    )
-    if found is not None:
-        report.problems_matched += 1
-        return found
+def _new_problem(p, report: ImportReport) -> _NewProblem | None:
     try:
         text = validate_question(p.text)
     except BadQuestion as exc:
@@ -237,36 +286,36 @@ def _match_problem(p, report: ImportReport) -> Problem | None:
     extra = p.extra if isinstance(p.extra, dict) else {}
     tags = extra.get("tags")
     difficulty = extra.get("difficulty")
-    problem = Problem.objects.create(
-        text=text,
-        lang=p.lang if p.lang in Problem.Lang.values else guess_lang(text),
-        topic=register_topic(p.topic or ""),
-        tags=[str(t)[:64] for t in tags][:32] if isinstance(tags, list) else [],
-        difficulty=difficulty if isinstance(difficulty, int) and 1 <= difficulty <= 5 else None,
-        reference_answer=(p.reference_answer or "")[:500],
-        origin=Problem.Origin.IMPORT,
-        external_id=p.id,
+    topic = normalize_topic(p.topic or "")
+    return _NewProblem(
+        pack_id=p.id,
+        topic=topic,
+        fields={
+            "text": text,
+            "lang": p.lang if p.lang in Problem.Lang.values else guess_lang(text),
+            "topic": topic,
+            "tags": [str(t)[:64] for t in tags][:32] if isinstance(tags, list) else [],
+            "difficulty": difficulty
+            if isinstance(difficulty, int) and 1 <= difficulty <= 5
+            else None,
+            "reference_answer": (p.reference_answer or "")[:500],
+            "origin": Problem.Origin.IMPORT,
+            "source": STAGED,
+            "external_id": p.id,
+        },
     )
-    report.problems_created += 1
-    return problem
 
 
-def _import_solution(
-    s, problem: Problem, model_name: str, report: ImportReport, provenance: dict
-) -> None:
-    if problem.solutions.filter(pack_solution_id=s.id).exists():
-        report.solutions_kept += 1
-        return
+def _solution_fields(s, reference: str, names: dict, provenance: dict) -> dict:
     manifest_id = "" if s.manifest_id == TEACHER_MANIFEST else s.manifest_id
     prompt_version = "" if s.prompt_version == TEACHER_MANIFEST else s.prompt_version
-    same_source = list(
-        problem.solutions.filter(manifest_id=manifest_id, prompt_version=prompt_version)
-    )
-    status = _checked_status(s.status, s.final, problem)
     evidence = {k: v for k, v in s.evidence.items() if k not in _SITE_EVIDENCE}
     evidence["pack"] = {**provenance, "claimed_status": s.status}
     evidence["imported_from_pack"] = s.id
-    fields = {
+    model_name = names.get(s.manifest_id, "")
+    status, contradicts = _checked(s.status, s.final, reference)
+    return {
+        "_contradicts": contradicts,  # taken out before the row is written
         "reasoning": s.reasoning,
         "answer": s.answer_text,
         "final": s.final,
@@ -280,6 +329,139 @@ def _import_solution(
         "evidence": evidence,
         "pack_solution_id": s.id,
     }
+
+
+def _plan_new_solution(s, new: _NewProblem, model_name, report, provenance) -> None:
+    """An answer for a problem this import creates: one per model and prompt, the higher status wins;
+    a failure only where there is no answer."""
+    fields = _solution_fields(
+        s, new.fields["reference_answer"], {s.manifest_id: model_name}, provenance
+    )
+    source = (fields["manifest_id"], fields["prompt_version"])
+    if any(f["pack_solution_id"] == s.id for f in new.solutions.values()):
+        report.solutions_kept += 1
+        return
+    if s.status == "failed" and new.solutions:
+        report.solutions_kept += 1
+        return
+    old = new.solutions.get(source)
+    if old is not None:
+        if Solution.RANK.get(old["status"], -1) >= Solution.RANK[fields["status"]]:
+            report.solutions_kept += 1
+            return
+        report.solutions_created -= 1  # replaced before it was ever stored
+        report.solutions_upgraded += 1
+    new.solutions[source] = fields
+    report.solutions_created += 1
+
+
+def _purge_stale_staging() -> None:
+    """Staged problems of an import that was killed (a day old: no import takes that long)."""
+    stale = Problem.objects.filter(
+        source=STAGED, created__lt=timezone.now() - dt.timedelta(days=1)
+    ).values_list("pk", flat=True)
+    _unstage(list(stale))
+
+
+def _stage(plan: _Plan) -> None:
+    """The new problems, then their answers, BATCH rows per short transaction, hidden (source staged)."""
+    for start in range(0, len(plan.new), BATCH):
+        chunk = plan.new[start : start + BATCH]
+        with runtime.one_writer(), transaction.atomic():
+            made = Problem.objects.bulk_create([Problem(**n.fields) for n in chunk])
+        for n, problem in zip(chunk, made, strict=True):
+            n.pk = problem.pk
+    rows: list[Solution] = []
+    for n in plan.new:
+        for fields in n.solutions.values():
+            fields = dict(fields)
+            contradicts = fields.pop("_contradicts")
+            solution = Solution(problem_id=n.pk, source=Solution.Source.IMPORT, **fields)
+            solution.contradicts_reference = contradicts  # bulk_create does not call `save`
+            rows.append(solution)
+            if len(rows) >= BATCH:
+                _write_solutions(rows)
+                rows = []
+    if rows:
+        _write_solutions(rows)
+
+
+def _write_solutions(rows: list[Solution]) -> None:
+    with runtime.one_writer(), transaction.atomic():
+        Solution.objects.bulk_create(rows)
+
+
+def _switch(plan: _Plan, report: ImportReport) -> None:
+    """One short transaction: the import becomes visible, and every cache hears of its problems."""
+    with runtime.one_writer(), transaction.atomic():
+        for m in plan.manifests:
+            ModelManifest.objects.get_or_create(
+                manifest_id=m.manifest_id,
+                defaults={"name": (m.name or "")[:100], "data": m.data},
+            )
+        for topic in sorted({n.topic for n in plan.new if n.topic}):
+            register_topic(topic)
+        ids = [n.pk for n in plan.new]
+        for start in range(0, len(ids), BATCH):
+            Problem.objects.filter(pk__in=ids[start : start + BATCH], source=STAGED).update(
+                source=Problem.Source.BANK
+            )
+        for problem, fields in plan.matched:
+            _import_solution(problem, fields, report)
+        bankcache.record_many((bankcache.Kind.PUT, n.pk, n.fields["text"]) for n in plan.new)
+
+
+def _unstage(ids: list[int]) -> None:
+    """Delete staged problems (and their answers), BATCH per short transaction."""
+    for start in range(0, len(ids), BATCH):
+        with runtime.one_writer(), transaction.atomic():
+            Problem.objects.filter(pk__in=ids[start : start + BATCH], source=STAGED).delete()
+
+
+def _provenance(path: str, info: dict) -> dict:
+    """What an imported answer says about where it came from (shown as "From an answer pack (...)")."""
+    return {
+        "file": Path(path).name[:200],
+        "site": str(info.get("site") or "")[:200],
+        "created": str(info.get("created") or "")[:40],
+        "imported": timezone.now().date().isoformat(),
+    }
+
+
+def _checked(claimed: str, final: str | None, reference: str) -> tuple[str, bool]:
+    """The status an imported answer is stored with, and whether its final answer contradicts the
+    problem's reference answer (one comparison for both). A pack's "approved" or "verified" is a claim
+    from another machine: it becomes "verified" only when its final answer matches this problem's
+    reference answer here, else "unverified"; never "approved" (only a teacher here approves)."""
+    reference, final_text = (reference or "").strip(), (final or "").strip()
+    matches = None
+    if reference and final_text:
+        from solver.answers import answers_equivalent
+
+        matches = answers_equivalent(final_text, reference)
+    contradicts = matches is False
+    if claimed not in ("approved", "verified"):
+        return claimed, contradicts  # unverified, failed
+    return (Solution.Status.VERIFIED if matches else Solution.Status.UNVERIFIED), contradicts
+
+
+# Evidence keys only this site writes: a pack cannot claim a teacher here edited its answer.
+_SITE_EVIDENCE = ("edited_by_teacher", "pack", "imported_from_pack")
+
+
+def _import_solution(problem: Problem, fields: dict, report: ImportReport) -> None:
+    """An answer for a problem already stored, decided in the switch's transaction against the rows as
+    they are now (a teacher may have approved or edited one since the plan was read)."""
+    fields = {k: v for k, v in fields.items() if k != "_contradicts"}  # `save` checks it again
+    if problem.solutions.filter(pack_solution_id=fields["pack_solution_id"]).exists():
+        report.solutions_kept += 1
+        return
+    status = fields["status"]
+    same_source = list(
+        problem.solutions.filter(
+            manifest_id=fields["manifest_id"], prompt_version=fields["prompt_version"]
+        )
+    )
     if same_source:
         # The same model and prompt answered here too: one answer per source, the higher status wins.
         if any(x.is_teacher_touched for x in same_source) or any(
@@ -293,7 +475,7 @@ def _import_solution(
         target.save(update_fields=list(fields))
         report.solutions_upgraded += 1
         return
-    if s.status == "failed" and problem.solutions.exists():
+    if status == "failed" and problem.solutions.exists():
         report.solutions_kept += 1  # a failure adds nothing where an answer exists
         return
     Solution.objects.create(problem=problem, source=Solution.Source.IMPORT, **fields)
