@@ -382,7 +382,10 @@ def compare(
         ),
         "no_numbers": float(not question.quantities),
     }
-    aligned = alignment.is_exact and (not alignment.converted or converted)
+    # Amounts equal only once converted (4 h and 240 min) are offered as a suggestion, never a certain
+    # hit: other people's labelled data calls such a pair a changed number (GSM-Plus writes one problem
+    # in other units as a perturbation), so a student confirms it instead of the cache deciding.
+    aligned = alignment.is_exact and not alignment.converted
     return Comparison(
         None,
         _agreement_reason(question, entry, alignment, aligned),

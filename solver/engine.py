@@ -207,6 +207,8 @@ class Generation(GenerationHandle):
         self.finished_at: float | None = None
         self.token_ids: list[int] = []
         self._text = IncrementalDecoder(engine._decode) if streaming else None
+        self._trim = StopTrimmer(params.stop_strings) if params.stop_strings else None
+        self._out: list[str] = []  # what was emitted: the result's text
         guard = params.loop_guard
         self._loops = (
             LoopDetector(guard, engine.token_classes)
@@ -237,23 +239,25 @@ class Generation(GenerationHandle):
                     break
         self.token_ids.extend(ids)
         if self._text is not None:
-            piece = self._text.feed(ids)
-            if piece:
-                self._emit(piece)
+            self._out_piece(self._text.feed(ids))
+
+    def _out_piece(self, piece: str, *, last: bool = False) -> None:
+        if self._trim is not None:
+            piece = self._trim.feed(piece) + (self._trim.finish() if last else "")
+        if piece:
+            self._out.append(piece)
+            self._emit(piece)
 
     def _finish(self, finish_reason: str, error: str | None = None) -> None:
         self.finished_at = time.perf_counter()
         if self._text is not None:
-            tail = self._text.finish()
-            if tail:
-                self._emit(tail)
-            text = self._text.text
+            self._out_piece(self._text.finish(), last=True)
         else:
-            text = (
-                self._engine._decode(self.token_ids).rstrip(REPLACEMENT) if self.token_ids else ""
+            self._out_piece(
+                self._engine._decode(self.token_ids).rstrip(REPLACEMENT) if self.token_ids else "",
+                last=True,
             )
-            if text:
-                self._emit(text)
+        text = "".join(self._out)
         n = len(self.token_ids)
         first = self.first_token_at or self.finished_at
         decode_time = self.finished_at - first
@@ -284,6 +288,45 @@ class Generation(GenerationHandle):
 REPLACEMENT = (
     "\ufffd"  # what the detokenizer shows for bytes that are not (yet) a whole UTF-8 character
 )
+
+
+class StopTrimmer:
+    """Streamed text with the first completed stop string and everything after it removed (OpenAI's
+    `stop`).
+
+    Text that could be the start of a stop string is held back until the next piece shows whether it
+    is, so nothing emitted is ever taken back; at the end, held text that did not become a stop string
+    is let out."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = tuple(s for s in stops if s)
+        self.held = ""
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        if self.stopped or not piece:
+            return ""
+        text = self.held + piece
+        # the stop string that was completed first ends the text (as a generation would have stopped)
+        found = [(at + len(s), at) for s in self.stops if (at := text.find(s)) >= 0]
+        if found:
+            self.stopped, self.held = True, ""
+            return text[: min(found)[1]]
+        keep = max(
+            (
+                n
+                for s in self.stops
+                for n in range(min(len(s) - 1, len(text)), 0, -1)
+                if s.startswith(text[-n:])
+            ),
+            default=0,
+        )
+        self.held = text[len(text) - keep :]
+        return text[: len(text) - keep]
+
+    def finish(self) -> str:
+        out, self.held = ("" if self.stopped else self.held), ""
+        return out
 
 
 class IncrementalDecoder:
@@ -598,10 +641,11 @@ class Engine(GeneratingAPI):
         config.ignore_eos = params.ignore_eos
         config.stop_token_ids = {self.eos_token_id}
         if params.stop_strings:
-            # The pipeline holds back tokens that may begin a stop string, so streamed text never has
-            # to be taken back (measured: the pieces end just before the stop string).
+            # The pipeline matches stop strings on whole tokens: with the stop string left out of the
+            # output, a stop string that starts inside a token ("ailed" + " c" for "iled c") kept its
+            # first characters. So the pipeline keeps it, and `StopTrimmer` cuts the text exactly.
             config.stop_strings = set(params.stop_strings)
-            config.include_stop_str_in_output = False
+            config.include_stop_str_in_output = True
         config.repetition_penalty = params.repetition_penalty
         config.presence_penalty = params.presence_penalty
         config.frequency_penalty = params.frequency_penalty

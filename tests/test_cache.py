@@ -1156,13 +1156,14 @@ _ROAD = "A road is {} long. A tree is planted every 50 m along one side, includi
     ],
 )
 def test_the_same_amount_in_other_units_aligns_as_one_quantity(bank, question):
+    """Paired and compared in the bank's units, but never aligned for a certain hit: a student
+    confirms "Is this your question?" (labelled data calls such pairs changed numbers)."""
     comparison, features = _compared(bank, question)
-    assert comparison.rule is None and comparison.aligned, comparison
+    assert comparison.rule is None and not comparison.aligned, comparison
     # compared in the bank's units, nothing differs: no unit, no word (the wording check's edit was
     # only the way the amount is written)
     assert features["units_differ"] == 0.0 and features["wording_edit"] == 0.0
     assert features["sequence_ratio"] == 1.0
-    assert "the same amounts" in comparison.reason and "=" in comparison.reason
 
 
 @pytest.mark.parametrize(
@@ -1213,22 +1214,22 @@ def test_a_conversion_that_changes_what_is_asked_or_a_rate_is_never_a_certain_hi
 @pytest.mark.parametrize(
     ("bank", "question", "outcome"),
     [
-        (_WALK.format("30 minutes"), _WALK.format("half an hour"), "hit"),
-        (_WALK.format("30 minutes"), _WALK.format("0.5 h"), "hit"),
+        (_WALK.format("30 minutes"), _WALK.format("half an hour"), "suggest"),
+        (_WALK.format("30 minutes"), _WALK.format("0.5 h"), "suggest"),
         (
             "小明步行上学要30分钟，每小时走4千米，他家离学校多远？",
             "小明步行上学要半小时，每小时走4千米，他家离学校多远？",
-            "hit",
+            "suggest",
         ),
         (
             "一条路长2千米，每隔50米种一棵树，两端都种，一共种多少棵树？",
             "一条路长2000米，每隔50米种一棵树，两端都种，一共种多少棵树？",
-            "hit",
+            "suggest",
         ),
         (
             "A tank fills in 90 minutes. How many tanks fill in 6 hours?",
             "A tank fills in 1.5 hours. How many tanks fill in 6 hours?",
-            "hit",
+            "suggest",
         ),
         (_WALK.format("30 minutes"), _WALK.format("3 hours"), "miss"),
         (
@@ -1254,12 +1255,11 @@ def test_a_conversion_that_changes_what_is_asked_or_a_rate_is_never_a_certain_hi
         ),
     ],
 )
-def test_the_multilingual_cache_serves_the_same_amount_in_other_units(
+def test_the_multilingual_cache_suggests_the_same_amount_in_other_units(
     use_multilingual, bank, question, outcome
 ):
-    """Through the real embedder and the shipped decision rule: the aligned pair still goes to the
-    learned rule like any other (the English road, 2 km and 2000 m, is aligned but the rule puts it at
-    its hit threshold: it is suggested)."""
+    """Through the real embedder and the shipped decision rule: the same amount in other units is
+    offered as "Is this your question?", a changed amount in other units misses."""
     cache = SemanticCache(use_multilingual)
     cache.add("x", bank)
     decision = cache.lookup(question)

@@ -407,3 +407,49 @@ def test_cancel_before_it_starts_ends_it_with_nothing(any_tiny_engine):
     generation.cancel()  # idempotent
     result = generation.result(timeout=10)
     assert result.finish_reason == "cancelled" and result.new_tokens < long.max_new_tokens
+
+
+@pytest.mark.parametrize(
+    ("pieces", "stops", "expected"),
+    [
+        (["He f", "ailed c", "ompletely"], ["iled c"], "He fa"),
+        (["abc", "def"], ["cd"], "ab"),
+        (["ab", "c"], ["cd"], "abc"),  # held "c" let out at the end: never became a stop string
+        (["x", "yz"], ["q", "yz"], "x"),
+        (["ends ", "with stop"], ["stop"], "ends with "),
+        (["no stop here"], ["zz"], "no stop here"),
+    ],
+)
+def test_stop_trimmer_cuts_at_the_first_stop_string_and_never_takes_text_back(
+    pieces, stops, expected
+):
+    from solver.engine import StopTrimmer
+
+    trimmer = StopTrimmer(stops)
+    out = [trimmer.feed(p) for p in pieces] + [trimmer.finish()]
+    assert "".join(out) == expected
+    for s in stops:  # no emitted prefix ever held a whole stop string
+        assert s not in "".join(out)
+
+
+def test_stop_trimmer_matches_a_one_shot_cut_on_random_splits():
+    import random
+
+    from solver.engine import StopTrimmer
+
+    rng = random.Random(7)
+    for _ in range(2000):
+        text = "".join(rng.choices("abc ", k=rng.randint(0, 30)))
+        stops = [
+            "".join(rng.choices("abc ", k=rng.randint(1, 4))) for _ in range(rng.randint(1, 3))
+        ]
+        # the stop string completed first wins, as in a generation that stops when it appears
+        found = [(text.find(s) + len(s), text.find(s)) for s in stops if s in text]
+        want = text[: min(found)[1]] if found else text
+        trimmer, out, pos = StopTrimmer(stops), [], 0
+        while pos < len(text):
+            step = rng.randint(1, 5)
+            out.append(trimmer.feed(text[pos : pos + step]))
+            pos += step
+        out.append(trimmer.finish())
+        assert "".join(out) == want, (text, stops)
