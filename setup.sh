@@ -40,7 +40,7 @@ fi
 mkdir -p var
 if .venv/bin/python manage.py help db_worker >/dev/null 2>&1; then
   echo "==> starting a background worker (log: var/worker.log)"
-  nohup .venv/bin/python manage.py db_worker --no-reload >var/worker.log 2>&1 &
+  nohup .venv/bin/python manage.py worker --no-reload >var/worker.log 2>&1 &
   echo $! > var/worker.pid
   trap 'kill "$(cat var/worker.pid)" 2>/dev/null || true' EXIT
 fi

@@ -149,3 +149,82 @@ def test_staged_problems_are_hidden_until_the_switch(tmp_path, site, cast, monke
     import_pack(path=path)
     assert seen == {"bank": 0, "students": 0, "staged": 600, "puts": 0}
     assert Problem.objects.in_bank().count() == 600 and BankChange.objects.count() == 600
+
+
+# -- the background worker survives a locked database -------------------------------------------------
+
+
+@pytest.fixture
+def impatient_sqlite():
+    """Every new connection of this process gives up on a lock after 100 ms (the site waits 10 s)."""
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's write lock")
+    options = connection.settings_dict["OPTIONS"]
+    before = options["init_command"]
+    options["init_command"] = before.replace("busy_timeout=10000", "busy_timeout=100")
+    connection.close()
+    yield
+    options["init_command"] = before
+    connection.close()
+
+
+def hold_write_lock(seconds: float) -> threading.Thread:
+    import sqlite3
+
+    held = threading.Event()
+
+    def hold():
+        other = sqlite3.connect(connection.settings_dict["NAME"], timeout=30)
+        other.execute("BEGIN IMMEDIATE")
+        held.set()
+        time.sleep(seconds)
+        other.rollback()
+        other.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(10)
+    return thread
+
+
+def worker(cls):
+    return cls(
+        queue_names=["default"],
+        interval=0.1,
+        batch=True,
+        backend_name="default",
+        startup_delay=False,
+        max_tasks=None,
+        worker_id="test-worker",
+        excluded_queue_names=[],
+    )
+
+
+def test_the_stock_db_worker_dies_on_a_locked_database_and_ours_carries_on(impatient_sqlite):
+    from django.db import OperationalError
+    from django_tasks_db.management.commands.db_worker import Worker
+
+    from tutor.management.commands.worker import PatientWorker
+
+    holder = hold_write_lock(3.0)
+    with pytest.raises(OperationalError, match="locked"):
+        worker(Worker).run()  # what killed the school's worker during an import
+    started = time.monotonic()
+    worker(PatientWorker).run()  # waits the lock out, then (batch mode, no task) ends
+    holder.join()
+    assert time.monotonic() - started >= 1.0
+
+
+def test_the_worker_command_runs_a_task_under_a_lock(impatient_sqlite, cast):
+    """A real task queued, the database locked while the worker claims and stores it: done, once."""
+    from django.core.management import call_command
+    from django_tasks_db.models import DBTaskResult
+
+    from tutor.services import runtime
+
+    runtime.enqueue("generate_towards_answer", 999_999)  # no such problem: the task ends at once
+    holder = hold_write_lock(2.0)
+    call_command("worker", "--batch", "--no-startup-delay", "--interval", "0.1")
+    holder.join()
+    result = DBTaskResult.objects.get()
+    assert result.status == "SUCCESSFUL", (result.status, result.exception_class_path)
