@@ -54,8 +54,12 @@ def test_a_2_mb_body_is_a_json_413(site, alice_token):
 
 @pytest.mark.django_db
 def test_a_non_integer_or_huge_question_id_is_a_json_404(site, alice_token):
-    for path in ("/api/questions/abc", "/api/questions/1.5/stream", "/api/questions/-1/stop",
-                 "/api/nothing-here"):
+    for path in (
+        "/api/questions/abc",
+        "/api/questions/1.5/stream",
+        "/api/questions/-1/stop",
+        "/api/nothing-here",
+    ):
         assert_json_error(Client().get(path, **bearer(alice_token)), 404, "no such")
     huge = "9" * 40
     for path in (f"/api/questions/{huge}", f"/api/questions/{huge}/stream"):
@@ -101,10 +105,67 @@ def test_the_schema_and_the_api_agree_on_questions(site, alice_token, question):
 
 
 def test_the_schema_states_the_limits():
-    problems = {p["name"]: p["schema"] for p in openapi.SCHEMA["paths"]["/api/problems"]["get"]["parameters"]}
+    problems = {
+        p["name"]: p["schema"]
+        for p in openapi.SCHEMA["paths"]["/api/problems"]["get"]["parameters"]
+    }
     assert problems["difficulty"] == {"type": "integer", "minimum": 1, "maximum": 5}
     ask = openapi.SCHEMA["paths"]["/api/ask"]["post"]["requestBody"]["content"]
     body = ask["application/json"]["schema"]
     assert body["required"] == ["question"]
     assert body["properties"]["question"]["minLength"] == 1
     assert re.search(body["properties"]["question"]["pattern"], "鸡兔同笼 😀\n第二行")
+
+
+# -- schemathesis against the running site -------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_schemathesis_finds_no_server_error_and_no_conformance_failure(
+    live_server, site, cast, make_problem, tmp_path
+):
+    """Every check schemathesis has (server errors, status codes, content types, response schemas and
+    headers, negative data refused, positive data accepted) over every operation, a bounded number of
+    examples each, against the live site on the loopback address."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.site_fixtures import FakeManifest, ScriptedEngine
+    from tests.test_browser import GOOD
+    from tutor.services import runtime
+
+    assert live_server.url.startswith("http://localhost") or "127.0.0.1" in live_server.url
+    make_problem("一个数的3倍是36，这个数是多少？")
+    runtime.use_engine(ScriptedEngine(GOOD), FakeManifest())
+    token = tokens.issue_api_token(user=cast.teacher)
+    st = Path(sys.executable).with_name("st")
+    out = subprocess.run(
+        [
+            str(st),
+            "run",
+            f"{live_server.url}/api/openapi.json",
+            "--checks",
+            "all",
+            "--max-examples",
+            "15",
+            "--seed",
+            os.environ.get("SUANJING_ST_SEED", "13"),
+            "--request-timeout",
+            "20",
+            "--generation-database",
+            "none",
+            "-H",
+            f"Authorization: Bearer {token}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        cwd=tmp_path,
+        env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""},
+    )
+    report = out.stdout + out.stderr
+    assert out.returncode == 0, report[-6000:]  # st exits 1 on any failed check or server error
+    assert "Server error" not in report and "FAILURES" not in report, report[-6000:]

@@ -58,7 +58,11 @@ def test_password_change_applies_the_rules(cast):
     assert weak.status_code == 200 and b"errorlist" in weak.content
     strong = client.post(
         "/accounts/password_change/",
-        {"old_password": "pw-alice", "new_password1": "m0ss-lantern", "new_password2": "m0ss-lantern"},
+        {
+            "old_password": "pw-alice",
+            "new_password1": "m0ss-lantern",
+            "new_password2": "m0ss-lantern",
+        },
     )
     assert strong.status_code == 302
     cast.alice.refresh_from_db()
@@ -177,7 +181,9 @@ def test_ten_wrong_passwords_lock_the_username_and_address_for_15_minutes(cast):
     # the admin's login is covered by the same lockout
     assert (
         Client()
-        .post("/admin/login/", {"username": "alice", "password": "pw-alice"}, REMOTE_ADDR="10.1.1.1")
+        .post(
+            "/admin/login/", {"username": "alice", "password": "pw-alice"}, REMOTE_ADDR="10.1.1.1"
+        )
         .status_code
         == 429
     )
@@ -214,7 +220,9 @@ def test_bearer_token_guessing_is_throttled_per_address(cast, settings):
     good = tokens.issue_api_token(user=cast.alice)
     client = Client()
     for n in range(5):
-        r = client.get("/api/questions/1", HTTP_AUTHORIZATION=f"Bearer sj_guess{n}", REMOTE_ADDR="10.2.2.2")
+        r = client.get(
+            "/api/questions/1", HTTP_AUTHORIZATION=f"Bearer sj_guess{n}", REMOTE_ADDR="10.2.2.2"
+        )
         assert r.status_code == 401
     r = client.get("/api/questions/1", HTTP_AUTHORIZATION=f"Bearer {good}", REMOTE_ADDR="10.2.2.2")
     assert r.status_code == 429 and "too many wrong tokens" in r.json()["error"]
@@ -246,17 +254,34 @@ def _settings_in(env: dict, *names: str) -> list[str]:
     )
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SUANJING_HTTPS", "DEBUG"))}
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, env={**base, **env}, capture_output=True,
-        text=True, timeout=120, check=True,
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     return out.stdout.split("\n")[: len(names)]
 
 
 def test_https_setting_turns_on_secure_cookies_redirect_and_hsts():
-    names = ("SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_SSL_REDIRECT",
-             "SECURE_HSTS_SECONDS", "SECURE_PROXY_SSL_HEADER")
-    on = _settings_in({"DEBUG": "False", "SUANJING_HTTPS": "1", "SUANJING_PROXY_COUNT": "1",
-                       "SUANJING_HSTS_SECONDS": "600"}, *names)
+    names = (
+        "SESSION_COOKIE_SECURE",
+        "CSRF_COOKIE_SECURE",
+        "SECURE_SSL_REDIRECT",
+        "SECURE_HSTS_SECONDS",
+        "SECURE_PROXY_SSL_HEADER",
+    )
+    on = _settings_in(
+        {
+            "DEBUG": "False",
+            "SUANJING_HTTPS": "1",
+            "SUANJING_PROXY_COUNT": "1",
+            "SUANJING_HSTS_SECONDS": "600",
+        },
+        *names,
+    )
     assert on == ["True", "True", "True", "600", "('HTTP_X_FORWARDED_PROTO', 'https')"]
     off = _settings_in({"DEBUG": "False", "SUANJING_PROXY_COUNT": "0"}, *names)
     assert off == ["False", "False", "False", "0", "None"]
@@ -369,7 +394,12 @@ def test_templates_have_no_inline_script_handler_or_style():
     found = []
     for path in sorted((REPO / "tutor" / "templates").rglob("*.html")):
         source = path.read_text()
-        for pattern in (r"<script(?![^>]*\bsrc=)[^>]*>", r"\son[a-z]+\s*=", r"\sstyle\s*=", r"<style"):
+        for pattern in (
+            r"<script(?![^>]*\bsrc=)[^>]*>",
+            r"\son[a-z]+\s*=",
+            r"\sstyle\s*=",
+            r"<style",
+        ):
             found += [f"{path.name}: {m.group(0)}" for m in re.finditer(pattern, source, re.I)]
         found += [f"{path.name}: javascript:" for _ in re.finditer("javascript:", source, re.I)]
     assert found == []
@@ -399,7 +429,9 @@ document.addEventListener("securitypolicyviolation", e =>
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_the_pages_pass_the_csp_in_a_real_browser(csp_browser, live_server, site, cast, make_problem):
+def test_the_pages_pass_the_csp_in_a_real_browser(
+    csp_browser, live_server, site, cast, make_problem
+):
     """Chromium opens the main pages (a streamed live answer, the bank, a problem, missed questions,
     runs and an active run, the admin) and reports no CSP violation, by event or console message."""
     from tests.site_fixtures import FakeManifest, ScriptedEngine
@@ -442,9 +474,17 @@ def test_the_pages_pass_the_csp_in_a_real_browser(csp_browser, live_server, site
     check(student, "ask")
     assert "12" in student.inner_text("body")  # the streamed answer was shown by ask.js
     teacher = page_for("teacher")
-    for path in ("/bank", f"/bank/{problem.pk}", "/missed", "/runs", f"/runs/{run.pk}",
-                 "/admin/", "/admin/tutor/problem/", f"/admin/tutor/problem/{problem.pk}/change/",
-                 "/admin/tutor/apitoken/"):
+    for path in (
+        "/bank",
+        f"/bank/{problem.pk}",
+        "/missed",
+        "/runs",
+        f"/runs/{run.pk}",
+        "/admin/",
+        "/admin/tutor/problem/",
+        f"/admin/tutor/problem/{problem.pk}/change/",
+        "/admin/tutor/apitoken/",
+    ):
         response = teacher.goto(live_server.url + path)
         assert response.status == 200, path
         assert response.headers["content-security-policy"] == CSP
@@ -471,7 +511,11 @@ def test_check_deploy_is_clean_with_the_production_settings(tmp_path):
     )
     out = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "System check identified no issues" in out.stdout
@@ -480,6 +524,10 @@ def test_check_deploy_is_clean_with_the_production_settings(tmp_path):
     env["SUANJING_HTTPS"] = "0"
     out = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode != 0 and "security.W004" in out.stdout + out.stderr

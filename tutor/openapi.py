@@ -113,6 +113,19 @@ _problem = {
 }
 
 
+# 429: a stored refused question (refusal busy), or an error (refusal one_at_a_time, nothing stored).
+_refused = {
+    "anyOf": [
+        _question,
+        {
+            "type": "object",
+            "required": ["error", "refusal"],
+            "properties": {"error": {"type": "string"}, "refusal": {"const": "one_at_a_time"}},
+        },
+    ]
+}
+
+
 def _json(schema: dict, description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -131,9 +144,11 @@ _qid = [
     }
 ]
 # What `solver.prompts.clean_question` accepts: at most 4000 characters, something besides spaces, and no
-# control characters but tab and newlines (nor U+FFFD, nor a lone surrogate).
-_CTRL = "\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f\\ufffd\\ud800-\\udfff"
+# control characters but tab and newlines (nor U+FFFD; a lone surrogate, which no schema regex can name,
+# is refused too).
+_CTRL = "\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f\\ufffd"
 QUESTION_PATTERN = f"^[^{_CTRL}]*[^{_CTRL}\\s][^{_CTRL}]*$"
+NO_NUL = "^[^\\u0000]*$"  # Django's form fields refuse the NUL character
 _question_text = {
     "type": "string",
     "minLength": 1,
@@ -190,7 +205,7 @@ SCHEMA: dict = {
                     ),
                     "403": _json(_error, "session request without CSRF token"),
                     "429": _json(
-                        _question,
+                        _refused,
                         "status refused, refusal busy: the live queue is full; see Retry-After. "
                         "Or an error with refusal one_at_a_time: this user already waits for a live "
                         "answer (nothing stored)",
@@ -216,7 +231,8 @@ SCHEMA: dict = {
                     'Each piece is `id: <n>` and `data: <JSON>`: {"type": "reasoning"|"answer", "text": '
                     '"..."} as it is generated, numbered from 1; then one `data:` {"type": "done", '
                     "...the question...} without an id. Any web process serves any stream. A client that "
-                    "reconnects sends `Last-Event-ID: <n>` (EventSource does) or `?after=<n>` and gets the "
+                    "reconnects sends the header `Last-Event-ID: <n>` (EventSource does; not listed as a parameter, "
+                    "since any header may come along) or `?after=<n>` and gets the "
                     "pieces after n, none twice. A question that is not generating gets the done event at "
                     "once. Lines starting with ':' are keep-alives; `retry:` is the reconnect delay in ms."
                 ),
@@ -226,15 +242,8 @@ SCHEMA: dict = {
                         "name": "after",
                         "in": "query",
                         "required": False,
-                        "schema": {"type": "integer", "minimum": 0},
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 999999999},
                         "description": "send the pieces after this one (the later of this and Last-Event-ID)",
-                    },
-                    {
-                        "name": "Last-Event-ID",
-                        "in": "header",
-                        "required": False,
-                        "schema": {"type": "integer", "minimum": 0},
-                        "description": "the last piece's id the client had (sent by EventSource on reconnect)",
                     },
                 ],
                 "responses": {
@@ -242,6 +251,7 @@ SCHEMA: dict = {
                         "description": "text/event-stream",
                         "content": {"text/event-stream": {}},
                     },
+                    "400": _json(_error, "`after` is not a whole number from 0 to 999999999"),
                     **_errors,
                 },
             }
@@ -282,6 +292,10 @@ SCHEMA: dict = {
                 "responses": {
                     "200": _json(_question, "yes: that problem's answer (a pending alias is kept)"),
                     "202": _json(_question, "no: a live generation, as for a miss"),
+                    "429": _json(
+                        _refused, "no: the live queue is full, or a live answer of yours runs"
+                    ),
+                    "503": _json(_question, "no: status refused, refusal no_model"),
                     "400": _json(_error, "not a suggested problem"),
                     "403": _json(_error, "not the asker"),
                     "409": _json(_error, "the question is not waiting for a choice"),
@@ -307,13 +321,13 @@ SCHEMA: dict = {
                     {
                         "name": "q",
                         "in": "query",
-                        "schema": {"type": "string", "maxLength": 200},
+                        "schema": {"type": "string", "maxLength": 200, "pattern": NO_NUL},
                         "description": "search (Chinese too)",
                     },
                     {
                         "name": "topic",
                         "in": "query",
-                        "schema": {"type": "string", "maxLength": 64},
+                        "schema": {"type": "string", "maxLength": 64, "pattern": NO_NUL},
                     },
                     {"name": "lang", "in": "query", "schema": {"enum": ["", "zh", "en"]}},
                     {
@@ -325,8 +339,16 @@ SCHEMA: dict = {
                         "name": "status",
                         "in": "query",
                         "schema": {
-                            "enum": ["", "none", "approved", "verified", "unverified", "rejected",
-                                     "flagged", "failed"]
+                            "enum": [
+                                "",
+                                "none",
+                                "approved",
+                                "verified",
+                                "unverified",
+                                "rejected",
+                                "flagged",
+                                "failed",
+                            ]
                         },
                         "description": "none: no servable answer",
                     },

@@ -26,7 +26,9 @@ def client_ip(request) -> str:
     remote = request.META.get("REMOTE_ADDR", "") or "unknown"
     if count <= 0:
         return remote
-    forwarded = [p.strip() for p in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if p.strip()]
+    forwarded = [
+        p.strip() for p in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if p.strip()
+    ]
     if len(forwarded) < count:
         return remote
     return forwarded[-count][:64]
@@ -77,11 +79,19 @@ TOKEN_WINDOW_S = 900
 
 def token_guessing(request) -> bool:
     """True when this address already sent SUANJING_TOKEN_FAILURES wrong bearer tokens this window."""
-    return count("token-fail", client_ip(request), window_s=TOKEN_WINDOW_S) >= settings.SUANJING_TOKEN_FAILURES
+    return (
+        count("token-fail", client_ip(request), window_s=TOKEN_WINDOW_S)
+        >= settings.SUANJING_TOKEN_FAILURES
+    )
 
 
 def token_failed(request) -> None:
-    hit("token-fail", client_ip(request), limit=settings.SUANJING_TOKEN_FAILURES, window_s=TOKEN_WINDOW_S)
+    hit(
+        "token-fail",
+        client_ip(request),
+        limit=settings.SUANJING_TOKEN_FAILURES,
+        window_s=TOKEN_WINDOW_S,
+    )
 
 
 def _incr(name: str, window_s: int) -> int:

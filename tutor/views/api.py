@@ -189,6 +189,9 @@ def question_stream(request: HttpRequest, question_id: int) -> HttpResponse:
     """Server-sent events: {"type": "reasoning"|"answer", "text"} as generated, each with its `id:`
     (the event's number), then {"type": "done", ...}. Any web process serves any stream; a client
     that reconnects (Last-Event-ID, or ?after=N) gets the events after the last one it had."""
+    after = request.GET.get("after")
+    if after is not None and not (after.isascii() and after.isdigit() and len(after) <= 9):
+        return error(400, '"after" must be a whole number from 0 to 999999999')
     question = permissions.question_for(request.user, question_id)
     response = StreamingHttpResponse(
         _events(question, after=_last_event_id(request)),
@@ -243,6 +246,8 @@ def question_choose(request: HttpRequest, question_id: int) -> HttpResponse:
     if body is None or "problem_id" not in body:
         return error(400, 'send {"problem_id": N} or {"problem_id": null}')
     choice = body["problem_id"]
+    if isinstance(choice, float) and choice.is_integer():
+        choice = int(choice)  # JSON Schema's integer: 7.0 and 7e16 are integers too
     if choice is not None and (isinstance(choice, bool) or not isinstance(choice, int)):
         return error(400, '"problem_id" must be a suggested problem\'s id or null')
     if choice is not None and not 1 <= choice <= MAX_ID:

@@ -15,7 +15,6 @@ from tutor.models import PrecomputeRun
 from tutor.services import precompute
 from tutor.views.teacher import render_form
 
-
 MAX_ID = 2**63 - 1  # the database's largest id; a larger number would overflow the query
 
 
