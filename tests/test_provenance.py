@@ -69,7 +69,9 @@ def test_the_admin_refuses_an_all_empty_answer_but_still_rejects(cast, banked):
 def test_the_services_refuse_empty_answers_too(cast, banked):
     problem, solution = banked
     with pytest.raises(BadQuestion):
-        bank.edit_solution(solution=solution, editor=cast.teacher, reasoning=" ", answer="", final="")
+        bank.edit_solution(
+            solution=solution, editor=cast.teacher, reasoning=" ", answer="", final=""
+        )
     with pytest.raises(BadQuestion):
         bank.add_teacher_solution(problem=problem, author=cast.teacher, text="  \n ")
     solution.refresh_from_db()
