@@ -20,6 +20,12 @@ from tests.site_fixtures import *  # noqa: F403
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def fast_hashing(settings):
+    """Dozens of sign-ins per test: a fast hasher (the validators and axes do not depend on it)."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def _signup(client: Client, username: str, password: str, ip: str = "10.9.8.7", **extra):
     return client.post(
         "/signup",
