@@ -91,7 +91,7 @@ def test_a_rejection_takes_an_answer_out_of_service_at_once(site, cast, make_pro
     [
         ({"question": ""}, "empty"),
         ({"question": "   \n\t "}, "empty"),
-        ({"question": "x" * 100_000}, "limit is 4000"),
+        ({"question": "x" * 100_000}, "over 4000 characters"),
         ({"question": "abc\x00\x01def"}, "control character"),
         ({"question": 42}, "must be a string"),
         ({"text": "1+1"}, "must be a string"),

@@ -103,7 +103,11 @@ def load_bank() -> dict[str, Problem]:
 
 
 def sign_in(browser, live_server, username: str):
-    page = browser.new_context(viewport={"width": 1100, "height": 900}, locale="zh-CN").new_page()
+    # bypass_csp: Playwright's wait_for_function evaluates in the page, which the site's policy
+    # (script-src 'self') forbids; the policy itself is tested in tests/test_security.py
+    page = browser.new_context(
+        viewport={"width": 1100, "height": 900}, locale="zh-CN", bypass_csp=True
+    ).new_page()
     page.goto(live_server.url + "/accounts/login/")
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", "pw-" + username)

@@ -59,6 +59,17 @@ def test_a_link_and_a_block_reach_the_real_cache_and_survive_a_rebuild(
     runtime.get_cache()  # built from the database, with the real SemanticCache
     before = ask(cast.alice, WORDING)
     assert before.get("match", {}).get("problem_id") != banked.pk or before["status"] != "hit"
+    if "id" not in before:  # refused (no engine here): refusals are counted, not stored
+        from tutor.models import Question
+        from tutor.services.text import question_key
+
+        before["id"] = Question.objects.create(
+            user=cast.alice,
+            text=WORDING,
+            key=question_key(WORDING),
+            outcome=Question.Outcome.FAILED,
+            error="no answer",
+        ).pk
     teacher = Client()
     teacher.force_login(cast.teacher)
     assert (
