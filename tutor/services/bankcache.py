@@ -7,7 +7,8 @@ Does not own: matching (`solver.cache`), the vectors file (`solver.vectors`), or
 change the bank (the services that make them call `record`).
 
 Start (the first `follow` of a process, or the first after `runtime.use_cache(None)`): a background
-thread loads the embedder and the saved cache (memory-mapped, nothing embedded), while the calling thread
+thread loads the embedder (its model's first call beside it, in another thread) and the saved cache
+(memory-mapped, nothing embedded), while the calling thread
 reads the feed's newest seq P, then every (id, text) of the bank and the accepted aliases and blocks (in
 that order: a change committed after P is applied again from the feed, which is harmless). The thread
 then reconciles the cache with that snapshot: only the texts that differ are normalized and embedded,
@@ -28,11 +29,12 @@ the feed's end (another database), reconciles with the whole bank instead. On Po
 number can become visible after a higher one (transactions commit out of order): the numbers skipped
 are asked for again at every poll for `GAP_WAIT_S`. SQLite hands them out in commit order.
 
-Saving: after `SAVE_AFTER_CHANGES` applied changes, or `SAVE_AFTER_S` with at least one, a background
+Saving: after `SAVE_AFTER_CHANGES` feed rows, or `SAVE_AFTER_S` after at least one, a background
 thread saves the cache (`SemanticCache.save`: a new generation, one atomic rename), with the seq it
 includes, under a file lock so that one process of the machine saves at a time; a process that finds
-the saved seq already at its own skips the save. After a save, the rows older than a day before it are
-pruned, the newest row always kept, so that a process that fell behind sees the hole (above).
+the saved seq already at its own skips the save. After a save, the saving thread prunes the rows the
+save includes that are older than a day before it, the newest row always kept, so that a process that
+fell behind sees the hole (above).
 """
 
 from __future__ import annotations
@@ -318,7 +320,13 @@ def _read_snapshot() -> _Snapshot:
 
 
 def _feed_newest() -> int:
+    """The newest seq (0: none). One min/max per query: SQLite reads the index for MIN(id) or MAX(id)
+    alone, but scans the table for both at once."""
     return BankChange.objects.aggregate(top=Max("id"))["top"] or 0
+
+
+def _feed_oldest() -> int | None:
+    return BankChange.objects.aggregate(low=Min("id"))["low"]
 
 
 # -- the start thread -------------------------------------------------------------------------------
@@ -514,9 +522,11 @@ def _maybe_poll(followed: _Followed) -> None:
 
 def _poll(followed: _Followed) -> None:
     """Read and apply the feed after `followed.position` (called with its poll lock held)."""
-    ends = BankChange.objects.aggregate(low=Min("id"), high=Max("id"))
-    low, high = ends["low"], ends["high"] or 0
     position = followed.position
+    high = _feed_newest()
+    if high == position and not followed.gaps:
+        return  # nothing new: the usual poll is this one query (the primary key's last entry)
+    low = _feed_oldest()
     if high < position or (low is not None and low > position + 1 and high > position):
         # Past the feed's end (another database) or behind a pruned part of it.
         log.warning(
