@@ -153,6 +153,7 @@ TEMPLATES = [
         "How many yuan do {b} pens cost if a pen costs {a} yuan?",
     ),
 ]
+FULL_AFTER = 2000
 QUESTION_SETS = {
     "word for word": "the banked text itself, as a student pastes the homework (exact tier)",
     "reworded": "a rewording with the same numbers (embedder and vector search)",
@@ -160,16 +161,30 @@ QUESTION_SETS = {
 
 
 def make_bank(n: int, seed: int = 0) -> list[tuple[str, str, str, str]]:
-    """n distinct (text, answer, lang, reworded text) problems, round-robin over the templates."""
+    """n distinct (text, answer, lang, reworded text) problems, round-robin over the templates. A
+    template whose numbers run out (FULL_AFTER draws in a row all taken: a few thousand problems for
+    the narrowest) is left out from then on, so that 100 000 fit; smaller banks are as before."""
     rng = random.Random(seed)
     seen: set[tuple] = set()
     bank = []
+    full: set[int] = set()
+    taken = 0  # draws in a row that gave a problem already in the bank
     while len(bank) < n:
-        template, draw, lang, reworded = TEMPLATES[len(bank) % len(TEMPLATES)]
+        index = len(bank) % len(TEMPLATES)
+        while index in full:
+            index = (index + 1) % len(TEMPLATES)
+        template, draw, lang, reworded = TEMPLATES[index]
         fields, answer = draw(rng)
         key = (template, tuple(sorted(fields.values())))
         if key in seen:
+            taken += 1
+            if taken >= FULL_AFTER:
+                full.add(index)
+                taken = 0
+                if len(full) == len(TEMPLATES):
+                    raise SystemExit(f"the templates hold fewer than {n} distinct problems")
             continue
+        taken = 0
         seen.add(key)
         bank.append((template.format(**fields), str(answer), lang, reworded.format(**fields)))
     return bank
@@ -645,7 +660,8 @@ def cold_start(n: int, database_url: str, within: float) -> dict:
         insert_s = time.perf_counter() - started
         connection.close()
         # A problem of the first template, whose rewording the cache serves (a hit, not a suggestion).
-        pick = len(TEMPLATES) * random.Random(11).randrange(n // len(TEMPLATES))
+        first = TEMPLATES[0][0].split("{")[0]
+        pick = random.Random(11).choice([i for i, p in enumerate(bank) if p[0].startswith(first)])
         questions = {
             "word for word": (bank[pick][0], ids[pick]),
             "reworded": (bank[pick][3], ids[pick]),
