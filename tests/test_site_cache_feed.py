@@ -376,11 +376,6 @@ def test_aliases_and_blocks_cross_processes(real_site, other_process, cast):
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.xfail(
-    strict=True,
-    reason="tutor/services/packs.py writes no BankChange rows yet (its rewrite does, at the import's "
-    "final switch); remove this mark when it lands",
-)
 def test_a_pack_imported_while_the_site_runs_is_a_word_for_word_hit(
     real_site, other_process, cast, tmp_path
 ):
