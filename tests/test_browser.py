@@ -46,14 +46,17 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
-# Topics of the bundled bank shown in the teacher's screenshots; not "calendar", which holds NEW.
+# Topics of the bundled bank shown in the teacher's screenshots (none of them holds NEW).
 BANK_TOPICS = ("linear_systems", "geometry", "percentages")
 # "A farmer keeps chickens and rabbits. Together they have 35 heads and 94 legs. How many rabbits ...?"
 BANKED_ID = "en-linear-001"
 REWORDED = (
     "There are 35 heads and 94 legs in a cage of chickens and rabbits. How many rabbits are there?"
 )
-NEW = "如果今天是星期三，100天后是星期几？"  # the deployment guide's example
+# Not the deployment guide's calendar example: under greedy decoding SmolLM2 counts "1. 2. 3. …" on it
+# until the loop guard stops it (measured: finish_reason "loop" after 375 tokens), and a failed answer is
+# never stored for serving. On this one it ends with a final answer (a wrong one) in ~140 tokens.
+NEW = "小明有12个苹果，吃了5个，还剩几个？"
 
 
 class GreedyEngine:
@@ -120,7 +123,7 @@ def test_a_student_gets_hits_and_a_live_answer_and_a_teacher_approves_it(
     browser, live_server, site, cast, settings, smollm2
 ):
     settings.SUANJING_LIVE_ORPHAN_S = 60
-    settings.SUANJING_MAX_NEW_TOKENS = 384  # SmolLM2 answers NEW in ~200 tokens
+    settings.SUANJING_MAX_NEW_TOKENS = 384  # SmolLM2 answers NEW in ~140 tokens
     settings.SUANJING_CACHE_THRESHOLD = ""
     runtime.use_cache(None)  # the real cache (MiniLM), built from the bank below on first use
     bank = load_bank()
