@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import time
 
 from axes.backends import AxesStandaloneBackend
@@ -23,7 +24,7 @@ def client_ip(request) -> str:
     """REMOTE_ADDR; behind SUANJING_PROXY_COUNT proxies (nginx: 1), the address the nearest trusted
     proxy saw, taken from the right of X-Forwarded-For (the left part is whatever the client sent)."""
     count = settings.SUANJING_PROXY_COUNT
-    remote = request.META.get("REMOTE_ADDR", "") or "unknown"
+    remote = _address(request.META.get("REMOTE_ADDR", ""))
     if count <= 0:
         return remote
     forwarded = [
@@ -31,7 +32,19 @@ def client_ip(request) -> str:
     ]
     if len(forwarded) < count:
         return remote
-    return forwarded[-count][:64]
+    return _address(forwarded[-count])
+
+
+UNKNOWN_ADDRESS = "0.0.0.0"  # noqa: S104 - a bucket for requests without a readable address
+
+
+def _address(text: str) -> str:
+    """A valid IP address (the login log stores it in an address column: PostgreSQL refuses anything
+    else), or one shared bucket for a missing or unreadable one (a test client, a forged header)."""
+    try:
+        return str(ipaddress.ip_address(text.strip()[:64]))
+    except ValueError:
+        return UNKNOWN_ADDRESS
 
 
 class LoginLockoutBackend(AxesStandaloneBackend):
