@@ -116,8 +116,10 @@ def test_a_folder_without_a_model_is_a_clear_error_from_the_child_process_too(tm
 
 def test_the_child_process_gives_the_in_process_engines_text(tiny_engine, tiny_engine_process):
     prompts = ["鸡兔同笼 35 94", "What is 2 + 3?", "knights and knaves"]
+    # One by one on both sides: a batch's prefill runs other kernel shapes, and on a random model whose
+    # logits nearly tie that alone can flip a greedy token (seen in CI), which says nothing of the process.
     local = [tiny_engine.generate(p, FIXED) for p in prompts]
-    remote = tiny_engine_process.generate_many(prompts, FIXED)
+    remote = [tiny_engine_process.generate(p, FIXED) for p in prompts]
     assert [r.text for r in remote] == [r.text for r in local]
     assert [r.new_tokens for r in remote] == [r.new_tokens for r in local]
 

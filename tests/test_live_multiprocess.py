@@ -40,7 +40,10 @@ LONG = (
     "Write a very long story about the numbers one to one hundred, one paragraph for each number."
 )
 STOPPED = "Tell me a long tale of a dragon who collects 77 golden coins, describing every coin."
-UNWATCHED = "Describe in great detail a journey across 12 deserts, a page for each desert."
+# SmolLM2 writes on for 1,000-2,000 tokens here (its lines differ, so the loop guard lets it run): far past
+# the orphan delay, where the desert journey of before sometimes ended in 150 tokens, before anyone could
+# call it orphaned.
+UNWATCHED = "Write the multiplication tables from 1 to 30, every line written out in full."
 KILLED = "Write a long poem about 50 ships sailing the sea, a stanza for each ship."
 MAX_NEW_TOKENS = 160
 
@@ -359,12 +362,24 @@ def test_stop_on_b_cancels_a_generation_a_runs(sites):
 
 
 def test_a_generation_nobody_watches_is_cancelled(sites):
-    asked = sites.ask(sites.b, "frank", UNWATCHED)
-    qid = asked.json()["id"]
-    # Nobody streams or polls: after SUANJING_LIVE_ORPHAN_S (at least live.ORPHAN_FLOOR_S) B cancels it.
-    assert wait_until(lambda: sites.generation(qid)["status"] == "cancelled", 60, 0.5)
-    question = sites.question(qid)
-    assert question["outcome"] == "failed" and "cancelled" in question["error"]
+    # A third process on the same database and engine whose budget outlasts the orphan delay: with
+    # the cluster's 160 tokens a quiet machine ends the generation before anyone could call it
+    # orphaned, and the test would prove nothing.
+    site = Site("C", {**sites.a.env, "SUANJING_MAX_NEW_TOKENS": "4000"}, sites.var)
+    site.start()
+    try:
+        asked = sites.ask(site, "frank", UNWATCHED)
+        assert asked.status_code == 202, asked.text
+        qid = asked.json()["id"]
+        # Nobody streams or polls: after SUANJING_LIVE_ORPHAN_S (at least live.ORPHAN_FLOOR_S) C
+        # cancels it, long before 4000 tokens.
+        assert wait_until(lambda: sites.generation(qid).get("status") == "cancelled", 60, 0.5), (
+            sites.generation(qid)
+        )
+        question = sites.question(qid)
+        assert question["outcome"] == "failed" and "cancelled" in question["error"]
+    finally:
+        site.stop()
 
 
 def test_kill_9_of_the_owner_mid_stream_the_other_process_takes_over(sites):
