@@ -1,22 +1,30 @@
 """`|mathtext`: untrusted Markdown with math rendered to safe HTML (tutor/templatetags/mathtext.py).
 
-Cases as tables; a seeded fuzz run of hostile strings checks that rendering never raises and that its
-output holds only allowed elements and attributes; a real Chromium at a phone's width checks that code,
-tables and formulas stay inside the answer's box.
+Cases as tables; a seeded fuzz run of hostile strings and a hypothesis run check that rendering never
+raises and that its output holds only allowed elements and attributes; a renderer that raises is shown
+as escaped text (fail closed), and the crash string of issue 13 renders on the real pages; a real
+Chromium at a phone's width checks that code, tables and formulas stay inside the answer's box.
 """
 
 from __future__ import annotations
 
 import random
+import re
 import shutil
 import time
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from django.test import Client
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from tests.site_fixtures import *  # noqa: F403
+from tutor.models import Question
+from tutor.services.text import question_key
 from tutor.templatetags import mathtext as mathtext_module
-from tutor.templatetags.mathtext import latex_to_mathml, mathtext, render_math_text
+from tutor.templatetags.mathtext import latex_to_mathml, mathfinal, mathtext, render_math_text
 
 PALINDROME_ANSWER = """判断回文字符串，只需比较字符串与它的反转：
 
@@ -278,6 +286,83 @@ def test_the_audit_catches_what_it_is_meant_to():
     assert audit("<script>").problems and audit('<mi style="x">').problems
     assert audit("<p><math></p></math>").problems and audit("<p>").problems
     assert audit('<p><a href="https://e.com/">x</a><br></p>').problems == []
+
+
+# -- fail closed ---------------------------------------------------------------------------------------
+
+# The MathML cleaner's html.parser raised on this and took three pages down (issue 13, finding 4).
+CRASH_TEXT = "$\\unicode{<![CDATA[_}$"
+
+
+class _BrokenMarkdown:
+    def render(self, text):
+        raise RecursionError("maximum recursion depth exceeded")
+
+
+def test_the_filter_shows_escaped_text_when_the_renderer_raises(monkeypatch, caplog):
+    # A fake renderer stands in for a bug not yet found; the real renderer is fuzzed below.
+    monkeypatch.setattr(mathtext_module, "_MARKDOWN", _BrokenMarkdown())
+    output = mathtext("<script>alert(1)</script> $x$\n第二行\n\n<b onclick=x>")
+    assert str(output) == (
+        "<p>&lt;script&gt;alert(1)&lt;/script&gt; $x$<br>第二行</p>\n\n<p>&lt;b onclick=x&gt;</p>"
+    )
+    assert audit(output).problems == []
+    assert [r.levelname for r in caplog.records if r.exc_info] == ["WARNING"]
+
+
+def test_a_final_answer_is_shown_as_text_when_its_formula_raises(monkeypatch, caplog):
+    def broken(latex, *, display=False):
+        raise ValueError("unreadable")
+
+    monkeypatch.setattr(mathtext_module, "latex_to_mathml", broken)
+    assert str(mathfinal("\\frac{<i>}{2}")) == "\\frac{&lt;i&gt;}{2}"
+    assert [r.levelname for r in caplog.records if r.exc_info] == ["WARNING"]
+
+
+def test_the_crash_string_renders_on_the_students_and_the_teachers_pages(cast, site, make_problem):
+    """The real path, no fakes: the question page of the student who asked it (as her question, the
+    problem it matched and that problem's answer) and the teacher's page of the problem."""
+    problem = make_problem(CRASH_TEXT, reference=CRASH_TEXT, solutions=(("approved", CRASH_TEXT),))
+    solution = problem.solutions.get()
+    solution.answer = f"{CRASH_TEXT}\n\n$${CRASH_TEXT[1:-1]}$$"
+    solution.reasoning = CRASH_TEXT
+    solution.save(update_fields=["answer", "reasoning"])
+    question = Question.objects.create(
+        user=cast.alice,
+        text=CRASH_TEXT,
+        key=question_key(CRASH_TEXT),
+        outcome=Question.Outcome.HIT,
+        bank_hit=True,
+        problem=problem,
+        solution=solution,
+    )
+    pages = [(cast.alice, f"/questions/{question.pk}"), (cast.teacher, f"/bank/{problem.pk}")]
+    for user, url in pages:
+        client = Client()
+        client.force_login(user)
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert "<![CDATA[" not in response.content.decode(), url  # only ever escaped
+
+
+# Random text built from what breaks renderers: math delimiters, backslashes, braces, CDATA, markup.
+_HOSTILE_TEXT = st.lists(
+    st.one_of(
+        st.sampled_from(PIECES + [CRASH_TEXT, "\\unicode{", "<![CDATA[_}", "{{", "}}"]),
+        st.text(max_size=8),
+    ),
+    max_size=30,
+).map("".join)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=_HOSTILE_TEXT)
+def test_fuzzed_text_never_raises_and_never_yields_script_or_handlers(text):
+    for output in (str(mathtext(text)), str(mathfinal(text))):
+        lowered = output.lower()
+        assert "<script" not in lowered
+        assert re.search(r"<[^>]*\son[a-z]+\s*=", lowered) is None, output
+        assert audit(output).problems == [], output
 
 
 # -- speed and layout ----------------------------------------------------------------------------------

@@ -12,7 +12,9 @@ before Markdown's escapes and emphasis, so `_`, `*` and `\\\\` inside a formula 
 written. latex2mathml keeps the formula's own text unescaped in its tree (e.g. `\\text{<script>}`), so
 its MathML is rebuilt from that tree through an allow-list of MathML elements and attributes, with
 markup-looking text dropped and every text node escaped. A segment that cannot be converted or rebuilt,
-for whatever reason, is shown as the escaped text it was written as: rendering never raises.
+for whatever reason, is shown as the escaped text it was written as; and should anything else in the
+renderer raise, the whole text is shown escaped, with its line breaks (fail closed): rendering never
+raises, so no stored text can take a page down (issue 13, finding 4).
 Formulas are memoized per process (a pure function of the LaTeX; nothing that processes must share).
 """
 
@@ -24,6 +26,7 @@ import logging
 import re
 
 from django import template
+from django.utils.html import escape, linebreaks
 from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
 from markdown_it.common.utils import escapeHtml
@@ -266,8 +269,14 @@ _MARKDOWN = _build_markdown()
 
 
 def render_math_text(text: str) -> str:
-    """Markdown with math as HTML safe to insert; single newlines are line breaks."""
-    rendered = _MARKDOWN.render(text or "")
+    """Markdown with math as HTML safe to insert; single newlines are line breaks. Never raises: if the
+    renderer fails, the text comes back escaped in paragraphs and line breaks (what a page would show
+    without Markdown), and a warning is logged."""
+    try:
+        rendered = _MARKDOWN.render(text or "")
+    except Exception:  # a bug of markdown-it or of our rules must not take a page down
+        log.warning("text rendering failed; shown as escaped text", exc_info=True)
+        return linebreaks(escape(text or ""))
     # markdown-it puts a newline after each block tag; dropping them keeps `</p><p>` as it always was.
     # Code text is escaped, so `>\n<` only ever occurs between two real tags.
     return _BETWEEN_TAGS.sub(">", rendered).rstrip("\n")
@@ -283,7 +292,11 @@ def mathfinal(value) -> SafeString:
     """A final answer: MathML when it is LaTeX (\\frac{1}{2}, x^2), else escaped text (23, 星期五)."""
     text = str(value) if value is not None else ""
     if re.search(r"[\\^_{}]", text):
-        mathml = latex_to_mathml(text)
+        try:
+            mathml = latex_to_mathml(text)
+        except Exception:  # fail closed, as render_math_text does
+            log.warning("final answer rendering failed; shown as text", exc_info=True)
+            mathml = None
         if mathml is not None:
             return mark_safe(mathml)  # noqa: S308 - rebuilt from an allow-list
     return mark_safe(html.escape(text, quote=False))  # noqa: S308
