@@ -99,6 +99,7 @@ from solver.normalize import (
     normalize,
     word_tokens,
 )
+from solver.prompts import MAX_QUESTION_CHARS  # the question-length limit, defined once
 from solver.vectors import VectorStore
 
 # (threshold, signature_threshold) per embedder, measured on tests/data/cache_cases.jsonl: cosine
@@ -110,7 +111,6 @@ RECOMMENDED_THRESHOLDS = {
 }
 FALLBACK_THRESHOLDS = (0.80, 0.55)
 DEFAULT_CANDIDATES = 12
-MAX_QUESTION_CHARS = 4000
 # A same-language candidate whose wording aligns with the question at least this much (difflib ratio
 # of content tokens) is an *edit* of it: any change that normalization does not explain (synonym,
 # typo, filler) makes it a different question. On the labelled set every one-word change that passed

@@ -6,6 +6,9 @@ family's recommended sampling settings, and whether the output starts inside an 
 the plain question (`PromptFamily.render`): a solution towards a known answer (`render_towards_answer`),
 another try after a teacher rejected an answer (`render_retry`), and a student's follow-up question on a
 solution (`render_follow_up`).
+Also owns the rules for a question's text, once for the whole project: `MAX_QUESTION_CHARS` (the one
+definition of the length limit) and `clean_question` (what text may be asked or banked). `solver.cache`,
+the command line and the site (through `tutor.services.text`) all take them from here.
 Does not own: tokenization, generation, or parsing the output (see `solver.answers`).
 
 Text from students (and from the model, quoted back to it) is data: every prompt is plain string
@@ -101,6 +104,8 @@ def detect_family(*, model_type: str, name_or_path: str, chat_template: str | No
     return None
 
 
+# The longest question, in characters after stripping: the only place the limit is written down (the
+# cache, the prompts, the site's forms, API and OpenAPI schema read it; tests/test_text_rules.py checks).
 MAX_QUESTION_CHARS = 4000
 
 

@@ -9,6 +9,7 @@ The checker is run on the real tree and on small synthetic trees that break each
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,14 @@ def test_the_checker_refuses_each_wrong_import(tmp_path, change, complaint):
         assert found == []
     else:
         assert any(f.startswith(complaint) for f in found), found
+
+
+def test_the_readme_layout_names_every_solver_and_service_module():
+    """README.md's Layout section keeps up with the tree: each module of solver/ and tutor/services/."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Layout\n", 1)[1].split("\n#", 1)[0]
+    named = set(re.findall(r"`([a-z_]+)/?`", section))
+    for package in (ROOT / "solver", ROOT / "tutor" / "services"):
+        modules = {p.stem for p in package.glob("*.py") if not p.stem.startswith("__")}
+        modules |= {p.name for p in package.iterdir() if (p / "__init__.py").exists()}
+        assert modules - named == set(), f"{package.name}/: missing from README's Layout"

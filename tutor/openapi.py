@@ -6,6 +6,8 @@ responses of the real endpoints carry the keys this schema requires.
 
 from __future__ import annotations
 
+from tutor.services.text import MAX_QUESTION_CHARS
+
 _error = {
     "type": "object",
     "required": ["error"],
@@ -143,18 +145,19 @@ _qid = [
         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
     }
 ]
-# What `solver.prompts.clean_question` accepts: at most 4000 characters, something besides spaces, and no
-# control characters but tab and newlines (nor U+FFFD; a lone surrogate, which no schema regex can name,
-# is refused too).
+# What `tutor.services.text.validate_question` accepts: at most MAX_QUESTION_CHARS characters (the raw
+# string here, as the API view checks it), something besides spaces, and no control characters but tab and
+# newlines (nor U+FFFD; a lone surrogate, which no schema regex can name, is refused too).
 _CTRL = "\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f\\ufffd"
 QUESTION_PATTERN = f"^[^{_CTRL}]*[^{_CTRL}\\s][^{_CTRL}]*$"
 NO_NUL = "^[^\\u0000]*$"  # Django's form fields refuse the NUL character
 _question_text = {
     "type": "string",
     "minLength": 1,
-    "maxLength": 4000,
+    "maxLength": MAX_QUESTION_CHARS,
     "pattern": QUESTION_PATTERN,
-    "description": "at most 4000 characters, not only spaces, no control characters but tab and newline",
+    "description": f"at most {MAX_QUESTION_CHARS} characters, not only spaces, "
+    "no control characters but tab and newline",
 }
 
 SCHEMA: dict = {
@@ -201,7 +204,8 @@ SCHEMA: dict = {
                     ),
                     "400": _json(
                         _error,
-                        "not JSON, no question, empty, over 4000 characters, control characters",
+                        f"not JSON, no question, empty, over {MAX_QUESTION_CHARS} characters, "
+                        "control characters",
                     ),
                     "403": _json(_error, "session request without CSRF token"),
                     "429": _json(

@@ -1,10 +1,16 @@
 """The rules for a question's text, in one place: validation, the length limit, the key and the language.
 
-Owns: `validate_question` (what text may be asked or banked; `solver.prompts.clean_question` does the
-checking, this turns its refusal into `BadQuestion`), `MAX_QUESTION_CHARS` and `length_error` (what the
-ask form says about a long paste), `question_key` (identical questions share one key) and `guess_lang`.
-Services, views, forms, the API and the admin all go through this module.
-Does not own: matching a question to a problem (`solver.normalize` and `solver.cache`, behind the cache).
+Owns, for the site: `validate_question` (what text may be asked or banked; `solver.prompts.clean_question`
+does the checking, this turns its refusal into `BadQuestion`), `MAX_QUESTION_CHARS` and `length_error`
+(what the ask form says about a long paste), `question_key` (identical questions share one key) and
+`guess_lang`. Services, views, forms, the API, its OpenAPI schema and the admin all go through this module;
+none of them imports the rules from `solver` or writes the limit down again.
+Does not own: the rules themselves (`solver.prompts` defines the limit and the checks, so that the command
+line and the cache apply the same ones), or matching a question to a problem (`solver.normalize` and
+`solver.cache`, behind the cache).
+
+The limit counts characters after stripping; the API's JSON schema can only bound the raw string, so the
+API view refuses a raw string over the same limit before validating (one number, two honest readings).
 """
 
 from __future__ import annotations
@@ -14,9 +20,8 @@ import re
 import unicodedata
 from typing import Any
 
-from solver.prompts import (
-    MAX_QUESTION_CHARS,
-)  # a constant: importing solver.prompts loads nothing heavy
+# solver.prompts is plain string work: importing it loads no model and no Django.
+from solver.prompts import MAX_QUESTION_CHARS, InvalidQuestion, clean_question
 from tutor.errors import BadQuestion
 from tutor.models import Problem
 
@@ -25,8 +30,6 @@ __all__ = ["MAX_QUESTION_CHARS", "guess_lang", "length_error", "question_key", "
 
 def validate_question(text: Any) -> str:
     """The text stripped, or BadQuestion (empty, too long, not text, control characters)."""
-    from solver.prompts import InvalidQuestion, clean_question
-
     try:
         return clean_question(text)
     except InvalidQuestion as exc:
