@@ -173,6 +173,10 @@ SUANJING_MAX_LIVE_JOBS = envint("SUANJING_MAX_LIVE_JOBS", "4")
 SUANJING_ASKS_PER_MINUTE = envint("SUANJING_ASKS_PER_MINUTE", "20")
 # A live generation nobody is watching (no stream open, no poll) is cancelled after this many seconds.
 SUANJING_LIVE_ORPHAN_S = envint("SUANJING_LIVE_ORPHAN_S", "30")
+# Streams (SSE) one account may hold open in one web process; a stream is closed after this many
+# seconds and the browser reconnects by itself where it left off (a connection never lives for ever).
+SUANJING_STREAMS_PER_USER = envint("SUANJING_STREAMS_PER_USER", "4")
+SUANJING_STREAM_MAX_S = envint("SUANJING_STREAM_MAX_S", "600")
 # Optional: Redis pub/sub wakes live-answer streams in every web process at once (else they poll the
 # database every 150 ms). Nothing is stored there.
 REDIS_URL = os.getenv("REDIS_URL", "").strip()

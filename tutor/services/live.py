@@ -20,7 +20,9 @@ How several web processes share one generation (every rule holds on SQLite and P
   LEASE_S): every FLUSH_S it appends what streamed as a few LiveEvent rows and the raw text so far
   (`generated`) in one short transaction that is also the lease renewal (at least every RENEW_S), guarded
   by `owner = me`: a process that lost its lease writes nothing more and cancels its engine request.
-- Any process streams it: `follow` reads the rows after the last seq it sent.
+- Any process streams it: `follow` reads the rows after the last seq it sent (`afollow` on an event
+  loop under ASGI: one short round of reads in a pool thread, then an await, so a waiting stream holds
+  no thread).
 - Takeover: a lease that ran out (the owner was killed) is taken by whoever notices first — a follower,
   a poll, any ask — with one `UPDATE ... WHERE lease_until < now`, so exactly one process wins. It
   continues the raw completion from `prompt + generated` (same seed, what is left of the token budget)
@@ -47,6 +49,7 @@ lost or late notification delays a piece by at most POLL_S / NOTIFIED_POLL_S, ne
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 import logging
@@ -55,7 +58,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,6 +187,9 @@ class _Wakeups:
         self._down_until = 0.0  # Redis failed: do not try again before this (monotonic)
         self._listener: threading.Thread | None = None
         self.listening = False  # the subscriber thread is connected: notifications will come
+        # Streams served on an event loop (ASGI) wait on an asyncio.Event, set from whichever thread
+        # bumps the version: gen_id -> {(loop, event)}.
+        self._async_waiters: dict[int, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
 
     def version(self, gen_id: int) -> int:
         with self._cond:
@@ -195,6 +201,12 @@ class _Wakeups:
                 self._versions.clear()  # waiters compare for inequality: a reset only wakes them
             self._versions[gen_id] = self._versions.get(gen_id, 0) + 1
             self._cond.notify_all()
+            waiters = list(self._async_waiters.get(gen_id, ()))
+        for loop, event in waiters:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # that loop has closed: its stream is gone
+                pass
 
     def notify(self, gen_id: int) -> None:
         """Wake every follower of `gen_id` (call after the transaction with the news committed)."""
@@ -213,6 +225,27 @@ class _Wakeups:
         timeout = NOTIFIED_POLL_S if self.listening else POLL_S
         with self._cond:
             self._cond.wait_for(lambda: self._versions.get(gen_id, 0) != seen, timeout)
+
+    async def await_news(self, gen_id: int, seen: int) -> None:
+        """`wait` for a stream served on an event loop: no thread is held while it waits."""
+        self._listen()
+        timeout = NOTIFIED_POLL_S if self.listening else POLL_S
+        waiter = (asyncio.get_running_loop(), asyncio.Event())
+        with self._cond:
+            if self._versions.get(gen_id, 0) != seen:
+                return
+            self._async_waiters.setdefault(gen_id, set()).add(waiter)
+        try:
+            await asyncio.wait_for(waiter[1].wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            with self._cond:
+                left = self._async_waiters.get(gen_id)
+                if left is not None:
+                    left.discard(waiter)
+                    if not left:
+                        del self._async_waiters[gen_id]
 
     # -- Redis -------------------------------------------------------------------------------------
 
@@ -854,55 +887,106 @@ def _render_prompt(manifest: Any, text: str, rejected: str | None) -> str:
 # -- following -------------------------------------------------------------------------------------
 
 
-def follow(*, question: Question, after: int = 0) -> Iterator[tuple[int, dict[str, str]] | None]:
-    """The stream of `question`'s live generation after event `after`, from whichever process runs
-    it: (seq, {"type": "reasoning"|"answer", "text"}) as stored, blocking for new ones, and None every
-    KEEPALIVE_S while nothing comes. Ends when the generation ends or this question stops waiting for
-    it (at once when it is not generating). Following counts as watching; a generation whose owner
-    died is taken over from here."""
-    gen_id = question.live_id
-    if gen_id is None or question.outcome != GENERATING:
-        return
-    last = after
-    marked = time.monotonic() - WATCH_EVERY_S  # mark at once
-    asked = time.monotonic()  # when this question was last seen waiting
-    quiet_since = time.monotonic()
-    while True:
-        seen = wakeups.version(gen_id)
+class _Following:
+    """One client following a question's live generation: each `step` is one short round of database
+    reads (new events, or the bookkeeping of a quiet moment). `follow` drives it from a thread (WSGI);
+    `afollow` from an event loop (ASGI), where a waiting stream holds no thread at all."""
+
+    def __init__(self, question: Question, after: int) -> None:
+        self.question_pk = question.pk
+        self.gen_id = question.live_id
+        self.last = after
+        now = time.monotonic()
+        self.marked = now - WATCH_EVERY_S  # mark at once
+        self.asked = now  # when this question was last seen waiting
+        self.quiet_since = now
+        self.ended = self.gen_id is None or question.outcome != GENERATING
+
+    def step(self) -> list[tuple[int, dict[str, str]] | None]:
+        """What to send now: events, or [None] for a keep-alive; sets `ended` when the stream is over.
+        An empty list: wait for news (`wakeups`) and step again."""
+        gen_id = self.gen_id
         row = (
             LiveGeneration.objects.filter(pk=gen_id)
             .values("status", "events", "lease_until")
             .first()
         )
         if row is None:
-            return
-        if row["events"] > last:
+            self.ended = True
+            return []
+        if row["events"] > self.last:
             # Read after the row: an owner writes its last events before it marks the row ended.
+            out: list[tuple[int, dict[str, str]] | None] = []
             for seq, kind, text in (
-                LiveEvent.objects.filter(generation_id=gen_id, seq__gt=last)
+                LiveEvent.objects.filter(generation_id=gen_id, seq__gt=self.last)
                 .order_by("seq")
                 .values_list("seq", "kind", "text")[:500]
             ):
-                yield seq, {"type": kind, "text": text}
-                last = seq
-            quiet_since = time.monotonic()
-            continue
+                out.append((seq, {"type": kind, "text": text}))
+                self.last = seq
+            self.quiet_since = time.monotonic()
+            return out
         if row["status"] != RUNNING:
-            return
+            self.ended = True
+            return []
         now = time.monotonic()
-        if now - asked >= STOP_CHECK_S:
-            if not Question.objects.filter(pk=question.pk, outcome=GENERATING).exists():
-                return  # this student pressed Stop (others may still be waiting for it)
-            asked = now
-        if now - marked >= WATCH_EVERY_S:
+        if now - self.asked >= STOP_CHECK_S:
+            if not Question.objects.filter(pk=self.question_pk, outcome=GENERATING).exists():
+                self.ended = True  # this student pressed Stop (others may still be waiting for it)
+                return []
+            self.asked = now
+        if now - self.marked >= WATCH_EVERY_S:
             _mark_watched(gen_id)
-            marked = now
+            self.marked = now
         if row["lease_until"] is None or row["lease_until"] < timezone.now():
             live_jobs.take_over(gen_id)  # its owner died; if another process won, it continues it
-        if now - quiet_since >= KEEPALIVE_S:
-            yield None
-            quiet_since = now
-        wakeups.wait(gen_id, seen)
+        if now - self.quiet_since >= KEEPALIVE_S:
+            self.quiet_since = now
+            return [None]
+        return []
+
+
+def follow(*, question: Question, after: int = 0) -> Iterator[tuple[int, dict[str, str]] | None]:
+    """The stream of `question`'s live generation after event `after`, from whichever process runs
+    it: (seq, {"type": "reasoning"|"answer", "text"}) as stored, blocking for new ones, and None every
+    KEEPALIVE_S while nothing comes. Ends when the generation ends or this question stops waiting for
+    it (at once when it is not generating). Following counts as watching; a generation whose owner
+    died is taken over from here."""
+    following = _Following(question, after)
+    while not following.ended:
+        seen = wakeups.version(following.gen_id)
+        items = following.step()
+        yield from items
+        if not items and not following.ended:
+            wakeups.wait(following.gen_id, seen)
+
+
+async def afollow(
+    *, question: Question, after: int = 0
+) -> AsyncIterator[tuple[int, dict[str, str]] | None]:
+    """`follow` for an event loop: each round of reads runs in a worker thread for a few
+    milliseconds; between rounds the stream waits on the loop, so a thousand quiet streams cost a
+    thousand coroutines, not a thousand threads."""
+    from asgiref.sync import sync_to_async
+
+    following = _Following(question, after)
+    step = sync_to_async(_step_closing, thread_sensitive=False)
+    while not following.ended:
+        seen = wakeups.version(following.gen_id)
+        items = await step(following)
+        for item in items:
+            yield item
+        if not items and not following.ended:
+            await wakeups.await_news(following.gen_id, seen)
+
+
+def _step_closing(following: _Following) -> list[tuple[int, dict[str, str]] | None]:
+    """One step on a pool thread, whose database connection is dropped if it broke (as Django does
+    around each request)."""
+    from django.db import close_old_connections
+
+    close_old_connections()
+    return following.step()
 
 
 def _mark_watched(gen_id: int) -> None:

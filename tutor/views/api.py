@@ -8,11 +8,14 @@ Errors are JSON: {"error": "...", "detail": "..."} with the right status code.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from functools import wraps
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -90,7 +93,7 @@ MAX_JSON_DEPTH = 20  # nesting a request body may have (the API's bodies have 1 
 
 
 class BodyTooLarge(errors.TutorError):
-    """The request body is over the limit: a question is at most 4000 characters."""
+    """The request body is over the limit (a question is at most MAX_QUESTION_CHARS characters)."""
 
     status = 413
 
@@ -103,7 +106,7 @@ def _json_body(request: HttpRequest) -> dict | None:
     except RequestDataTooBig:
         raise BodyTooLarge(
             f"the request body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 1024} KB; "
-            "a question is at most 4000 characters"
+            f"a question is at most {MAX_QUESTION_CHARS} characters"
         ) from None
     try:
         decoded = raw.decode("utf-8")
@@ -193,10 +196,17 @@ def question_stream(request: HttpRequest, question_id: int) -> HttpResponse:
     if after is not None and not (after.isascii() and after.isdigit() and len(after) <= 9):
         return error(400, '"after" must be a whole number from 0 to 999999999')
     question = permissions.question_for(request.user, question_id)
-    response = StreamingHttpResponse(
-        _events(question, after=_last_event_id(request)),
-        content_type="text/event-stream; charset=utf-8",
+    after = _last_event_id(request)
+    slot = open_streams.take(request.user.pk)  # raises TooManyStreams (429)
+    # Under ASGI (the README's server) the stream is an async generator: it waits on the event loop
+    # and holds no thread. Under WSGI (runserver, tests) Django would buffer an async one whole, so the
+    # same stream runs as a plain generator on the request's thread.
+    events = (
+        _aevents(question, after=after, slot=slot)
+        if isinstance(request, ASGIRequest)
+        else _events(question, after=after, slot=slot)
     )
+    response = StreamingHttpResponse(events, content_type="text/event-stream; charset=utf-8")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
     return response
@@ -216,18 +226,105 @@ def _last_event_id(request: HttpRequest) -> int:
     return last
 
 
-def _events(question: Question, *, after: int) -> Iterator[str]:
-    yield f"retry: {RECONNECT_MS}\n: stream\n\n"
-    for item in live.follow(question=question, after=after):
-        if item is None:
-            yield ": keep-alive\n\n"
-        else:
-            seq, event = item
-            yield f"id: {seq}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n"
-    # A question left generating (its generation ended without it) is settled here.
+class TooManyStreams(errors.TutorError):
+    """This account has SUANJING_STREAMS_PER_USER streams open in this process already."""
+
+    status = 429
+    retry_after = 5
+
+
+class OpenStreams:
+    """Streams open per account in this process: a cap, so that one account (a script, a flood of tabs)
+    cannot hold the process's connections. Per process on purpose: a count shared through the database
+    would outlive a killed process; each web process caps its own, which bounds an account at
+    SUANJING_STREAMS_PER_USER x processes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[int, int] = {}
+
+    def take(self, user_id: int) -> _StreamSlot:
+        with self._lock:
+            if self._open.get(user_id, 0) >= settings.SUANJING_STREAMS_PER_USER:
+                raise TooManyStreams(
+                    "Too many answers open at once: close another tab first. "
+                    "同时打开的回答太多了，请先关闭其他页面。"
+                )
+            self._open[user_id] = self._open.get(user_id, 0) + 1
+        return _StreamSlot(self, user_id)
+
+    def give_back(self, user_id: int) -> None:
+        with self._lock:
+            left = self._open.get(user_id, 0) - 1
+            if left > 0:
+                self._open[user_id] = left
+            else:
+                self._open.pop(user_id, None)
+
+    def count(self, user_id: int) -> int:
+        with self._lock:
+            return self._open.get(user_id, 0)
+
+
+class _StreamSlot:
+    """One open stream's place in `OpenStreams`, given back once (the stream ended, the client left,
+    or the response was never iterated)."""
+
+    def __init__(self, streams: OpenStreams, user_id: int) -> None:
+        self._streams, self._user_id, self._held = streams, user_id, True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._streams.give_back(self._user_id)
+
+    def __del__(self) -> None:  # a response Django dropped before iterating it
+        self.release()
+
+
+open_streams = OpenStreams()
+
+
+def _sse(item: tuple[int, dict] | None) -> str:
+    if item is None:
+        return ": keep-alive\n\n"
+    seq, event = item
+    return f"id: {seq}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n"
+
+
+def _done(question: Question) -> str:
+    """The last event. A question left generating (its generation ended without it) is settled here."""
     live.watch(question=Question.objects.get(pk=question.pk))
     question = Question.objects.select_related("problem", "solution").get(pk=question.pk)
-    yield f"data: {json.dumps({**question.to_dict(), 'type': 'done'}, ensure_ascii=False)}\n\n"
+    return f"data: {json.dumps({**question.to_dict(), 'type': 'done'}, ensure_ascii=False)}\n\n"
+
+
+def _events(question: Question, *, after: int, slot: _StreamSlot) -> Iterator[str]:
+    try:
+        yield f"retry: {RECONNECT_MS}\n: stream\n\n"
+        deadline = time.monotonic() + settings.SUANJING_STREAM_MAX_S
+        for item in live.follow(question=question, after=after):
+            yield _sse(item)
+            if time.monotonic() > deadline:
+                return  # the client reconnects (retry:) with Last-Event-ID and goes on
+        yield _done(question)
+    finally:
+        slot.release()
+
+
+async def _aevents(question: Question, *, after: int, slot: _StreamSlot) -> AsyncIterator[str]:
+    from asgiref.sync import sync_to_async
+
+    try:
+        yield f"retry: {RECONNECT_MS}\n: stream\n\n"
+        deadline = time.monotonic() + settings.SUANJING_STREAM_MAX_S
+        async for item in live.afollow(question=question, after=after):
+            yield _sse(item)
+            if time.monotonic() > deadline:
+                return
+        yield await sync_to_async(_done, thread_sensitive=False)(question)
+    finally:
+        slot.release()
 
 
 @api_endpoint("POST")
