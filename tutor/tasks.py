@@ -3,7 +3,8 @@
 Owns: the task entry points workers run. The work itself is in `tutor.services` (`precompute.work_on_run`,
 `live.work_on_guided`), so the command line (`precompute --inline`) and the workers share one code path.
 The services queue these tasks by name (`tutor.services.runtime.enqueue`), so imports go one way.
-Start a worker with `python manage.py db_worker` (several, on one machine or many, may share the queue).
+Start a worker with `python manage.py worker` (several, on one machine or many, may share the queue);
+not the stock `db_worker`, which keeps no heartbeat, so the others would settle its tasks as orphaned.
 """
 
 from __future__ import annotations
