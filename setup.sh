@@ -39,10 +39,19 @@ if [[ $SERVE == 0 ]]; then
 fi
 mkdir -p var
 if .venv/bin/python manage.py help db_worker >/dev/null 2>&1; then
-  echo "==> starting a background worker (log: var/worker.log)"
-  nohup .venv/bin/python manage.py worker --no-reload >var/worker.log 2>&1 &
+  echo "==> starting a background worker, restarted if it ever exits (log: var/worker.log)"
+  (
+    trap 'exit 0' TERM
+    while :; do
+      .venv/bin/python manage.py worker --no-reload &
+      wait $! || true
+      echo "worker exited; restarting in 2 s"
+      sleep 2
+    done
+  ) >var/worker.log 2>&1 &
   echo $! > var/worker.pid
-  trap 'kill "$(cat var/worker.pid)" 2>/dev/null || true' EXIT
+  # Stop the loop first (so it restarts nothing), then the worker it runs.
+  trap 'w=$(cat var/worker.pid); kids=$(pgrep -P "$w" || true); kill "$w" 2>/dev/null; [[ -n "$kids" ]] && kill $kids 2>/dev/null; true' EXIT
 fi
 echo "==> starting the site on http://127.0.0.1:${PORT:-8000}/  (Ctrl-C stops it)"
 exec_cmd=(.venv/bin/python manage.py runserver --noreload "127.0.0.1:${PORT:-8000}")

@@ -196,7 +196,7 @@ if SUANJING_CACHE_THRESHOLD:
     SUANJING_CACHE_THRESHOLD = envfloat("SUANJING_CACHE_THRESHOLD", "0")
 
 # Background work (batch precompute) runs on Django's tasks API (django-tasks, the backport of Django 6.0's
-# django.tasks) with the queue in this same database; start workers with `manage.py db_worker`.
+# django.tasks) with the queue in this same database; start workers with `manage.py worker`.
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 # Precompute: a problem's majority answer of K >= 3 samples is verified at this agreement (default 2/3).
 SUANJING_MIN_AGREEMENT = envfloat("SUANJING_MIN_AGREEMENT", str(2 / 3))
