@@ -175,6 +175,8 @@ SUANJING_ASKS_PER_MINUTE = envint("SUANJING_ASKS_PER_MINUTE", "20")
 SUANJING_LIVE_ORPHAN_S = envint("SUANJING_LIVE_ORPHAN_S", "30")
 # Streams (SSE) one account may hold open in one web process; a stream is closed after this many
 # seconds and the browser reconnects by itself where it left off (a connection never lives for ever).
+# Live generations one account may have running at a time.
+SUANJING_LIVE_PER_STUDENT = envint("SUANJING_LIVE_PER_STUDENT", "1")
 SUANJING_STREAMS_PER_USER = envint("SUANJING_STREAMS_PER_USER", "4")
 SUANJING_STREAM_MAX_S = envint("SUANJING_STREAM_MAX_S", "600")
 # Optional: Redis pub/sub wakes live-answer streams in every web process at once (else they poll the

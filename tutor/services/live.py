@@ -75,7 +75,6 @@ from tutor.services.text import guess_lang, question_key
 log = logging.getLogger(__name__)
 
 GUIDED_EVERY_H = 1  # a worked solution towards a problem's answer key is queued at most this often
-LIVE_PER_STUDENT = 1  # live generations one student may have running at a time
 
 LEASE_S = 6.0  # an owner that has not renewed for this long is taken to be dead
 RENEW_S = 2.0  # the owner renews at least this often, even while nothing streams (a long prefill)
@@ -561,7 +560,7 @@ class LiveJobs:
             .distinct()
             .count()
         )
-        if mine >= LIVE_PER_STUDENT:
+        if mine >= settings.SUANJING_LIVE_PER_STUDENT:
             raise OneAtATime(
                 "You already have a question being answered. Wait for it or stop it, then ask "
                 "again. 你已有一个问题正在解答，请等待或停止后再问。"
@@ -1147,7 +1146,15 @@ def store_live_result(
 # known answer and asked for the steps (`solver.prompts.render_towards_answer`). The result is checked
 # like any other answer (its final must be the reference) before it is stored as verified; otherwise it
 # is stored as failed, evidence for a teacher, never served. Queued at most once per GUIDED_EVERY_H per
-# problem (`Problem.guided_at`), however many students ask meanwhile.
+# problem (`Problem.guided_at`), however many students ask meanwhile, and never while one still waits in
+# the queue. After GUIDED_MAX_FAILED attempts that missed the reference it is left to a teacher (their
+# problem page says so): counted from the stored attempts, so no column is needed, and an attempt towards
+# an older reference answer does not count, so correcting the reference answer starts afresh.
+
+GUIDED_MAX_FAILED = 3
+GUIDED_TASK = "tutor.tasks.generate_towards_answer"
+# Ends that are not the model missing the reference: nobody let it finish.
+_NOT_THE_MODELS_MISS = ("cancelled", "error")
 
 
 def _guided_due() -> Any:
@@ -1156,9 +1163,69 @@ def _guided_due() -> Any:
     return timezone.now() - dt.timedelta(hours=GUIDED_EVERY_H)
 
 
+def _is_a_miss(evidence: Any, reference: str) -> bool:
+    """A stored failed attempt the model finished, towards this reference answer."""
+    return (
+        bool(reference)
+        and isinstance(evidence, dict)
+        and evidence.get("reference") == reference
+        and evidence.get("finish_reason") not in _NOT_THE_MODELS_MISS
+    )
+
+
+def _failed_attempts() -> Any:
+    return Solution.objects.filter(source=Solution.Source.GUIDED, status=Solution.Status.FAILED)
+
+
+def guided_failures(*, problem: Problem) -> int:
+    """Worked solutions towards `problem`'s current reference answer that the model finished without
+    reaching it (stored failed; a cancelled or broken generation is not counted)."""
+    attempts = _failed_attempts().filter(problem=problem).values_list("evidence", flat=True)
+    return sum(1 for evidence in attempts if _is_a_miss(evidence, problem.reference_answer))
+
+
+def guided_given_up_ids() -> list[int]:
+    """Problems whose worked solution was given up (GUIDED_MAX_FAILED misses) and that still have no
+    servable answer: the teachers' to-do (the bank's filter). Failed attempts are few, so one pass."""
+    misses: dict[int, int] = {}
+    for problem_id, evidence, reference in _failed_attempts().values_list(
+        "problem_id", "evidence", "problem__reference_answer"
+    ):
+        if _is_a_miss(evidence, reference):
+            misses[problem_id] = misses.get(problem_id, 0) + 1
+    given_up = [pid for pid, count in misses.items() if count >= GUIDED_MAX_FAILED]
+    served = set(
+        Solution.objects.servable()
+        .filter(problem_id__in=given_up)
+        .values_list("problem_id", flat=True)
+    )
+    return [pid for pid in given_up if pid not in served]
+
+
+def is_guided_given_up(*, problem: Problem) -> bool:
+    """The model missed the reference answer GUIDED_MAX_FAILED times: no more attempts, a teacher's turn."""
+    return guided_failures(problem=problem) >= GUIDED_MAX_FAILED
+
+
+def is_guided_on_its_way(*, problem: Problem) -> bool:
+    """A worked solution towards `problem`'s reference answer waits in the task queue or is being
+    written (what students are told while they are shown the answer key)."""
+    from django_tasks import TaskResultStatus
+    from django_tasks_db.models import DBTaskResult
+
+    if not problem.reference_answer:
+        return False
+    return DBTaskResult.objects.filter(
+        task_path=GUIDED_TASK,
+        status__in=[TaskResultStatus.READY, TaskResultStatus.RUNNING],
+        args_kwargs__args__0=problem.pk,
+    ).exists()
+
+
 def queue_guided_solution(*, problem: Problem) -> bool:
     """Queue a worked solution towards `problem`'s reference answer, unless one was queued, started or
-    tried within GUIDED_EVERY_H. True when this call queued it."""
+    tried within GUIDED_EVERY_H, one still waits in the queue, or the model already missed the reference
+    GUIDED_MAX_FAILED times. True when this call queued it."""
     from django.db.models import Q
 
     if not problem.reference_answer:
@@ -1166,6 +1233,8 @@ def queue_guided_solution(*, problem: Problem) -> bool:
     due = _guided_due()
     if problem.guided_at is not None and problem.guided_at >= due:
         return False  # read first: most answer-key hits then write nothing
+    if is_guided_given_up(problem=problem) or is_guided_on_its_way(problem=problem):
+        return False  # a teacher's turn; or no worker took the last one yet (one is enough)
     now = timezone.now()
     with transaction.atomic():
         claimed = (
@@ -1182,14 +1251,17 @@ def queue_guided_solution(*, problem: Problem) -> bool:
 
 def work_on_guided(*, problem_id: int) -> str:
     """Generate and store a worked solution towards problem `problem_id`'s reference answer (the task's
-    work, in a db_worker). Returns "verified", "failed", or "not_needed" (the problem is gone, has no
-    reference answer, or has a servable answer by now). Raises EngineUnavailable."""
+    work, in a db_worker). Returns "verified", "failed", "not_needed" (the problem is gone, has no
+    reference answer, or has a servable answer by now) or "given_up" (GUIDED_MAX_FAILED attempts missed
+    the reference already). Raises EngineUnavailable."""
     from solver.engine import GenerationParams
     from solver.prompts import get_family, render_towards_answer
 
     problem = Problem.objects.filter(pk=problem_id).first()
     if problem is None or not problem.reference_answer or problem.best_solution() is not None:
         return "not_needed"
+    if is_guided_given_up(problem=problem):
+        return "given_up"
     # Started: a long generation keeps the next ask from queueing another one for the same problem.
     Problem.objects.filter(pk=problem_id).update(guided_at=timezone.now())
     engine, manifest = runtime.get_engine()
