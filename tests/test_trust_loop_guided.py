@@ -21,7 +21,7 @@ from django_tasks_db.models import DBTaskResult
 from tests.site_fixtures import *  # noqa: F403
 from tests.site_fixtures import FakeManifest, ScriptedEngine
 from tutor.models import Problem, Solution
-from tutor.services import bank, runtime
+from tutor.services import bank, live, runtime
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -226,3 +226,95 @@ def test_a_rejected_answer_with_no_final_still_tells_the_model_it_was_wrong(
     alice = client_for(cast.alice)
     finish(alice, ask(alice, problem.text)["id"])
     assert "A previous answer was marked wrong by a teacher" in engine.prompts[0]
+
+
+# -- 3. a cap on attempts that keep missing, and students told what is coming -------------------------
+
+
+def an_hour_later(problem: Problem) -> None:
+    Problem.objects.filter(pk=problem.pk).update(guided_at=timezone.now() - dt.timedelta(hours=2))
+
+
+def test_after_three_missed_attempts_the_model_stops_and_the_teacher_is_told(
+    site, cast, make_problem
+):
+    problem = make_problem(CHICKENS, reference="15")
+    engine = ScriptedEngine(STEPS)  # the model writes 12, every time
+    runtime.use_engine(engine, FakeManifest())
+    alice, teacher = client_for(cast.alice), client_for(cast.teacher)
+    for attempt in range(1, live.GUIDED_MAX_FAILED + 1):
+        ask(alice, CHICKENS)
+        run_worker()
+        assert problem.solutions.filter(source="guided", status="failed").count() == attempt
+        an_hour_later(problem)
+        page = teacher.get(f"/bank/{problem.pk}").content.decode()
+        assert ('id="guided-given-up"' in page) == (attempt == live.GUIDED_MAX_FAILED)
+    # Given up: asking again queues nothing; students still get the answer key.
+    data = ask(alice, CHICKENS)
+    assert data["answer"]["status"] == "answer_key" and queued() == live.GUIDED_MAX_FAILED
+    assert len(engine.prompts) == live.GUIDED_MAX_FAILED
+    page = teacher.get(f"/bank/{problem.pk}").content.decode()
+    assert "missed it every time, so it will not try again" in page and "不再重试" in page
+    # The bank's to-do filter finds it; once a teacher writes the steps, it leaves the list.
+    assert f'href="/bank/{problem.pk}"' in teacher.get("/bank?status=given_up").content.decode()
+    bank.add_teacher_solution(problem=problem, author=cast.teacher, text="兔 \\boxed{15}")
+    assert f'href="/bank/{problem.pk}"' not in teacher.get("/bank?status=given_up").content.decode()
+
+
+def test_correcting_the_reference_answer_lets_the_model_try_again(site, cast, make_problem):
+    problem = make_problem(CHICKENS, reference="15")
+    runtime.use_engine(ScriptedEngine(STEPS), FakeManifest())
+    alice = client_for(cast.alice)
+    for _ in range(live.GUIDED_MAX_FAILED):
+        ask(alice, CHICKENS)
+        run_worker()
+        an_hour_later(problem)
+    assert live.is_guided_given_up(problem=problem)
+    problem.reference_answer = "12"  # 15 was the chickens' count, not the rabbits'
+    problem.save()
+    assert live.guided_failures(problem=problem) == 0  # attempts towards 15 do not count for 12
+    ask(alice, CHICKENS)
+    run_worker()
+    assert ask(alice, CHICKENS)["answer"]["status"] == "verified"
+
+
+@pytest.mark.parametrize(
+    ("finish_reason", "counts"),
+    [("length", True), ("loop", True), ("stop", True), ("error", False), ("cancelled", False)],
+)
+def test_only_attempts_the_model_finished_count_towards_the_cap(
+    site, make_problem, finish_reason, counts
+):
+    problem = make_problem(CHICKENS, reference="15")
+    Solution.objects.create(
+        problem=problem,
+        status="failed",
+        source="guided",
+        evidence={"reference": "15", "finish_reason": finish_reason},
+    )
+    assert live.guided_failures(problem=problem) == int(counts)
+
+
+def test_a_task_still_waiting_for_a_worker_is_not_queued_twice(site, cast, make_problem):
+    problem = make_problem(CHICKENS, reference="12")
+    alice = client_for(cast.alice)
+    ask(alice, CHICKENS)
+    an_hour_later(problem)  # no worker took it within the hour
+    ask(alice, CHICKENS)
+    assert queued() == 1
+
+
+def test_students_shown_the_answer_key_are_told_a_worked_solution_is_on_its_way(
+    site, cast, make_problem
+):
+    problem = make_problem(CHICKENS, reference="15")
+    runtime.use_engine(ScriptedEngine(STEPS), FakeManifest())  # it will miss: 12
+    alice, teacher = client_for(cast.alice), client_for(cast.teacher)
+    data = ask(alice, CHICKENS)
+    page = alice.get(f"/questions/{data['id']}").content.decode()
+    assert "A worked solution is on its way" in page and "解题过程正在生成" in page
+    assert "being written" in teacher.get(f"/bank/{problem.pk}").content.decode()
+    run_worker()  # it missed: nothing is on its way any more, and the page does not say so
+    page = alice.get(f"/questions/{data['id']}").content.decode()
+    assert "Answer key" in page and "on its way" not in page
+    assert "being written" not in teacher.get(f"/bank/{problem.pk}").content.decode()

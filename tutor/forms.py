@@ -7,7 +7,10 @@ from django.contrib.auth.forms import UserCreationForm
 
 from tutor.errors import BadQuestion
 from tutor.models import Problem, Solution, Topic, normalize_topic
-from tutor.services import text  # the question-text rules: the ask page states the limit
+from tutor.services import (
+    live,  # which worked solutions were given up (the bank's to-do filter)
+    text,  # the question-text rules: the ask page states the limit
+)
 
 
 class AskForm(forms.Form):
@@ -23,23 +26,42 @@ class AskForm(forms.Form):
         return question
 
 
+ANY = "any 全部"
+# The answer-status menu in the site's two languages (the values are Solution.Status's).
+STATUS_CHOICES = [
+    ("", ANY),
+    ("none", "no answer students can be served 没有可给学生的答案"),
+    (Solution.Status.APPROVED, "approved by a teacher 老师已审核"),
+    (Solution.Status.VERIFIED, "matches the reference answer 与参考答案一致"),
+    (Solution.Status.UNVERIFIED, "not yet checked 尚未核对"),
+    (Solution.Status.FLAGGED, "needs a teacher's look 需要老师查看"),
+    (Solution.Status.REJECTED, "rejected by a teacher 老师已驳回"),
+    (Solution.Status.FAILED, "no final answer 没有最终答案"),
+]
+
+
 class BankFilterForm(forms.Form):
+    """The bank's filters (the API's `GET /api/problems` too; its schema lists the status values).
+    The page's labels are bank.html's own, each menu inside its <label>."""
+
     q = forms.CharField(required=False, max_length=200, label="search")
     topic = forms.CharField(required=False, max_length=64)
     difficulty = forms.TypedChoiceField(
         required=False,
         coerce=int,
         empty_value=None,
-        choices=[("", "any")] + [(i, str(i)) for i in range(1, 6)],
+        choices=[("", ANY)] + [(i, str(i)) for i in range(1, 6)],
     )
-    lang = forms.ChoiceField(required=False, choices=[("", "any")] + list(Problem.Lang.choices))
-    status = forms.ChoiceField(
-        required=False,
-        choices=[("", "any"), ("none", "no servable answer")] + list(Solution.Status.choices),
-    )
+    lang = forms.ChoiceField(required=False, choices=[("", ANY)] + list(Problem.Lang.choices))
+    status = forms.ChoiceField(required=False, choices=STATUS_CHOICES)
     page = forms.IntegerField(required=False, min_value=1)
 
     def filter(self, qs):
+        qs = self.filter_but_status(qs)
+        status = self.cleaned_data.get("status")
+        return qs.with_status(status) if status else qs
+
+    def filter_but_status(self, qs):
         data = self.cleaned_data
         if data.get("q"):
             qs = qs.search(data["q"])
@@ -49,9 +71,26 @@ class BankFilterForm(forms.Form):
             qs = qs.filter(difficulty=data["difficulty"])
         if data.get("lang"):
             qs = qs.filter(lang=data["lang"])
-        if data.get("status"):
-            qs = qs.with_status(data["status"])
         return qs
+
+
+class BankPageFilterForm(BankFilterForm):
+    """The bank page's filters, plus the teachers' to-do: problems whose worked steps the model gave up."""
+
+    GIVEN_UP = "given_up"
+    status = forms.ChoiceField(
+        required=False,
+        choices=[
+            *STATUS_CHOICES[:2],
+            (GIVEN_UP, "worked steps given up: a teacher's turn 电脑没能解出，待老师处理"),
+            *STATUS_CHOICES[2:],
+        ],
+    )
+
+    def filter(self, qs):
+        if self.cleaned_data.get("status") != self.GIVEN_UP:
+            return super().filter(qs)
+        return self.filter_but_status(qs).filter(pk__in=live.guided_given_up_ids())
 
 
 class ProblemForm(forms.ModelForm):

@@ -93,10 +93,14 @@ def question_answer(request: HttpRequest, question_id: int) -> HttpResponse:
 
 def _question_context(request: HttpRequest, question: Question) -> dict:
     served = question.served_solution()
+    answer_key = question.answer_key() if served is None else None
     return {
         "question": question,
         "served": served,
-        "answer_key": question.answer_key() if served is None else None,
+        "answer_key": answer_key,
+        # Shown with the answer key: the worked solution that is being written towards it.
+        "worked_on_its_way": answer_key is not None
+        and live.is_guided_on_its_way(problem=question.problem),
         "suggested": question.suggested_problems()
         if question.outcome == Question.Outcome.SUGGESTED
         else [],

@@ -15,10 +15,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from tutor import errors, permissions
-from tutor.forms import BankFilterForm, ProblemForm, SolutionEditForm
+from tutor.forms import BankPageFilterForm, ProblemForm, SolutionEditForm
 from tutor.models import Problem, ProblemAlias, Question, Solution, Topic
 from tutor.services import bank as bank_service
-from tutor.services import text
+from tutor.services import live, text
 
 PAGE_SIZE = 50
 
@@ -66,7 +66,7 @@ def alias_review(request: HttpRequest, alias_id: int) -> HttpResponse:
 @login_required
 def bank(request: HttpRequest) -> HttpResponse:
     permissions.require_teacher(request.user)
-    form = BankFilterForm(request.GET)
+    form = BankPageFilterForm(request.GET)
     problems = Problem.objects.in_bank()
     if form.is_valid():
         problems = form.filter(problems)
@@ -96,6 +96,9 @@ def problem_page(request: HttpRequest, problem_id: int) -> HttpResponse:
         "-created", "-id"
     )
     best = problem.best_solution()
+    # Students get only the answer key: are worked steps towards it being written, or given up?
+    answer_key_only = best is None and bool(problem.reference_answer)
+    failures = live.guided_failures(problem=problem) if answer_key_only else 0
     return render(
         request,
         "tutor/problem.html",
@@ -104,6 +107,10 @@ def problem_page(request: HttpRequest, problem_id: int) -> HttpResponse:
             "solutions": solutions,
             "best": best,
             "waiting": best is None and problem.is_waiting_for_teacher(),
+            "guided_on_its_way": answer_key_only and live.is_guided_on_its_way(problem=problem),
+            "guided_failures": failures,
+            "guided_given_up": failures >= live.GUIDED_MAX_FAILED,
+            "guided_max": live.GUIDED_MAX_FAILED,
         },
     )
 
