@@ -845,3 +845,83 @@ class UsageCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.count} on {self.day}"
+
+
+# -- Classes and homework (issue 12) ---------------------------------------------------------------
+
+
+class ClassroomQuerySet(models.QuerySet):
+    def taught_by(self, user) -> ClassroomQuerySet:
+        return self.filter(teacher=user)
+
+    def joined_by(self, user) -> ClassroomQuerySet:
+        return self.filter(memberships__student=user)
+
+    def with_counts(self) -> ClassroomQuerySet:
+        """Each class with `students` and `homework` (assigned problems) counted."""
+        return self.annotate(
+            students=models.Count("memberships", distinct=True),
+            homework=models.Count("assignments", distinct=True),
+        )
+
+
+class Classroom(models.Model):
+    """A teacher's class: students join with its code (or are imported by the teacher from a CSV)."""
+
+    name = models.CharField(max_length=100)
+    teacher = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="classes_taught"
+    )
+    # What the teacher writes on the board: upper-case letters and digits without look-alikes
+    # (tutor.services.classes.new_join_code); a new one replaces it when it leaked.
+    join_code = models.CharField(max_length=16, unique=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    objects = ClassroomQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    """A student in a class."""
+
+    classroom = models.ForeignKey(Classroom, on_delete=models.CASCADE, related_name="memberships")
+    student = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    joined = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["student__username", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["classroom", "student"], name="one_membership")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.student_id} in {self.classroom_id}"
+
+
+class Assignment(models.Model):
+    """A bank problem given to a class as homework, with an optional due date."""
+
+    classroom = models.ForeignKey(Classroom, on_delete=models.CASCADE, related_name="assignments")
+    problem = models.ForeignKey(Problem, on_delete=models.CASCADE, related_name="assignments")
+    due = models.DateField(null=True, blank=True)
+    assigned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        # Soonest due first; homework without a due date after it, oldest first.
+        ordering = [models.F("due").asc(nulls_last=True), "created", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["classroom", "problem"], name="one_assignment")
+        ]
+
+    def __str__(self) -> str:
+        return f"problem {self.problem_id} for class {self.classroom_id}"
