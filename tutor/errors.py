@@ -87,6 +87,21 @@ class Conflict(TutorError):
     status = 409
 
 
+class BadJoinCode(TutorError):
+    """No class has this join code: check it with your teacher. 没有这个班级代码，请向老师核对。"""
+
+
+class BadRoster(TutorError):
+    """The class list cannot be imported as it is; `problems` says what to fix, row by row."""
+
+    def __init__(self, message: str, *, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = problems or []
+
+    def extra(self) -> dict:
+        return {"problems": self.problems}
+
+
 class NotFound(Http404, TutorError):
     """No such object, or one the user may not know exists."""
 

@@ -218,3 +218,71 @@ class SignupForm(UserCreationForm):
         if not signup_code_ok(code):
             raise forms.ValidationError("That sign-up code is not right. 注册码不正确。")
         return code
+
+
+# -- classes and homework (issue 12) ---------------------------------------------------------------
+
+
+class ClassroomForm(forms.Form):
+    name = forms.CharField(label="Class name 班级名称", max_length=100)
+
+    def clean_name(self) -> str:
+        name = " ".join(self.cleaned_data["name"].split())
+        if not name:
+            raise forms.ValidationError("A class needs a name. 请填写班级名称。")
+        return name
+
+
+class JoinForm(forms.Form):
+    code = forms.CharField(
+        label="Class code 班级代码",
+        max_length=32,
+        help_text="The code your teacher gave the class. 老师给的班级代码。",
+    )
+
+
+class AssignForm(forms.Form):
+    """Bank problems for one of the teacher's classes (`classes`: the ones they may assign to)."""
+
+    classroom = forms.ModelChoiceField(queryset=None, label="Class 班级", empty_label=None)
+    problems = forms.CharField(
+        label="Problem numbers 题号",
+        max_length=400,
+        help_text="From the bank, e.g. 12, 15, 30. 例如 12, 15, 30",
+    )
+    due = forms.DateField(
+        label="Due 截止日期",
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+    )
+
+    def __init__(self, *args, classes, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["classroom"].queryset = classes
+
+    def clean_problems(self) -> list[Problem]:
+        numbers: list[int] = []
+        raw = self.cleaned_data["problems"].replace("，", ",").replace("#", " ").replace(",", " ")
+        for part in raw.split():
+            if not part.isdigit():
+                raise forms.ValidationError(f"“{part[:20]}” is not a problem number. 不是题号。")
+            if int(part) not in numbers:
+                numbers.append(int(part))
+        if not numbers:
+            raise forms.ValidationError("Give problem numbers, e.g. 12, 15. 请填写题号。")
+        if len(numbers) > 50:
+            raise forms.ValidationError("At most 50 problems at a time. 一次最多50题。")
+        found = Problem.objects.in_bank().in_bulk(numbers)
+        missing = [f"#{n}" for n in numbers if n not in found]
+        if missing:
+            raise forms.ValidationError(
+                f"Not in the bank: {', '.join(missing)}. 题库里没有这些题。"
+            )
+        return [found[n] for n in numbers]
+
+
+class RosterForm(forms.Form):
+    file = forms.FileField(
+        label="Class list (CSV) 学生名单",
+        help_text="One student a row: username, display name. 每行一名学生：用户名，姓名。",
+    )

@@ -12,8 +12,21 @@ the object, or raise `tutor.errors.NotFound` (404: no such object, or one the us
 
 from __future__ import annotations
 
+from django.contrib.auth.models import User
+
 from tutor.errors import Forbidden, NotFound
-from tutor.models import PrecomputeRun, Problem, ProblemAlias, Question, QuestionQuerySet, Solution
+from tutor.models import (
+    Assignment,
+    Classroom,
+    ClassroomQuerySet,
+    Membership,
+    PrecomputeRun,
+    Problem,
+    ProblemAlias,
+    Question,
+    QuestionQuerySet,
+    Solution,
+)
 
 STUDENT = "student"
 TEACHER = "teacher"
@@ -161,3 +174,73 @@ def run_for(user, run_id: int) -> PrecomputeRun:
     if run is None:
         raise NotFound("no such run")
     return run
+
+
+# -- classes (issue 12) ----------------------------------------------------------------------------
+# A teacher sees the classes they teach and those classes' students, no other teacher's (404: they may
+# not know it exists); admins see every class. A student sees the classes they joined, and every
+# teacher's page is a 403 for them (they know classes exist; managing one is not theirs to do).
+
+
+def classes_visible_to(user) -> ClassroomQuerySet:
+    """Every class for an admin, a teacher's own, the ones a student joined."""
+    if is_admin(user):
+        return Classroom.objects.all()
+    if is_teacher(user):
+        return Classroom.objects.taught_by(user)
+    if not (user.is_authenticated and user.is_active):
+        return Classroom.objects.none()
+    return Classroom.objects.joined_by(user)
+
+
+def can_join_class(user) -> bool:
+    """Students join classes with a code; teachers and admins teach them."""
+    return bool(user.is_authenticated and user.is_active) and not is_teacher(user)
+
+
+def classroom_for(user, classroom_id: int) -> Classroom:
+    """A class, for the teacher who teaches it (or an admin): 403 for students, 404 for other teachers."""
+    require_teacher(user, "teachers only: students see their classes on their homework page")
+    classroom = classes_visible_to(user).filter(pk=classroom_id).first()
+    if classroom is None:
+        raise NotFound("no such class")
+    return classroom
+
+
+def assignment_for(user, assignment_id: int) -> Assignment:
+    require_teacher(user)
+    classes = classes_visible_to(user)
+    assignment = (
+        Assignment.objects.select_related("classroom", "problem")
+        .filter(pk=assignment_id, classroom__in=classes)
+        .first()
+    )
+    if assignment is None:
+        raise NotFound("no such homework")
+    return assignment
+
+
+def membership_for(user, membership_id: int) -> Membership:
+    require_teacher(user)
+    classes = classes_visible_to(user)
+    membership = (
+        Membership.objects.select_related("classroom", "student")
+        .filter(pk=membership_id, classroom__in=classes)
+        .first()
+    )
+    if membership is None:
+        raise NotFound("no such student in your classes")
+    return membership
+
+
+def class_student_for(user, student_id: int) -> User:
+    """A student of one of the teacher's classes (an admin: of any class), else a 404."""
+    require_teacher(user)
+    student = (
+        User.objects.filter(pk=student_id, memberships__classroom__in=classes_visible_to(user))
+        .distinct()
+        .first()
+    )
+    if student is None:
+        raise NotFound("no such student in your classes")
+    return student

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from tutor.views import api, runs, student, teacher
+from tutor.views import api, classes, runs, student, teacher
 
 urlpatterns = [
     path("", student.home, name="home"),
@@ -34,6 +34,16 @@ urlpatterns = [
     path("solutions/<int:solution_id>/review", teacher.solution_review, name="solution_review"),
     path("solutions/<int:solution_id>/edit", teacher.solution_edit, name="solution_edit"),
     path("missed", teacher.missed, name="missed"),
+    path("classes", classes.class_list, name="classes"),
+    path("classes/assign", classes.assign, name="class_assign"),
+    path("classes/<int:classroom_id>", classes.classroom_page, name="classroom"),
+    path("classes/<int:classroom_id>/code", classes.classroom_code, name="classroom_code"),
+    path("classes/<int:classroom_id>/import", classes.roster_import, name="roster_import"),
+    path("classes/<int:classroom_id>/passwords", classes.roster_passwords, name="roster_passwords"),
+    path("classes/homework/<int:assignment_id>/remove", classes.unassign, name="unassign"),
+    path("classes/members/<int:membership_id>/remove", classes.remove_member, name="remove_member"),
+    path("classes/students/<int:student_id>", classes.class_student, name="class_student"),
+    path("homework", classes.homework, name="homework"),
     path("runs", runs.runs, name="runs"),
     path("runs/<int:run_id>", runs.run_page, name="run"),
     path("runs/<int:run_id>/progress", runs.run_progress, name="run_progress"),
