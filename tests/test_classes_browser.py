@@ -71,3 +71,10 @@ def test_a_class_from_creation_to_homework_asked(browser, live_server, site, cas
     assert "asked by 1 of 1" in first.inner_text()
     assert "alice" in first.locator("ul.askers").inner_text()
     shoot(teacher, "class-page")
+
+    # 6. The problem's page says where it is homework, and its assign box fits a phone.
+    teacher.goto(f"{live_server.url}/bank/{chickens.pk}")
+    assert "五年级二班" in teacher.inner_text("#assigned-in")
+    teacher.set_viewport_size({"width": 390, "height": 844})
+    assert teacher.locator("#assign-box").is_visible()
+    assert teacher.evaluate("document.documentElement.scrollWidth") <= 390
