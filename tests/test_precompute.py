@@ -282,8 +282,23 @@ def _state(env: dict) -> dict:
     return {"run": run, "items": items, "solutions": solutions, "per_item": per_item}
 
 
+def _running_tasks(env: dict) -> int:
+    import sqlite3
+
+    db = sqlite3.connect(Path(env["SUANJING_VAR"]) / "suanjing.sqlite3", timeout=30)
+    try:
+        return db.execute(
+            "SELECT count(*) FROM django_tasks_database_dbtaskresult WHERE status = 'RUNNING'"
+        ).fetchone()[0]
+    finally:
+        db.close()
+
+
 @pytest.mark.slow
-def test_a_run_survives_a_worker_killed_with_sigkill(tmp_path, tiny_model):
+@pytest.mark.parametrize("command", ["db_worker", "worker"])
+def test_a_run_survives_a_worker_killed_with_sigkill(tmp_path, tiny_model, command):
+    """Both the stock db_worker and ours finish the run; ours also settles the task row the killed
+    worker left RUNNING (the stock one leaves it RUNNING for ever)."""
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tutor.settings",
@@ -295,15 +310,17 @@ def test_a_run_survives_a_worker_killed_with_sigkill(tmp_path, tiny_model):
         "SUANJING_THREADS": "1",
         "SUANJING_PRECOMPUTE_LEASE_S": "3",
         "SUANJING_PRECOMPUTE_BATCH": "2",
+        "SUANJING_WORKER_LEASE_S": "6",  # ours: a killed worker is taken for dead after 6 s
         "LOG_LEVEL": "WARNING",
     }
     assert _manage(env, "migrate", "-v0").returncode == 0
+    assert _manage(env, "createcachetable").returncode == 0  # the workers' heartbeats
     texts = "\n".join(f'{{"id": "crash-{i}", "text": "Count to {i} slowly."}}' for i in range(12))
     (tmp_path / "problems.jsonl").write_text(texts + "\n")
     assert _manage(env, "load_bank", str(tmp_path / "problems.jsonl")).returncode == 0
     queued = _manage(env, "precompute", "--greedy", "--max-new-tokens", "300")
     assert queued.returncode == 0, queued.stderr
-    worker_args = [sys.executable, "manage.py", "db_worker", "--no-reload", "--interval", "0.2"]
+    worker_args = [sys.executable, "manage.py", command, "--no-reload", "--interval", "0.2"]
     first = subprocess.Popen(
         worker_args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -327,7 +344,7 @@ def test_a_run_survives_a_worker_killed_with_sigkill(tmp_path, tiny_model):
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             state = _state(env)
-            if state["run"] == "done":
+            if state["run"] == "done" and (command == "db_worker" or _running_tasks(env) == 0):
                 break
             time.sleep(0.5)
     finally:
@@ -339,3 +356,7 @@ def test_a_run_survives_a_worker_killed_with_sigkill(tmp_path, tiny_model):
     assert state["run"] == "done", state
     assert state["items"] == {"done": 12}
     assert state["solutions"] == 12 and set(state["per_item"]) == {1}
+    if command == "worker":
+        assert _running_tasks(env) == 0  # the killed worker's task was settled, nothing is stuck
+    else:
+        assert _running_tasks(env) >= 1  # the stock worker leaves the killed one's row RUNNING

@@ -177,6 +177,9 @@ SUANJING_LIVE_ORPHAN_S = envint("SUANJING_LIVE_ORPHAN_S", "30")
 # seconds and the browser reconnects by itself where it left off (a connection never lives for ever).
 # Live generations one account may have running at a time.
 SUANJING_LIVE_PER_STUDENT = envint("SUANJING_LIVE_PER_STUDENT", "1")
+# A background worker (`manage.py worker`) that has not beaten for this long is taken for dead, and the
+# task it was running is settled by another worker (tutor/services/workers.py).
+SUANJING_WORKER_LEASE_S = envint("SUANJING_WORKER_LEASE_S", "90")
 SUANJING_STREAMS_PER_USER = envint("SUANJING_STREAMS_PER_USER", "4")
 SUANJING_STREAM_MAX_S = envint("SUANJING_STREAM_MAX_S", "600")
 # Optional: Redis pub/sub wakes live-answer streams in every web process at once (else they poll the

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.core.cache import caches
 from django.utils import timezone
 from django_tasks import TaskResultStatus
@@ -24,8 +25,10 @@ from django_tasks_db.models import DBTaskResult
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_S = 15.0  # a live worker beats this often, however long its task runs
-LEASE_S = 90.0  # six beats missed: the worker is gone (a busy database may delay a beat by 10 s)
+# SUANJING_WORKER_LEASE_S (default 90): a worker silent this long is gone. It beats six times per lease
+# (every 15 s by default), however long its task runs, so a busy database may delay a beat by 10 s.
+LEASE_S = float(settings.SUANJING_WORKER_LEASE_S)
+HEARTBEAT_S = LEASE_S / 6
 MAX_CLAIMS = (
     3  # a re-queued task whose workers died this many times is failed: it may be the killer
 )

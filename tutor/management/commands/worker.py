@@ -45,7 +45,7 @@ log = logging.getLogger("tutor.worker")
 BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)  # locked: then 10 s between tries, as long as the lock lasts
 LOST_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0)  # lost: then 30 s, until the database is back
 NEW_OUTAGE_S = 60.0  # a failure this long after the last one starts the backoff from the beginning
-SETTLE_EVERY_S = 60.0
+SETTLE_EVERY_S = min(60.0, workers.LEASE_S)
 # A lost connection surfaces as either, depending on the driver and on when it broke (psycopg raises
 # InterfaceError on a connection it already knows is closed). Other database errors are bugs: raised.
 DATABASE_GONE = (OperationalError, InterfaceError)
