@@ -121,9 +121,9 @@ def test_the_bank_searches_filters_and_pages(cast, site, make_problem):
     assert "Problem 49:" in first and "Problem 50:" not in first
     assert "Problem 50:" in client.get("/bank?page=2").content.decode()
     found = client.get("/bank", {"q": "3倍"}).content.decode()
-    assert "1 problems" in found and "一个数的3倍" in found
+    assert "1 problem 共1题" in found and "一个数的3倍" in found
     assert (
-        "1 problems"
+        "1 problem 共1题"
         in client.get("/bank", {"topic": "algebra", "status": "verified"}).content.decode()
     )
     assert "55 problems" in client.get("/bank", {"lang": "en", "difficulty": 1}).content.decode()

@@ -220,7 +220,7 @@ def test_not_my_question_blocks_the_match_and_flags_it_for_a_teacher(site, cast,
     # "Needs a teacher's look" shows it, on the missed page and in the bank's status filter.
     teacher = client_for(cast.teacher)
     assert CHICKENS in teacher.get("/missed?flagged=1").content.decode()
-    assert "1 problems" in teacher.get("/bank", {"status": "flagged"}).content.decode()
+    assert "1 problem 共1题" in teacher.get("/bank", {"status": "flagged"}).content.decode()
     # The teacher says it *is* #N after all: the block is lifted and the wording hits again.
     teacher.post(f"/questions/{data['id']}/link", {"problem": banked.pk})
     assert not MatchBlock.objects.exists()
@@ -276,7 +276,7 @@ def test_live_misses_are_students_questions_kept_apart_from_the_bank(site, cast,
     assert students.count() == 3 and all(p.origin == "live" for p in students)
     teacher = client_for(cast.teacher)
     bank_page = teacher.get("/bank").content.decode()
-    assert "1 problems" in bank_page and "ducks" not in bank_page
+    assert "1 problem 共1题" in bank_page and "ducks" not in bank_page
     listing = teacher.get("/bank/students").content.decode()
     assert "ducks" in listing and "&lt;script&gt;" in listing and "<script>alert" not in listing
     # Still served to the next student who asks, with its status.

@@ -30,7 +30,7 @@ ANY = "any 全部"
 # The answer-status menu in the site's two languages (the values are Solution.Status's).
 STATUS_CHOICES = [
     ("", ANY),
-    ("none", "no answer students can be served 没有可给学生的答案"),
+    ("none", "nothing students can be served 无可用答案"),
     (Solution.Status.APPROVED, "approved by a teacher 老师已审核"),
     (Solution.Status.VERIFIED, "matches the reference answer 与参考答案一致"),
     (Solution.Status.UNVERIFIED, "not yet checked 尚未核对"),
@@ -82,7 +82,7 @@ class BankPageFilterForm(BankFilterForm):
         required=False,
         choices=[
             *STATUS_CHOICES[:2],
-            (GIVEN_UP, "worked steps given up: a teacher's turn 电脑没能解出，待老师处理"),
+            (GIVEN_UP, "steps given up: a teacher's turn 待老师解题"),
             *STATUS_CHOICES[2:],
         ],
     )
