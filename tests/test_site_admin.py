@@ -1,6 +1,7 @@
 """The Django admin: an admin manages the topic list and looks after the bank, answers, questions, aliases
-and blocks; students and teachers cannot open it; its writes go through the services (the answer cache
-follows them)."""
+and blocks, and looks up runs, live generations, classes and model manifests; students and teachers
+cannot open it; its writes go through the services (the answer cache follows them); provenance cannot be
+forged from it."""
 
 from __future__ import annotations
 
@@ -8,13 +9,37 @@ import pytest
 from django.test import Client
 
 from tests.site_fixtures import *  # noqa: F403
-from tutor.models import MatchBlock, Problem, ProblemAlias, Question, Solution, Topic
+from tutor.models import (
+    Classroom,
+    LiveGeneration,
+    MatchBlock,
+    ModelManifest,
+    PrecomputeRun,
+    Problem,
+    ProblemAlias,
+    Question,
+    RunItem,
+    Solution,
+    Topic,
+)
 from tutor.services import bank
 from tutor.services.text import question_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-MODELS = ("topic", "problem", "solution", "question", "problemalias", "matchblock")
+MODELS = (
+    "topic",
+    "problem",
+    "solution",
+    "question",
+    "problemalias",
+    "matchblock",
+    "precomputerun",
+    "runitem",
+    "livegeneration",
+    "modelmanifest",
+    "classroom",
+)
 CHICKENS = "鸡兔同笼，共有35个头，94只脚，问兔有多少只？"
 
 
@@ -42,7 +67,18 @@ def one_of_each(cast, make_problem):
     )
     bank.accept_alias(text="35 heads, 94 legs: rabbits?", problem=problem, user=cast.teacher)
     bank.block_match(text="How many chickens?", problem=problem, user=cast.bob)
+    run = PrecomputeRun.objects.create(status="running", total=1, created_by=cast.admin)
+    classroom = Classroom.objects.create(name="7A", teacher=cast.teacher, join_code="ABCD2345")
+    classroom.memberships.create(student=cast.alice)
+    classroom.assignments.create(problem=problem, assigned_by=cast.teacher)
     return {
+        "precomputerun": run,
+        "runitem": RunItem.objects.create(run=run, problem=problem),
+        "livegeneration": LiveGeneration.objects.create(
+            key="text:x", text="<script>alert(1)</script> 35 heads", generated="Wait, " * 2000
+        ),
+        "modelmanifest": ModelManifest.objects.create(manifest_id="m1", name="tiny", data={}),
+        "classroom": classroom,
         "topic": Topic.objects.get(),
         "problem": problem,
         "solution": problem.solutions.get(),
@@ -182,3 +218,75 @@ def test_a_pending_alias_is_accepted_from_the_admin(site, cast, admin_client, ma
     pending.refresh_from_db()
     assert pending.status == "accepted"
     assert Solution.objects.count() == 1
+
+
+def test_records_are_read_only_and_long_text_is_cut_and_escaped(site, admin_client, one_of_each):
+    live = one_of_each["livegeneration"]
+    page = admin_client.get(f"/admin/tutor/livegeneration/{live.pk}/change/").content.decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
+    assert page.count("Wait,") < 400  # 2,000 of the 12,000 characters
+    assert 'name="text"' not in page and 'name="status"' not in page
+    for model in ("livegeneration", "runitem", "modelmanifest", "classroom", "precomputerun"):
+        assert admin_client.get(f"/admin/tutor/{model}/add/").status_code == 403
+    classroom = one_of_each["classroom"]
+    page = admin_client.get(f"/admin/tutor/classroom/{classroom.pk}/change/").content.decode()
+    assert "alice" in page and 'name="name"' not in page
+
+
+def test_a_running_run_is_cancelled_through_the_service_and_not_deleted(
+    site, admin_client, one_of_each
+):
+    run = one_of_each["precomputerun"]
+    assert admin_client.get(f"/admin/tutor/precomputerun/{run.pk}/delete/").status_code == 403
+    response = admin_client.post(
+        "/admin/tutor/precomputerun/", {"action": "cancel_runs", "_selected_action": [run.pk]}
+    )
+    assert response.status_code == 302
+    run.refresh_from_db()
+    assert run.status in ("cancelling", "cancelled")
+    assert run.items.get().status == "cancelled"
+
+
+def test_the_admin_cannot_forge_an_answers_provenance(site, cast, admin_client, make_problem):
+    """Only a review in the admin's own name: no "verified" (that is a check against the reference
+    answer), no other reviewer or author, no teacher's edit, no source; an imported answer the admin
+    approves is approved by the admin, and still says which pack it came from."""
+    problem = make_problem(CHICKENS, reference="12")
+    imported = Solution.objects.create(
+        problem=problem,
+        final="12",
+        answer="\\boxed{12}",
+        status="unverified",
+        source="import",
+        evidence={"pack": {"file": "other.sqlite", "claimed_status": "approved"}},
+    )
+    url = f"/admin/tutor/solution/{imported.pk}/change/"
+    page = admin_client.get(url).content.decode()
+    assert 'value="verified"' not in page  # not offered
+    assert "from pack other.sqlite (claimed approved)" in page
+    forged = {
+        "reasoning": "",
+        "answer": imported.answer,
+        "final": "12",
+        "source": "teacher",
+        "reviewed_by": str(cast.teacher.pk),
+        "created_by": str(cast.teacher.pk),
+        "evidence": '{"edited_by_teacher": true}',
+        "contradicts_reference": "on",
+    }
+    refused = admin_client.post(url, {**forged, "status": "verified"})
+    assert refused.status_code == 200  # the form refuses a status it does not offer
+    imported.refresh_from_db()
+    assert (imported.status, imported.reviewed_by, imported.source) == (
+        "unverified",
+        None,
+        "import",
+    )
+    assert admin_client.post(url, {**forged, "status": "approved"}).status_code == 302
+    imported.refresh_from_db()
+    assert imported.status == "approved" and imported.reviewed_by == cast.admin
+    assert imported.created_by is None and imported.source == "import"
+    assert "edited_by_teacher" not in imported.evidence
+    assert imported.approver_name == "admin" and imported.from_pack["file"] == "other.sqlite"
+    listing = admin_client.get("/admin/tutor/solution/").content.decode()
+    assert "approved by admin · from pack other.sqlite" in listing

@@ -1,10 +1,14 @@
 """The Django admin for site administrators: the managed topic list, the bank, answers with their
-provenance, students' questions, and the aliases and blocks that steer the answer cache.
+provenance, students' questions, and the aliases and blocks that steer the answer cache; and, to look
+at, precompute runs and their items, live generations, classes and model manifests.
 
 Writes go through `tutor.services`, as the site's own pages do, so the answer cache and the trust rules
 follow an admin's edit: a problem's new text reaches the cache, a status change is a review, a deleted
 alias or block leaves the cache. Provenance (who or what produced an answer, with which model and
-prompt, and why it has its status) is read-only. Students' questions are read-only records.
+prompt, and why it has its status) is read-only, and the only status changes offered are a review in
+the admin's own name (approve, reject, flag): nothing here marks an answer verified, approved without a
+reviewer, or teacher-edited. Students' questions, runs, live generations and classes are read-only
+records here (classes are managed on /classes, runs on /runs; a run is cancelled through the service).
 """
 
 from __future__ import annotations
@@ -16,8 +20,23 @@ from django.db.models.functions import Coalesce
 
 from tutor import errors
 from tutor.forms import NotEmptySolution
-from tutor.models import ApiToken, MatchBlock, Problem, ProblemAlias, Question, Solution, Topic
-from tutor.services import bank, text, tokens
+from tutor.models import (
+    ApiToken,
+    Assignment,
+    Classroom,
+    LiveGeneration,
+    MatchBlock,
+    Membership,
+    ModelManifest,
+    PrecomputeRun,
+    Problem,
+    ProblemAlias,
+    Question,
+    RunItem,
+    Solution,
+    Topic,
+)
+from tutor.services import bank, precompute, text, tokens
 
 
 def short(text: str, limit: int = 60) -> str:
@@ -203,6 +222,7 @@ class SolutionAdmin(admin.ModelAdmin):
         "id",
         "problem_link",
         "status",
+        "trust_shown",
         "final",
         "contradicts_reference",
         "source",
@@ -228,6 +248,7 @@ class SolutionAdmin(admin.ModelAdmin):
         "reviewed_at",
         "run_item",
         "pack_solution_id",
+        "trust_shown",
         "created",
     )
     list_per_page = 50
@@ -235,6 +256,19 @@ class SolutionAdmin(admin.ModelAdmin):
     @admin.display(description="problem", ordering="problem_id")
     def problem_link(self, solution: Solution) -> str:
         return f"#{solution.problem_id} {short(solution.problem.text, 40)}"
+
+    @admin.display(description="shown to students as")
+    def trust_shown(self, solution: Solution) -> str:
+        """What a student is told, and on whose word: a pack's "approved" is only a claim."""
+        label = solution.trust
+        if solution.approved_here and solution.approver_name:
+            label += f" by {solution.approver_name}"
+        pack = solution.from_pack
+        if pack:
+            claimed = pack.get("claimed_status")
+            label += f" · from pack {pack.get('file', '?')}"
+            label += f" (claimed {claimed})" if claimed else ""
+        return label
 
     def has_add_permission(self, request) -> bool:
         return False  # answers come from the model, packs or a teacher's page, with provenance
@@ -336,6 +370,187 @@ class MatchBlockAdmin(ReadOnlyAdmin):
     def delete_queryset(self, request, queryset) -> None:
         for block in queryset:
             bank.lift_block(block=block)
+
+
+# -- precompute runs, live generations, model manifests -------------------------------------------------
+
+
+@admin.action(description="Cancel selected runs (workers stop within seconds)")
+def cancel_runs(modeladmin, request, queryset) -> None:
+    cancelled = 0
+    for run in queryset:
+        if run.is_active:
+            precompute.cancel_run(run=run)
+            cancelled += 1
+    modeladmin.message_user(request, f"{cancelled} runs cancelled.", messages.SUCCESS)
+
+
+@admin.register(PrecomputeRun)
+class PrecomputeRunAdmin(ReadOnlyAdmin):
+    """Runs are started and resumed on /runs (or `manage.py precompute`); here they are looked up."""
+
+    list_display = (
+        "id",
+        "status",
+        "total",
+        "model_name",
+        "samples",
+        "new_tokens",
+        "created_by",
+        "created",
+        "started",
+        "finished",
+    )
+    list_filter = ("status", "model_name", "greedy", "created")
+    search_fields = ("=id", "model_name", "manifest_id", "error")
+    list_select_related = ("created_by",)
+    actions = (cancel_runs,)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # one at a time, and never a run workers are on
+        return actions
+
+    def has_delete_permission(self, request, obj: PrecomputeRun | None = None) -> bool:
+        if obj is not None and obj.is_active:
+            return False  # cancel it first
+        return super().has_delete_permission(request, obj)
+
+
+@admin.register(RunItem)
+class RunItemAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "run_id",
+        "problem_id",
+        "status",
+        "outcome",
+        "attempts",
+        "new_tokens",
+        "elapsed_s",
+        "claimed_by",
+        "finished_at",
+    )
+    list_filter = ("status", "outcome", "run")
+    search_fields = ("=run__id", "=problem__id", "error", "claimed_by")
+    list_per_page = 100
+
+    def has_delete_permission(self, request, obj: RunItem | None = None) -> bool:
+        # Deleting a problem deletes its items (the admin asks this for each); not while a worker is on one.
+        if obj is not None and obj.status == RunItem.Status.RUNNING:
+            return False
+        return super().has_delete_permission(request, obj)
+
+
+@admin.register(LiveGeneration)
+class LiveGenerationAdmin(ReadOnlyAdmin):
+    """Live answers, running and finished. The prompt and the generated text can be long: shown cut."""
+
+    list_display = (
+        "id",
+        "status",
+        "short_text",
+        "tokens",
+        "asker",
+        "owner",
+        "lease_until",
+        "created",
+        "finished",
+    )
+    list_filter = ("status", "cancel_requested", "created")
+    search_fields = ("text", "key", "asker__username", "error")
+    list_select_related = ("asker",)
+    fields = (
+        "key",
+        "status",
+        "text",
+        "problem",
+        "asker",
+        "owner",
+        "lease_until",
+        "watched_at",
+        "cancel_requested",
+        "events",
+        "tokens",
+        "generated_start",
+        "error",
+        "created",
+        "finished",
+    )
+    readonly_fields = fields
+    list_per_page = 50
+
+    @admin.display(description="question")
+    def short_text(self, generation: LiveGeneration) -> str:
+        return short(generation.text)
+
+    @admin.display(description="generated (first 2,000 characters)")
+    def generated_start(self, generation: LiveGeneration) -> str:
+        return short(generation.generated, 2000)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # a running one is being streamed; finished ones are records
+
+
+@admin.register(ModelManifest)
+class ModelManifestAdmin(ReadOnlyAdmin):
+    list_display = ("manifest_id", "name", "created")
+    search_fields = ("manifest_id", "name")
+    fields = ("manifest_id", "name", "data", "created")
+    readonly_fields = fields
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # stored answers name it
+
+
+# -- classes (managed by their teachers on /classes) ------------------------------------------------------
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    fields = ("student", "joined")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class AssignmentInline(admin.TabularInline):
+    model = Assignment
+    fields = ("problem", "due", "assigned_by", "created")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Classroom)
+class ClassroomAdmin(ReadOnlyAdmin):
+    list_display = ("name", "teacher", "student_count", "homework_count", "created")
+    list_filter = ("created",)
+    search_fields = ("name", "teacher__username", "memberships__student__username")
+    list_select_related = ("teacher",)
+    fields = ("name", "teacher", "created")
+    readonly_fields = fields
+    inlines = (MembershipInline, AssignmentInline)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).with_counts()
+
+    @admin.display(description="students", ordering="students")
+    def student_count(self, classroom: Classroom) -> int:
+        return classroom.students
+
+    @admin.display(description="homework", ordering="homework")
+    def homework_count(self, classroom: Classroom) -> int:
+        return classroom.homework
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # a class is its teacher's: removed on /classes
 
 
 # -- API tokens --------------------------------------------------------------------------------------
