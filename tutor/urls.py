@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from tutor.views import api, classes, runs, student, teacher
+from tutor.views import admin_tools, api, classes, runs, student, teacher
 
 urlpatterns = [
     path("", student.home, name="home"),
@@ -49,6 +49,11 @@ urlpatterns = [
     path("runs/<int:run_id>/progress", runs.run_progress, name="run_progress"),
     path("runs/<int:run_id>/cancel", runs.run_cancel, name="run_cancel"),
     path("runs/<int:run_id>/resume", runs.run_resume, name="run_resume"),
+    path("tools", admin_tools.status_page, name="admin_status"),
+    path("tools/packs", admin_tools.packs_page, name="admin_packs"),
+    path("tools/packs/export", admin_tools.pack_export, name="pack_export"),
+    path("tools/packs/upload", admin_tools.pack_upload, name="pack_upload"),
+    path("tools/packs/import", admin_tools.pack_import, name="pack_import"),
     path("api/ask", api.ask, name="api_ask"),
     path("api/questions/<int:question_id>", api.question_detail, name="api_question"),
     path("api/questions/<int:question_id>/stream", api.question_stream, name="api_question_stream"),

@@ -8,9 +8,17 @@ Does not own: the pack format and its validation (`solver.packs`).
 from __future__ import annotations
 
 import datetime as dt
+import re
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -480,3 +488,141 @@ def _import_solution(problem: Problem, fields: dict, report: ImportReport) -> No
         return
     Solution.objects.create(problem=problem, source=Solution.Source.IMPORT, **fields)
     report.solutions_created += 1
+
+
+# -- packs through the site: download an export, upload a pack to check and import (issue 12) ----------
+#
+# The admin's pages use the same export and import as the commands. An uploaded file is untrusted: it is
+# written, at most UPLOAD_MAX_BYTES of it, into a folder of its own under SUANJING_VAR/pack-uploads
+# (the folder's name is a random token; the file keeps its own name, which the imported answers' provenance
+# shows), checked and reported by a dry run, imported on the admin's confirmation, and deleted after the
+# import, after a refusal, on "cancel", or by the next upload once UPLOAD_KEEP_S old. It is imported in
+# the request (no background task imports packs): larger packs go through `manage.py import_pack`.
+
+UPLOAD_MAX_BYTES = 32 * 1024 * 1024
+UPLOAD_KEEP_S = 3600
+_TOKEN = re.compile(r"[0-9a-f]{32}")
+
+
+def export_pack_file(
+    *, topic: str = "", statuses: tuple[str, ...] = EXPORT_STATUSES, site: str = ""
+) -> tuple[BinaryIO, dict]:
+    """`export_pack` into a temporary file; returns it open for reading (its name already removed, so
+    nothing is left behind however the download ends) and the pack's counts."""
+    folder = Path(tempfile.mkdtemp(prefix="suanjing-export-"))
+    try:
+        path = folder / "pack.sqlite"
+        counts = export_pack(path=str(path), topic=topic, statuses=statuses, site=site)
+        handle = open(path, "rb")  # noqa: SIM115 - returned open; the response closes it
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return handle, counts
+
+
+def _uploads() -> Path:
+    return Path(settings.VAR_DIR) / "pack-uploads"
+
+
+def _upload_name(name: str) -> str:
+    """The uploaded file's own name, safe as a file name here (letters of any script, digits, . _ -)."""
+    stem = re.sub(r"[^\w.-]+", "_", Path(name or "").name).strip("._")[:100]
+    return stem or "pack.sqlite"
+
+
+def receive_upload(*, chunks: Iterable[bytes], name: str) -> str:
+    """Keep an uploaded pack for `check_upload` and `import_upload`; returns its token. Raises
+    PackError (nothing kept) when it is larger than UPLOAD_MAX_BYTES."""
+    from solver.packs import PackError
+
+    purge_uploads()
+    token = secrets.token_hex(16)
+    folder = _uploads() / token
+    folder.mkdir(parents=True, mode=0o700)
+    size = 0
+    try:
+        with open(folder / _upload_name(name), "xb") as out:
+            for chunk in chunks:
+                size += len(chunk)
+                if size > UPLOAD_MAX_BYTES:
+                    raise PackError(
+                        f"the file is larger than {UPLOAD_MAX_BYTES // (1024 * 1024)} MB: import it "
+                        "with `manage.py import_pack`"
+                    )
+                out.write(chunk)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return token
+
+
+def _upload_path(token: str) -> Path:
+    from solver.packs import PackError
+
+    folder = _uploads() / token if _TOKEN.fullmatch(token or "") else None
+    files = sorted(folder.iterdir()) if folder is not None and folder.is_dir() else []
+    if len(files) != 1:
+        raise PackError(
+            "this upload is no longer here (imported, cancelled or too old): upload again"
+        )
+    return files[0]
+
+
+def _named(exc: Exception, path: Path) -> Exception:
+    """The pack's error with the upload's folder left out: the admin knows the file by its name."""
+    from solver.packs import PackError
+
+    message = str(exc)
+    for long in (str(path.resolve()), str(path)):
+        message = message.replace(long, path.name)
+    return PackError(message)
+
+
+def check_upload(*, token: str) -> ImportReport:
+    """A dry run of an uploaded pack: what importing it would change. A pack that is refused is
+    deleted and PackError raised, with the command's message."""
+    from solver.packs import PackError
+
+    path = _upload_path(token)
+    try:
+        return import_pack(path=str(path), dry_run=True)
+    except PackError as exc:
+        discard_upload(token=token)
+        raise _named(exc, path) from None
+
+
+def import_upload(*, token: str) -> ImportReport:
+    """Import an uploaded pack (all or nothing, as `import_pack`), then delete it either way."""
+    from solver.packs import PackError
+
+    path = _upload_path(token)
+    try:
+        return import_pack(path=str(path))
+    except PackError as exc:
+        raise _named(exc, path) from None
+    finally:
+        discard_upload(token=token)
+
+
+def upload_name(*, token: str) -> str:
+    return _upload_path(token).name
+
+
+def discard_upload(*, token: str) -> None:
+    if _TOKEN.fullmatch(token or ""):
+        shutil.rmtree(_uploads() / token, ignore_errors=True)
+
+
+def purge_uploads(*, older_than_s: float = UPLOAD_KEEP_S) -> int:
+    """Delete uploads nobody imported or cancelled (a closed tab); returns how many."""
+    root, removed = _uploads(), 0
+    if not root.is_dir():
+        return 0
+    cutoff = time.time() - older_than_s
+    for folder in root.iterdir():
+        try:
+            if _TOKEN.fullmatch(folder.name) and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        except FileNotFoundError:
+            continue  # another process removed it meanwhile
+    return removed
