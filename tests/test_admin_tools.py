@@ -264,6 +264,15 @@ def test_an_upload_is_only_imported_by_the_admin_who_checked_it_and_only_once(
     )
 
 
+def test_an_upload_without_the_csrf_token_is_refused(site, cast, var):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(cast.admin)
+    file = io.BytesIO(b"SQLite format 3\x00")
+    file.name = "a.sqlite"
+    assert client.post("/tools/packs/upload", {"pack": file}).status_code == 403
+    assert uploads_left(var) == []
+
+
 def test_forgotten_uploads_are_purged(admin, var):
     token = packs.receive_upload(chunks=[b"abc"], name="a.sqlite")
     folder = var / "pack-uploads" / token
