@@ -269,7 +269,7 @@ def _generate(
                 **{k: v for k, v in match.items() if k != "problem"},
                 "problem": match["problem"] or earlier.problem,
                 "outcome": Question.Outcome.FAILED,
-                "error": earlier.error or "The model did not reach a final answer.",
+                "error": earlier.error or live.NO_FINAL,
                 "earlier": earlier.earlier or earlier,
                 "solution": None,
             }

@@ -90,6 +90,9 @@ KEEPALIVE_S = 15.0  # an SSE comment this often while nothing streams (proxies k
 REDIS_CHANNEL = "suanjing:live:"
 
 STOPPED = "You stopped this answer. 你停止了这个回答。"
+LOOPED = "The model kept repeating itself and was stopped. 模型一直在重复，已被停止。"
+REJECTED = "The model gave an answer a teacher has rejected. 模型给出的答案已被老师否定。"
+NO_FINAL = "The model did not reach a final answer. 模型没有得出最终答案。"
 STRANDED = "The answer stopped being written. Try again. 回答中断了，请再试一次。"
 ENGINE_GONE = (
     "The model stopped while writing this answer and is not available now. Try again in a moment. "
@@ -1125,11 +1128,7 @@ def store_live_result(
         else:
             question.outcome = Question.Outcome.FAILED
             question.error = (
-                "The model kept repeating itself and was stopped."
-                if result.finish_reason == "loop"
-                else "The model gave an answer a teacher has rejected."
-                if rejected
-                else "The model did not reach a final answer."
+                LOOPED if result.finish_reason == "loop" else REJECTED if rejected else NO_FINAL
             )
         question.save(update_fields=["problem", "solution", "latency_ms", "outcome", "error"])
     if created:
