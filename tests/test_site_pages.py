@@ -349,3 +349,48 @@ def test_api_token_prints_a_working_token(db, site):
     assert Client().get("/api/problems", **bearer(token)).status_code == 200
     with pytest.raises(CommandError):
         call_command("api_token", "nobody")
+
+
+# -- the bank's search: Chinese by characters in order with small gaps, English by words ----------
+
+SEARCH_BANK = {
+    "rabbits": "笼子里有若干只鸡和兔子，共有35个头，94只脚。",
+    "cage": "鸡兔同笼，头35，脚94，问鸡兔各几只？",
+    "far": "鸡蛋每个2元，买了5个；另有一本书叫《小白兔》，多少钱？",
+    "rect": "一个长方形的面积是24平方厘米，长是6厘米，宽是多少？",
+    "square": "What is the area of a Square with side 5?",
+    "squares": "The sum of two squares is 25; find them.",
+}
+SEARCH_CASES = [
+    # (query, the problems found, in order)
+    ("鸡兔", ["cage", "rabbits"]),  # the exact phrasing ranks first; 鸡和兔 is a gap of one
+    ("鸡和兔子", ["rabbits"]),
+    ("兔鸡", []),  # in order only
+    ("鸡 兔", ["rabbits", "cage", "far"]),  # two terms: each anywhere, both as typed
+    ("长方形面积", ["rect"]),  # 长方形的面积
+    ("面积", ["rect"]),
+    ("鸡书", []),  # 鸡 and 书 are 17 characters apart: too far
+    ("square", ["square", "squares"]),  # case-insensitive
+    ("AREA square", ["square"]),
+    ("the 面积", []),
+    ("", ["rabbits", "cage", "far", "rect", "square", "squares"]),
+]
+
+
+@pytest.mark.parametrize("query, expected", SEARCH_CASES)
+def test_the_bank_search_finds_chinese_inside_longer_phrasings(make_problem, query, expected):
+    ids = {name: make_problem(text).pk for name, text in SEARCH_BANK.items()}
+    names = {pk: name for name, pk in ids.items()}
+    found = bank.search_problems(Problem.objects.all(), query)
+    ordered = found.order_by("search_rank", "id") if query.strip() else found.order_by("id")
+    assert [names[p.pk] for p in ordered] == expected
+
+
+def test_the_bank_page_lists_the_best_matches_first(cast, site, make_problem):
+    loose = make_problem("笼子里有若干只鸡和兔子，共有35个头，94只脚。")
+    exact = make_problem("鸡兔同笼，头35，脚94，问鸡兔各几只？")
+    page = client_for(cast.teacher).get("/bank", {"q": "鸡兔"}).content.decode()
+    assert "2 problems" in page
+    assert page.index(f"/bank/{exact.pk}") < page.index(f"/bank/{loose.pk}")
+    api = client_for(cast.teacher).get("/api/problems", {"q": "鸡兔"}).json()
+    assert sorted(item["id"] for item in api["items"]) == sorted([loose.pk, exact.pk])

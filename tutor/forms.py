@@ -8,6 +8,7 @@ from django.contrib.auth.forms import UserCreationForm
 from tutor.errors import BadQuestion
 from tutor.models import Problem, Solution, Topic, normalize_topic
 from tutor.services import (
+    bank,  # the bank's search
     live,  # which worked solutions were given up (the bank's to-do filter)
     text,  # the question-text rules: the ask page states the limit
 )
@@ -64,7 +65,7 @@ class BankFilterForm(forms.Form):
     def filter_but_status(self, qs):
         data = self.cleaned_data
         if data.get("q"):
-            qs = qs.search(data["q"])
+            qs = bank.search_problems(qs, data["q"])  # annotates search_rank: best matches first
         if data.get("topic"):
             qs = qs.filter(topic=data["topic"])
         if data.get("difficulty"):

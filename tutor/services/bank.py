@@ -1,6 +1,6 @@
 """The bank: problems, topics, teachers' reviews, aliases and blocks, missed questions, the fixture bank.
 
-Owns: teachers' writes to the curated bank (add, edit, promote, merge, delete problems; the managed topic
+Owns: searching the bank (`search_problems`), teachers' writes to the curated bank (add, edit, promote, merge, delete problems; the managed topic
 list; approve, reject and edit answers), the wordings people confirmed (aliases) or refused (blocks) and
 their effect on the loaded cache, `near_duplicates`, `missed_groups`, and loading fixtures/problems.jsonl.
 Does not own: the cache itself (`runtime`), the text rules (`text`), answering students (`asking`).
@@ -9,10 +9,11 @@ Does not own: the cache itself (`runtime`), the text rules (`text`), answering s
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, Max, Q, Sum
+from django.db.models import Case, Count, Max, Q, QuerySet, Sum, Value, When
 from django.utils import timezone
 
 from tutor.errors import BadFixture, BadQuestion, TopicInUse
@@ -296,6 +297,70 @@ def refusal_counts(*, days: int = 7) -> list[dict[str, Any]]:
         {"reason": r["kind"].split(":", 1)[1], "count": r["total"], "students": r["students"]}
         for r in rows
     ]
+
+
+# -- searching the bank ------------------------------------------------------------------------------
+
+SEARCH_MAX_TERMS = 8
+# Chinese has no spaces, and a teacher's short query is rarely the problem's exact phrasing: 鸡兔 should
+# find 鸡和兔子. A run of Chinese characters in the query matches when its characters occur in order with
+# at most this many other characters between two neighbours (鸡.{0,3}兔). Bounded gaps keep the match
+# local: unbounded ones (every character anywhere, in order) let two common characters match most long
+# problems. tests/test_site_pages.py has the table of what it finds and what it leaves out.
+SEARCH_MAX_GAP = 3
+_HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+
+
+def search_parts(term: str) -> list[tuple[str, str]]:
+    """One whitespace-separated query term cut into ("han", run of Chinese characters) and ("word",
+    anything else: English words, numbers, symbols), e.g. "x的平方" -> [("word", "x"), ("han", "的平方")]."""
+    parts: list[tuple[str, str]] = []
+    at = 0
+    for match in _HAN_RUN.finditer(term):
+        if match.start() > at:
+            parts.append(("word", term[at : match.start()]))
+        parts.append(("han", match.group()))
+        at = match.end()
+    if at < len(term):
+        parts.append(("word", term[at:]))
+    return parts
+
+
+def han_pattern(run: str) -> str:
+    """The regular expression for a run of Chinese characters: in order, small gaps, across line breaks.
+    `(?s)` is DOTALL in Python (SQLite's REGEXP) and the default newline handling in PostgreSQL's AREs."""
+    return "(?s)" + f".{{0,{SEARCH_MAX_GAP}}}".join(re.escape(c) for c in run)
+
+
+def _text_matches(term: str) -> Q:
+    condition = Q()
+    for kind, part in search_parts(term):
+        if kind == "han" and len(part) > 1:
+            condition &= Q(text__regex=han_pattern(part))
+        else:
+            condition &= Q(text__icontains=part)  # English: case-insensitive, as typed
+    return condition
+
+
+def search_problems(problems: QuerySet[Problem], query: str) -> QuerySet[Problem]:
+    """Problems matching every whitespace-separated term of `query` (at most 8) in their text (Chinese
+    runs with small gaps, see SEARCH_MAX_GAP; anything else as a case-insensitive substring), their
+    topic, or exactly their reference answer. Annotated with `search_rank`: how many terms matched only
+    loosely (0 = every term appears as typed), so callers can order the best matches first. Plain
+    LIKE and regular-expression lookups: the same on SQLite and PostgreSQL, no index to maintain."""
+    terms = query.split()[:SEARCH_MAX_TERMS]
+    if not terms:
+        return problems
+    loose = []
+    for term in terms:
+        problems = problems.filter(
+            _text_matches(term) | Q(topic__icontains=term) | Q(reference_answer=term)
+        )
+        loose.append(Case(When(text__icontains=term, then=Value(0)), default=Value(1)))
+    rank = loose[0]
+    for more in loose[1:]:
+        rank = rank + more
+    return problems.annotate(search_rank=rank)
 
 
 # -- aliases and blocks ------------------------------------------------------------------------------

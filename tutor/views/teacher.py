@@ -68,9 +68,12 @@ def bank(request: HttpRequest) -> HttpResponse:
     permissions.require_teacher(request.user)
     form = BankPageFilterForm(request.GET)
     problems = Problem.objects.in_bank()
+    order = ["id"]
     if form.is_valid():
         problems = form.filter(problems)
-    page = Paginator(problems.order_by("id"), PAGE_SIZE).get_page(request.GET.get("page"))
+        if form.cleaned_data.get("q"):
+            order = ["search_rank", "id"]  # terms found as typed before the looser matches
+    page = Paginator(problems.order_by(*order), PAGE_SIZE).get_page(request.GET.get("page"))
     best = Solution.objects.best_status_by_problem([p.pk for p in page.object_list])
     rows = [(p, best.get(p.pk)) for p in page.object_list]
     topics = Topic.objects.values_list("name", flat=True)
