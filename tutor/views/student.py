@@ -5,14 +5,20 @@ sign-up. Thin: permission -> form -> service -> response; a question the user ma
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import Group
+from django.core.paginator import Page, Paginator
 from django.db import transaction
+from django.db.models import Case, Count, F, Max, Min, Value, When
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import formats, timezone, translation
 from django.views.decorators.http import require_GET, require_POST
 
 from tutor import errors, permissions, throttle
@@ -36,8 +42,62 @@ def home(request: HttpRequest) -> HttpResponse:
     )
 
 
+HISTORY_PAGE_SIZE = 20
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One row of "My questions": the latest ask of a problem (or, when no problem was reached, of a
+    wording), how many times it was asked, and when first and last."""
+
+    question: Question
+    count: int
+    first: dt.datetime
+    last: dt.datetime
+
+    @property
+    def when(self) -> str:
+        """The last ask in the site's time zone, in both languages: "today 14:05 今天", "yesterday 9:30
+        昨天", or "Dec 7, 2026 · 2026年12月7日" (English month names whatever LANGUAGE_CODE is)."""
+        local = timezone.localtime(self.last)
+        days = (timezone.localdate() - local.date()).days
+        clock = f"{local:%H:%M}"
+        if days == 0:
+            return f"today {clock} 今天"
+        if days == 1:
+            return f"yesterday {clock} 昨天"
+        with translation.override("en"):
+            english = formats.date_format(local, "M j, Y")
+        return f"{english} · {local.year}年{local.month}月{local.day}日"
+
+
+def _history_page(user, page_number: str | None) -> tuple[Page, list[HistoryRow]]:
+    """The student's questions grouped by problem, newest first, a page at a time. Grouped in the
+    database: asks that reached a problem by problem, the others (refused, no answer) by their
+    normalized wording, so asking the same thing five times is one row "asked 5 times"."""
+    wording = Case(When(problem__isnull=True, then=F("key")), default=Value(""))
+    groups = (
+        Question.objects.filter(user=user)
+        .order_by()
+        .annotate(wording=wording)
+        .values("problem_id", "wording")
+        .annotate(count=Count("id"), first=Min("created"), last=Max("created"), latest=Max("id"))
+        .order_by("-last", "-latest")
+    )
+    page = Paginator(groups, HISTORY_PAGE_SIZE).get_page(page_number)
+    latest = Question.objects.select_related("problem").in_bulk(
+        [g["latest"] for g in page.object_list]
+    )
+    rows = [
+        HistoryRow(question=latest[g["latest"]], count=g["count"], first=g["first"], last=g["last"])
+        for g in page.object_list
+        if g["latest"] in latest
+    ]
+    return page, rows
+
+
 def _ask_page(request: HttpRequest, form: AskForm, status: int = 200) -> HttpResponse:
-    history = Question.objects.filter(user=request.user).select_related("problem")[:20]
+    history_page, history = _history_page(request.user, request.GET.get("page"))
     return render(
         request,
         "tutor/ask.html",
@@ -45,6 +105,7 @@ def _ask_page(request: HttpRequest, form: AskForm, status: int = 200) -> HttpRes
             "form": form,
             "examples": EXAMPLES,
             "history": history,
+            "history_page": history_page,
             "model": runtime.model_info(),
             "max_chars": text.MAX_QUESTION_CHARS,
         },
