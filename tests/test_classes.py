@@ -432,3 +432,52 @@ def test_an_admin_sees_every_class_and_anonymous_users_sign_in_first(cast, klass
     for url in ("/classes", f"/classes/{klass.pk}", "/homework"):
         response = anonymous.get(url)
         assert response.status_code == 302 and "/accounts/login/" in response.url
+
+
+# -- a teacher resets a student's password ---------------------------------------------------------
+
+
+def test_a_teacher_resets_a_class_students_password_shown_once(cast, klass):
+    teacher = client_for(cast.teacher)
+    page = teacher.get(f"/classes/students/{cast.alice.pk}").content.decode()
+    assert f'action="/classes/students/{cast.alice.pk}/password"' in page
+    response = teacher.post(f"/classes/students/{cast.alice.pk}/password")
+    assert response.status_code == 200 and response["Cache-Control"] == "no-store"
+    password = response.context["password"]
+    assert password in response.content.decode() and "只显示这一次" in response.content.decode()
+    validate_password(password, cast.alice)  # the site's validators accept it
+    cast.alice.refresh_from_db()
+    assert cast.alice.check_password(password)
+    again = teacher.post(f"/classes/students/{cast.alice.pk}/password").context["password"]
+    cast.alice.refresh_from_db()
+    assert again != password and not cast.alice.check_password(password)
+    assert teacher.get(f"/classes/students/{cast.alice.pk}/password").status_code == 405
+
+
+def test_a_password_reset_ends_the_students_sessions(cast, klass):
+    alice = client_for(cast.alice)
+    assert alice.get("/ask").status_code == 200
+    client_for(cast.teacher).post(f"/classes/students/{cast.alice.pk}/password")
+    assert alice.get("/ask").status_code == 302  # signed out: to the login page
+
+
+@pytest.mark.parametrize(
+    "who, target, status",
+    [
+        ("teacher", "bob", 404),  # in no class of the teacher's
+        ("teacher2", "alice", 404),  # another teacher's student
+        ("alice", "bob", 403),  # students reset nobody's
+        ("alice", "alice", 403),
+        ("teacher", "teacher2", 404),  # a teacher who sits in the class
+        ("teacher", "admin", 404),  # an admin who sits in the class
+        ("admin", "teacher2", 404),  # not even an admin, through this page
+    ],
+)
+def test_only_a_class_students_password_can_be_reset(cast, klass, teacher2, who, target, status):
+    users = {"teacher2": teacher2, **vars(cast)}
+    for sitting in (teacher2, cast.admin):
+        Membership.objects.create(classroom=klass, student=sitting)
+    before = User.objects.get(pk=users[target].pk).password
+    response = client_for(users[who]).post(f"/classes/students/{users[target].pk}/password")
+    assert response.status_code == status
+    assert User.objects.get(pk=users[target].pk).password == before

@@ -244,3 +244,12 @@ def class_student_for(user, student_id: int) -> User:
     if student is None:
         raise NotFound("no such student in your classes")
     return student
+
+
+def password_student_for(user, student_id: int) -> User:
+    """A student of the teacher's classes whose password the teacher may reset, else a 404: never a
+    teacher's or an admin's (their passwords are their own, even if they sit in a class)."""
+    student = class_student_for(user, student_id)
+    if is_teacher(student) or not student.is_active:
+        raise NotFound("no such student in your classes")
+    return student

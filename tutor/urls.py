@@ -43,6 +43,11 @@ urlpatterns = [
     path("classes/homework/<int:assignment_id>/remove", classes.unassign, name="unassign"),
     path("classes/members/<int:membership_id>/remove", classes.remove_member, name="remove_member"),
     path("classes/students/<int:student_id>", classes.class_student, name="class_student"),
+    path(
+        "classes/students/<int:student_id>/password",
+        classes.reset_password,
+        name="reset_password",
+    ),
     path("homework", classes.homework, name="homework"),
     path("runs", runs.runs, name="runs"),
     path("runs/<int:run_id>", runs.run_page, name="run"),

@@ -214,6 +214,21 @@ def roster_passwords(request: HttpRequest, classroom_id: int) -> HttpResponse:
     return response
 
 
+@require_POST
+@login_required
+def reset_password(request: HttpRequest, student_id: int) -> HttpResponse:
+    """A new password for a student of the teacher's classes, shown on this response only."""
+    student = permissions.password_student_for(request.user, student_id)
+    password = classes_service.reset_password(student=student)
+    response = render(
+        request,
+        "tutor/classes/password.html",
+        {"student": student, "name": classes_service.display_name(student), "password": password},
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 @require_GET
 @login_required
 def class_student(request: HttpRequest, student_id: int) -> HttpResponse:
