@@ -394,3 +394,50 @@ def test_the_bank_page_lists_the_best_matches_first(cast, site, make_problem):
     assert page.index(f"/bank/{exact.pk}") < page.index(f"/bank/{loose.pk}")
     api = client_for(cast.teacher).get("/api/problems", {"q": "鸡兔"}).json()
     assert sorted(item["id"] for item in api["items"]) == sorted([loose.pk, exact.pk])
+
+
+# -- notices in both languages ---------------------------------------------------------------------
+
+SIGNUP_ERRORS = [
+    # (password1, password2, the English and the Chinese the page shows)
+    ("123", "123", ["Too short: at least 8 characters.", "密码太短：至少8个字符。"]),
+    ("12345678901", "12345678901", ["Not only digits", "密码不能全是数字"]),
+    ("password123", "password123", ["Too common", "密码太常见"]),
+    ("quiet-river-93", "quiet-river-94", ["didn’t match", "输入的两个密码不一致"]),
+]
+
+
+@pytest.mark.parametrize("password1, password2, expected", SIGNUP_ERRORS)
+def test_signup_errors_are_in_both_languages(settings, db, password1, password2, expected):
+    settings.SUANJING_SIGNUP = True
+    response = Client().post(
+        "/signup", {"username": "carol", "password1": password1, "password2": password2}
+    )
+    page = html.unescape(response.content.decode())
+    assert response.status_code == 200
+    for text in expected:
+        assert text in page, text
+
+
+def test_the_signup_and_login_pages_speak_both_languages(cast, settings):
+    settings.SUANJING_SIGNUP = True
+    signup = html.unescape(Client().get("/signup").content.decode())
+    for text in ("Username 用户名", "Password 密码", "Password again 再次输入密码", "创建账号"):
+        assert text in signup
+    taken = Client().post(
+        "/signup",
+        {"username": "alice", "password1": "quiet-river-93", "password2": "quiet-river-93"},
+    )
+    assert "already exists" in taken.content.decode() and "已存在" in taken.content.decode()
+    wrong = Client().post("/accounts/login/", {"username": "alice", "password": "nope"})
+    page = html.unescape(wrong.content.decode())
+    assert "Wrong username or password" in page and "用户名或密码不正确" in page
+    assert "No account? Sign up as a student 没有账号？学生注册" in page
+
+
+def test_teachers_notices_are_in_both_languages(cast, banked):
+    problem, solution = banked
+    client = client_for(cast.teacher)
+    response = client.post(f"/solutions/{solution.pk}/review", {"status": "approved"}, follow=True)
+    notices = [str(m) for m in response.context["messages"]]
+    assert notices == [f"Answer {solution.pk}: approved 已通过."]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib.auth.forms import UserCreationForm
+from django.utils import translation
+from django.utils.functional import Promise
 
 from tutor.errors import BadQuestion
 from tutor.models import Problem, Solution, Topic, normalize_topic
@@ -203,14 +205,63 @@ class SignupForm(UserCreationForm):
         help_text="The code your teacher gave you. 老师给你的注册码。",
     )
 
+    # Django's own labels and messages come in the site's language only (Chinese); a student reads both.
+    LABELS = {
+        "username": (
+            "Username 用户名",
+            "Letters, digits and @ . + - _ only; at most 150. 只能用字母、数字和 @ . + - _，最多150个字符。",
+        ),
+        "password1": (
+            "Password 密码",
+            "At least 8 characters, not only digits, not a common password, not like your username. "
+            "至少8个字符，不能全是数字，不能是常见密码，不能与用户名相似。",
+        ),
+        "password2": (
+            "Password again 再次输入密码",
+            "The same password, to check. 请再输入一次以便核对。",
+        ),
+    }
+    PASSWORD_ERRORS = {
+        "password_too_short": "Too short: at least {min_length} characters. 密码太短：至少{min_length}个字符。",
+        "password_too_common": "Too common: choose one that is harder to guess. 密码太常见，请换一个。",
+        "password_entirely_numeric": "Not only digits: add some letters. 密码不能全是数字，请加上字母。",
+        "password_too_similar": "Too like your username or name. 密码与用户名或姓名太相似。",
+    }
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         from django.conf import settings
 
+        for name, (label, help_text) in self.LABELS.items():
+            self.fields[name].label = label
+            self.fields[name].help_text = help_text
         if settings.SUANJING_SIGNUP_CODE:
             self.fields["code"].required = True
         else:
             del self.fields["code"]
+
+    def full_clean(self) -> None:
+        """Every error in English and Chinese: the password rules' by their code (Django's Chinese
+        for "too short" is missing), the others (lazy translations) rendered in both languages."""
+        super().full_clean()
+        for errors in (self._errors or {}).values():
+            errors.data = [self._bilingual(error) for error in errors.as_data()]
+
+    def _bilingual(self, error: forms.ValidationError) -> forms.ValidationError:
+        params = error.params or {}
+        if error.code in self.PASSWORD_ERRORS:
+            return forms.ValidationError(
+                self.PASSWORD_ERRORS[error.code].format(**params), code=error.code
+            )
+        if not isinstance(error.message, Promise):
+            return error  # ours, already in both languages
+        texts = []
+        for language in ("en", "zh-hans"):
+            with translation.override(language):
+                text = str(error.message) % params if params else str(error.message)
+            if text not in texts:
+                texts.append(text)
+        return forms.ValidationError(" ".join(texts), code=error.code)
 
     def clean_code(self) -> str:
         from tutor.throttle import signup_code_ok

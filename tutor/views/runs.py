@@ -71,7 +71,9 @@ def runs(request: HttpRequest) -> HttpResponse:
         except (errors.RunRefused, errors.EngineUnavailable) as exc:
             form.add_error(None, str(exc))
         else:
-            messages.success(request, f"Run {run.pk} queued: {run.total} problems.")
+            messages.success(
+                request, f"Run {run.pk} queued: {run.total} problems. 已排队{run.total}题。"
+            )
             return redirect("run", run_id=run.pk)
     history = [(run, run.counts()) for run in PrecomputeRun.objects.all()[:100]]
     return render_form(request, "tutor/runs.html", form, history=history)
@@ -100,7 +102,9 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
     except errors.RunRefused as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"Run {run.pk} is being cancelled; workers stop within seconds.")
+        messages.success(
+            request, f"Run {run.pk} is being cancelled; workers stop within seconds. 正在取消。"
+        )
     return redirect("run", run_id=run.pk)
 
 
@@ -109,5 +113,5 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
 def run_resume(request: HttpRequest, run_id: int) -> HttpResponse:
     run = permissions.run_for(request.user, run_id)
     todo = precompute.resume_run(run=run)
-    messages.success(request, f"Run {run.pk}: {todo} problems queued again.")
+    messages.success(request, f"Run {run.pk}: {todo} problems queued again. 已重新排队{todo}题。")
     return redirect("run", run_id=run.pk)

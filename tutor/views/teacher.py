@@ -21,6 +21,12 @@ from tutor.services import bank as bank_service
 from tutor.services import live, text
 
 PAGE_SIZE = 50
+# A review's notice in the site's two languages.
+STATUS_WORDS = {
+    Solution.Status.APPROVED: "approved 已通过",
+    Solution.Status.REJECTED: "rejected 已驳回",
+    Solution.Status.FLAGGED: "flagged for a teacher's look 已标记",
+}
 
 
 def render_form(request: HttpRequest, template: str, form, **context) -> HttpResponse:
@@ -36,12 +42,17 @@ def question_link(request: HttpRequest, question_id: int) -> HttpResponse:
     question = permissions.question_for(request.user, question_id, action="link")
     raw = request.POST.get("problem", "").strip().lstrip("#")
     if not raw.isdigit():
-        messages.error(request, "Give the number of a problem in the bank, e.g. 12.")
+        messages.error(
+            request,
+            "Give the number of a problem in the bank, e.g. 12. 请填写题库里的题号，例如 12。",
+        )
         return redirect(request.POST.get("next") or "missed")
     problem = get_object_or_404(Problem, pk=int(raw))
     bank_service.link_question(question=question, problem=problem, teacher=request.user)
     messages.success(
-        request, f"Linked: students asking “{question.text[:60]}” now get problem #{problem.pk}."
+        request,
+        f"Linked: students asking “{question.text[:60]}” now get problem #{problem.pk}. "
+        f"已关联：以后这样提问的学生会得到第{problem.pk}题。",
     )
     return redirect(request.POST.get("next") or "missed")
 
@@ -53,10 +64,13 @@ def alias_review(request: HttpRequest, alias_id: int) -> HttpResponse:
     alias = permissions.alias_for(request.user, alias_id)
     if request.POST.get("action") == "accept":
         bank_service.accept_alias(text=alias.text, problem=alias.problem, user=request.user)
-        messages.success(request, f"Accepted: this wording is problem #{alias.problem_id} now.")
+        messages.success(
+            request,
+            f"Accepted: this wording is problem #{alias.problem_id} now. 已接受：这个说法现在对应第{alias.problem_id}题。",
+        )
     elif request.POST.get("action") == "dismiss":
         bank_service.dismiss_alias(alias=alias)
-        messages.success(request, "Dismissed.")
+        messages.success(request, "Dismissed. 已忽略。")
     else:
         return HttpResponse("action must be accept or dismiss", status=400)
     return redirect("missed")
@@ -158,7 +172,8 @@ def problem_add(request: HttpRequest) -> HttpResponse:
             form.add_error("text", str(exc))  # render_form: a 400, BadQuestion's status
         else:
             messages.success(
-                request, f"Problem #{problem.pk} added; students asking it get it now."
+                request,
+                f"Problem #{problem.pk} added; students asking it get it now. 已添加第{problem.pk}题。",
             )
             return redirect("problem", problem_id=problem.pk)
     return render_form(request, "tutor/problem_form.html", form, problem=None)
@@ -175,7 +190,7 @@ def problem_edit(request: HttpRequest, problem_id: int) -> HttpResponse:
         except errors.BadQuestion as exc:
             form.add_error("text", str(exc))  # render_form: a 400, BadQuestion's status
         else:
-            messages.success(request, "Saved.")
+            messages.success(request, "Saved. 已保存。")
             return redirect("problem", problem_id=problem.pk)
     return render_form(request, "tutor/problem_form.html", form, problem=problem)
 
@@ -188,7 +203,7 @@ def solution_review(request: HttpRequest, solution_id: int) -> HttpResponse:
     if status not in (Solution.Status.APPROVED, Solution.Status.REJECTED, Solution.Status.FLAGGED):
         return HttpResponse("status must be approved, rejected or flagged", status=400)
     bank_service.review_solution(solution=solution, reviewer=request.user, status=status)
-    messages.success(request, f"Answer {solution.pk} {status}.")
+    messages.success(request, f"Answer {solution.pk}: {STATUS_WORDS.get(status, status)}.")
     return redirect("problem", problem_id=solution.problem_id)
 
 
@@ -205,7 +220,9 @@ def solution_edit(request: HttpRequest, solution_id: int) -> HttpResponse:
             answer=data["answer"],
             final=data["final"] or "",
         )
-        messages.success(request, f"Answer {solution.pk} corrected and approved.")
+        messages.success(
+            request, f"Answer {solution.pk} corrected and approved. 答案已修改并通过审核。"
+        )
         return redirect("problem", problem_id=solution.problem_id)
     return render_form(request, "tutor/solution_form.html", form, solution=solution)
 
@@ -257,7 +274,9 @@ def problem_promote(request: HttpRequest, problem_id: int) -> HttpResponse:
             status=409,
         )
     bank_service.promote_problem(problem=problem, topic=request.POST.get("topic", ""))
-    messages.success(request, f"Problem #{problem.pk} is in the bank now.")
+    messages.success(
+        request, f"Problem #{problem.pk} is in the bank now. 第{problem.pk}题已加入题库。"
+    )
     return redirect("problem", problem_id=problem.pk)
 
 
@@ -268,11 +287,15 @@ def problem_merge(request: HttpRequest, problem_id: int) -> HttpResponse:
     raw = request.POST.get("into", "").strip().lstrip("#")
     into = Problem.objects.filter(pk=int(raw)).first() if raw.isdigit() else None
     if into is None or into.pk == problem.pk:
-        messages.error(request, "Give the number of another problem in the bank.")
+        messages.error(
+            request, "Give the number of another problem in the bank. 请填写题库里另一道题的题号。"
+        )
         return redirect("student_questions")
     made = bank_service.merge_problem(problem=problem, into=into, teacher=request.user)
     messages.success(
-        request, f"Merged into #{into.pk}: {made} wording(s) now get problem #{into.pk}."
+        request,
+        f"Merged into #{into.pk}: {made} wording(s) now get problem #{into.pk}. "
+        f"已合并到第{into.pk}题。",
     )
     return redirect("student_questions")
 
@@ -282,5 +305,5 @@ def problem_merge(request: HttpRequest, problem_id: int) -> HttpResponse:
 def problem_delete(request: HttpRequest, problem_id: int) -> HttpResponse:
     problem = permissions.problem_for(request.user, problem_id, students_only=True)
     bank_service.delete_problem(problem=problem)
-    messages.success(request, "Deleted.")
+    messages.success(request, "Deleted. 已删除。")
     return redirect("student_questions")
