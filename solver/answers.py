@@ -4,13 +4,16 @@ Owns three things:
 - splitting a reasoning model's output at `</think>` or Sky-T1's `<|end_of_thought|>` (with or without
   the opening tag: the R1 distill's output may begin after a `<think>` the prompt already opened), and
   deciding when a run was truncated inside its reasoning — such a run has no answer, ever;
-- extracting the final answer: the last `\\boxed{}` (nested braces), else a phrase such as 答案是 / "the
-  answer is" / "the final result is" / "####", else the value stated by the closing sentence of finished
-  English prose ("Therefore, the height is 5 cm." — long reasoning models often never box);
+- extracting the final answer: the last `\\boxed{}` (nested braces), else what a "**Final Answer**"
+  heading heads, else a phrase such as 答案是 / "the answer is" / "the final result is" / "####", else
+  the value stated by the closing sentence of finished English prose ("Therefore, the height is 5 cm." —
+  long reasoning models often never box); a run cut while writing its closing tag, right after a
+  "Final Answer" box, has that answer;
 - deciding whether two final answers mean the same (23 = 23只 = twenty-three = 二十三, 1/2 = 0.5 = 50%,
   1.5 h = 90 minutes, 5 km = 5000 m (numerals and units from `solver.lexicon`, shared with the cache),
-  x=23, y=12 = (23, 12), 星期五 = Friday, vectors and matrices cell by cell, x \\in [1, 2] = [1, 2]), and
-  the majority answer of several samples.
+  x=23, y=12 = (23, 12), 星期五 = Friday, vectors and matrices cell by cell, x \\in [1, 2] = [1, 2],
+  1 ± √2 = "1+√2, 1-√2", a bare list in any order when the question asks for all values), and the
+  majority answer of several samples.
 
 Does not own: models, prompts, the engine, or what is stored. Strings in; strings, bools and one frozen
 dataclass out.
@@ -52,6 +55,7 @@ from solver.lexicon import (
 __all__ = [
     "ParsedAnswer",
     "answers_equivalent",
+    "asks_for_all",
     "extract_final_answer",
     "looks_cut_off",
     "majority_answer",
@@ -121,12 +125,44 @@ def parse_output(
         # The loop guard ended it: whatever it wrote before repeating itself is not a checked answer.
         return ParsedAnswer(reasoning, answer, None, truncated=True)
     if not closed:
-        # Boxes inside unfinished reasoning are drafts the model may still revise: never an answer.
-        return ParsedAnswer(reasoning, answer, None, truncated=not stopped)
+        # Boxes inside unfinished reasoning are drafts the model may still revise: never an answer,
+        # except a "Final Answer" box the limit cut while the model was writing its closing tag.
+        final = None if stopped else _final_answer_at_close(text)
+        return ParsedAnswer(reasoning, answer, final, truncated=not stopped and final is None)
     final = extract_final_answer(answer) if stopped else _last_boxed(answer)
     if final is None and reasoning:
         final = _last_boxed(reasoning)
     return ParsedAnswer(reasoning, answer, final, truncated=False)
+
+
+# Sky-T1 and the R1 distills end their reasoning with "**Final Answer**", a box, then the closing tag.
+# A run cut after the box, with only the start of that tag (or nothing) written, has finished its
+# reasoning in all but the tag: the box under the heading is its answer.
+_FINAL_HEADING_BOX = re.compile(
+    r"final\s+answer(?:\s+is)?\W{0,12}(?:\$\$|\\\[|\\\(|\$)?\s*$", re.IGNORECASE
+)
+_CLOSING_TAGS = ("</think>", "<|end_of_thought|>")
+
+
+def _final_answer_at_close(text: str) -> str | None:
+    """The box under a "Final Answer" heading at the very end of unfinished reasoning, when nothing
+    follows it but math delimiters and the beginning of a closing tag; else None."""
+    boxes = list(_BOXED.finditer(text))
+    if not boxes:
+        return None
+    last = boxes[-1]
+    if last.end() >= len(text) or text[last.end()] != "{":
+        return None
+    content = _braced(text, last.end())
+    if content is None:
+        return None
+    after = text[last.end() + len(content) + 2 :]
+    tail = re.sub(r"^(?:\s|\\\]|\\\)|\$|\.)*", "", after).strip()
+    if tail and not any(tag.startswith(tail) for tag in _CLOSING_TAGS):
+        return None
+    if not _FINAL_HEADING_BOX.search(text[max(0, last.start() - 40) : last.start()]):
+        return None
+    return _clean_final(content) or None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -156,6 +192,9 @@ def extract_final_answer(text: str) -> str | None:
     boxed = _last_boxed(text)
     if boxed is not None:
         return boxed
+    heading = _under_final_heading(text)
+    if heading is not None:
+        return heading
     for match in reversed(list(_ANSWER_PHRASE.finditer(text))):
         rest = text[match.end() :].lstrip(" \t:：")
         end = _SENTENCE_END.search(rest)
@@ -168,6 +207,32 @@ def extract_final_answer(text: str) -> str | None:
         ):
             return value
     return _closing_statement(text)
+
+
+# "**Final Answer**" (or "### Final Answer", "Final answer:") on a line of its own, the answer below it.
+_FINAL_HEADING_LINE = re.compile(
+    r"^[#*_\s]*final\s+answer[*_:：\s]*\n\s*(?=\S)", re.IGNORECASE | re.MULTILINE
+)
+
+
+def _under_final_heading(text: str) -> str | None:
+    """What the last "Final Answer" heading heads: the display math or the line below it, read for
+    its value as a closing sentence is ("\\[ x = 3 \\]" -> 3; "east" stays "east")."""
+    headings = list(_FINAL_HEADING_LINE.finditer(text))
+    if not headings:
+        return None
+    rest = text[headings[-1].end() :]
+    display = _DISPLAY_MATH.match(rest)
+    block = display.group(0) if display else rest.split("\n", 1)[0]
+    if len(block) > _MAX_CLOSING_SENTENCE or _ECHOED_INSTRUCTION.search(block):
+        return None
+    value = _stated_value(block)
+    if value is None:
+        # A word or two ("east", "\\text{Evelyn}") is the answer; a sentence without a value is not.
+        value = _clean_final(block) if len(block.split()) <= 3 else None
+    if not value or len(value) > _MAX_PHRASE_ANSWER or _VERDICT_WORD.match(value):
+        return None
+    return value
 
 
 # "The answer is within \boxed{}." / "...in the specified format": the prompt's instruction echoed back.
@@ -709,13 +774,16 @@ def _same_multiset(a: tuple[_Item, ...], b: tuple[_Item, ...]) -> bool:
     return not left
 
 
-def _same_structure(a: _Numbers | _Token, b: _Numbers | _Token) -> bool:
+def _same_structure(a: _Numbers | _Token, b: _Numbers | _Token, any_order: bool) -> bool:
     if isinstance(a, _Token) or isinstance(b, _Token):
         return a == b
     if len(a.items) != len(b.items):
         return False
     if "{}" in (a.kind, b.kind):
         return {a.kind, b.kind} <= {"{}", "bare"} and _same_multiset(a.items, b.items)
+    unnamed = all(i.name is None for i in a.items + b.items)
+    if any_order and a.kind == b.kind == "bare" and unnamed and len(a.items) > 1:
+        return _same_multiset(a.items, b.items)  # "all the roots: 1, -2" is "-2, 1"
     if not (a.kind == b.kind or {a.kind, b.kind} == {"bare", "()"}):
         return False  # (1, 2) is not [1, 2]: tuples and intervals keep their brackets
     names_a = [i.name for i in a.items]
@@ -943,7 +1011,7 @@ def _same_matrix(a: _Matrix, b: _Matrix) -> bool:
 
 
 @lru_cache(maxsize=4096)
-def _equivalent(a: str, b: str) -> bool:
+def _equivalent(a: str, b: str, any_order: bool = False) -> bool:
     a, b = _result_of_sum(a), _result_of_sum(b)
     ta, tb = _prepare(a), _prepare(b)
     if not ta or not tb:
@@ -955,9 +1023,20 @@ def _equivalent(a: str, b: str) -> bool:
         # Vectors and matrices compare cell by cell, so "-\\frac{1}{3}" meets "-1/3" as a number.
         ma, mb = ma or _as_vector(ta), mb or _as_vector(tb)
         return ma is not None and mb is not None and _same_matrix(ma, mb)
+    pa, pb = _expand_pm(ta), _expand_pm(tb)
+    if pa is not None or pb is not None:
+        # "1 \\pm \\sqrt{19}" names two values, in no order: "1+\\sqrt{19}, 1-\\sqrt{19}".
+        parts_a = pa if pa is not None else _list_parts(ta)
+        parts_b = pb if pb is not None else _list_parts(tb)
+        return (
+            parts_a is not None
+            and parts_b is not None
+            and len(parts_a) == len(parts_b)
+            and _same_parts_any_order(parts_a, parts_b)
+        )
     sa, sb = _structure(ta), _structure(tb)
     if sa is not None and sb is not None:
-        return _same_structure(sa, sb)
+        return _same_structure(sa, sb, any_order)
     la, lb = _latex_form(sa, ta), _latex_form(sb, tb)
     if la is None or lb is None:
         return False
@@ -970,15 +1049,73 @@ def _equivalent(a: str, b: str) -> bool:
             return False
         if not (kind_a == kind_b or {kind_a, kind_b} == {"bare", "()"}):
             return False
+        if any_order and kind_a == kind_b == "bare" and "=" not in la + lb:
+            return _same_parts_any_order(parts_a, parts_b)
         # Element by element, so tuples stay ordered (math-verify may compare them as sets).
         return all(_equivalent(*sorted((x, y))) for x, y in zip(parts_a, parts_b, strict=True))
     return _math_verify_equal(la, lb)
 
 
-def answers_equivalent(a: str | None, b: str | None) -> bool:
+_PLUS_MINUS = re.compile(r"\\pm(?![A-Za-z])|±")
+
+
+def _list_parts(text: str) -> list[str] | None:
+    """The elements of a bare list or a set ("a, b", "\\{a, b\\}"); None for tuples and intervals."""
+    kind, parts = _split_top(text, words=False)
+    return parts if kind in ("bare", "{}") and all(parts) else None
+
+
+def _expand_pm(text: str) -> list[str] | None:
+    """The values a list with "±" names, each ± read as two ("1 ± √5, -2" -> 1+√5, 1-√5, -2); None
+    when there is no ± or it is not in a bare list or set, or an element has more than one."""
+    if not _PLUS_MINUS.search(text):
+        return None
+    parts = _list_parts(text)
+    if parts is None:
+        return None
+    values = []
+    for part in parts:
+        found = _PLUS_MINUS.findall(part)
+        if len(found) > 1:
+            return None
+        if found:
+            values += [_PLUS_MINUS.sub("+", part), _PLUS_MINUS.sub("-", part)]
+        else:
+            values.append(part)
+    return [v.replace("(+", "(").strip().lstrip("+").strip() for v in values]
+
+
+def _same_parts_any_order(a: list[str], b: list[str]) -> bool:
+    left = list(b)
+    for x in a:
+        match = next((j for j, y in enumerate(left) if _equivalent(*sorted((x, y)))), None)
+        if match is None:
+            return False
+        left.pop(match)
+    return not left
+
+
+# "Find all the integer roots ... separated by commas", "求所有的解": the answer is a set of values.
+_ASKS_FOR_ALL = re.compile(
+    r"\ball\b[^.?!]{0,60}?\b(?:solutions?|roots|values|integers|numbers|zeros|such)\b"
+    r"|所有|全部",
+    re.IGNORECASE,
+)
+
+
+def asks_for_all(question: str) -> bool:
+    """Whether a question asks for all the values of something ("find all real x", "enter all the
+    roots, separated by commas", 所有的解), so a bare list answer may come in any order: pass the
+    result as answers_equivalent(..., any_order=...)."""
+    return bool(_ASKS_FOR_ALL.search(question or ""))
+
+
+def answers_equivalent(a: str | None, b: str | None, *, any_order: bool = False) -> bool:
     """True when two final answers mean the same: 23 = 23只 = '23 rabbits' = twenty-three = 二十三,
     0.5 = 1/2 = \\frac{1}{2} = \\dfrac12 = 50%, 1,000 = 1000, 'x=23, y=12' = '(23, 12)' = '鸡23只，兔12只'
     (tuples keep their order), 星期五 = 周五 = Friday, True = 成立; latex through math-verify.
+    A bare list ("23, 12") keeps its order too (chickens, then rabbits) unless any_order is True (the
+    question asks for all solutions: asks_for_all); bracketed tuples and intervals always keep theirs.
     Conservative: unsure means False; None and "" never equal anything. Never raises."""
     if a is None or b is None:
         return False
@@ -989,7 +1126,7 @@ def answers_equivalent(a: str | None, b: str | None) -> bool:
             # and it is not cached (the cache would hold the long strings).
             ta, tb = _prepare(a), _prepare(b)
             return bool(ta) and _text_key(ta) == _text_key(tb)
-        return _equivalent(*sorted((a, b)))
+        return _equivalent(*sorted((a, b)), any_order)
     except Exception:
         logger.warning("answer comparison failed", exc_info=True)
         return False

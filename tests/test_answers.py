@@ -17,6 +17,7 @@ import pytest
 from solver.answers import (
     ParsedAnswer,
     answers_equivalent,
+    asks_for_all,
     extract_final_answer,
     looks_cut_off,
     majority_answer,
@@ -317,6 +318,102 @@ def test_parse_output_reads_unboxed_and_sky_t1_outputs(text, kwargs, final):
     assert parse_output(text, **kwargs).final == final
 
 
+# A "Final Answer" heading heads the answer (boxed or not); a box under it at the very end of reasoning
+# the limit cut while its closing tag was being written is the answer, any other box in unfinished
+# reasoning is still a draft.
+@pytest.mark.parametrize(
+    "text, kwargs, final, truncated",
+    [
+        pytest.param(
+            "The sum is 3 + 4.\n\n**Final Answer**\n\n7", {}, "7", False, id="bold-heading"
+        ),
+        pytest.param(
+            "So y = 11.\n\n### Final Answer\n\\[\n y = 11\n\\]", {}, "11", False, id="md-heading"
+        ),
+        pytest.param("Final answer:\n\\text{north}", {}, "\\text{north}", False, id="text-answer"),
+        pytest.param(
+            "**Final Answer**\n\nThe box has 12 marbles.", {}, "12", False, id="sentence-with-value"
+        ),
+        pytest.param(
+            "**Final Answer**\n\nI put it in the box as asked above.",
+            {},
+            None,
+            False,
+            id="sentence-without-value",
+        ),
+        pytest.param(
+            "<|begin_of_thought|>\n9 - 2 = 7.\n\n**Final Answer**\n\n\\[ \\boxed{7} \\]\n<|end_of",
+            {"finish_reason": "length"},
+            "7",
+            False,
+            id="cut-inside-closing-tag",
+        ),
+        pytest.param(
+            "<think>\nSo 14.\n\n**Final Answer**\n\\boxed{14}\n</th",
+            {"finish_reason": "length"},
+            "14",
+            False,
+            id="cut-inside-think-tag",
+        ),
+        pytest.param(
+            "<|begin_of_thought|>\n**Final Answer**\n\\boxed{7}\n\nWait, let me check 9 - 2",
+            {"finish_reason": "length"},
+            None,
+            True,
+            id="thought-goes-on-after-the-box",
+        ),
+        pytest.param(
+            "<|begin_of_thought|>\nSo far \\boxed{7}\n<|end_of",
+            {"finish_reason": "length"},
+            None,
+            True,
+            id="box-without-heading",
+        ),
+    ],
+)
+def test_final_answer_heading(text, kwargs, final, truncated):
+    parsed = parse_output(text, **kwargs)
+    assert (parsed.final, parsed.truncated) == (final, truncated)
+
+
+# "Find all ...": a bare list of values may come in any order; otherwise a bare list keeps its order
+# (chickens, then rabbits), and tuples and intervals always keep theirs.
+@pytest.mark.parametrize(
+    "question, expected",
+    [
+        ("Find all real numbers $x$ such that $x^2 = 4$.", True),
+        ("Enter all the solutions, separated by commas.", True),
+        ("What are all values of $k$ for which the roots are equal?", True),
+        ("求方程的所有解。", True),
+        ("How many chickens and how many rabbits are there?", False),
+        ("Find the ordered pair $(x, y)$.", False),
+        ("Is this true for all triangles? Find the area.", False),
+        ("", False),
+    ],
+)
+def test_asks_for_all(question, expected):
+    assert asks_for_all(question) is expected
+
+
+@pytest.mark.parametrize(
+    "a, b, any_order, expected",
+    [
+        ("3, -5", "-5, 3", True, True),
+        ("3, -5", "-5, 3", False, False),
+        ("\\frac12, 2, -1", "-1, 0.5, 2", True, True),
+        ("\\sqrt{2}, -\\sqrt{2}", "-\\sqrt2, \\sqrt2", True, True),
+        ("3, -5", "-5, 3, 3", True, False),
+        ("3, -5", "3, 5", True, False),
+        ("(3, -5)", "(-5, 3)", True, False),
+        ("[1, 4)", "[4, 1)", True, False),
+        ("x=3, y=-5", "x=-5, y=3", True, False),
+    ],
+)
+def test_a_bare_list_of_all_values_matches_in_any_order(a, b, any_order, expected):
+    assert answers_equivalent(a, b, any_order=any_order) is expected
+    assert answers_equivalent(b, a, any_order=any_order) is expected
+
+
 @pytest.mark.parametrize(
     "text, cut",
     [
@@ -518,6 +615,24 @@ DIFFERENT += [
     ("5 inches", "5 feet"),
     ("\\pi", "3.14"),
     ("1, 2, 3", "123"),
+]
+
+
+# "±" names two values, in no order: each element with one ± is read as its + and its - value.
+SAME += [
+    ("2 \\pm \\sqrt{7}", "2+\\sqrt7, 2-\\sqrt7"),
+    ("2 \\pm \\sqrt{7}", "2-\\sqrt{7}, 2+\\sqrt{7}"),
+    ("\\pm 4", "4, -4"),
+    ("x = \\pm 4", "-4, 4"),
+    ("\\{3 \\pm \\sqrt{2}, 0\\}", "0, 3-\\sqrt2, 3+\\sqrt2"),
+    ("-1 ± 2i", "-1+2i, -1-2i"),
+]
+DIFFERENT += [
+    ("2 \\pm \\sqrt{7}", "2+\\sqrt{7}"),
+    ("2 \\pm \\sqrt{7}", "2+\\sqrt7, 2-\\sqrt5"),
+    ("\\pm 4", "4"),
+    ("\\pm 4", "4, -4, 0"),
+    ("(\\pm 1, 2)", "(1, 2)"),
 ]
 
 
