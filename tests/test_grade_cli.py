@@ -88,6 +88,50 @@ def test_it_shows_each_disagreement_and_an_overall_line(tmp_path, capsys):
     assert report["overall"] == {"n": 8, "agree": 5, "accept_only": 2, "reject_only": 1}
 
 
+def test_the_problems_own_answer_is_the_reference_when_the_line_has_one(tmp_path, capsys):
+    # The toolkit's "gt" lost parts of these references (a letter taken for a unit, a matrix's row
+    # breaks); "answer" keeps them. A line without "answer" is read against "gt".
+    rows = [
+        {
+            "gt": "(+2)(c-1)",
+            "answer": "(b+2)(c-1)",
+            "code": ["\\boxed{(b+2)(c-1)}"],
+            "score": [True],
+        },
+        {
+            "gt": "\\begin{pmatrix}3-12\\end{pmatrix}",
+            "answer": "\\begin{pmatrix} 3 \\\\ -12 \\end{pmatrix}",
+            "code": ["So \\boxed{\\begin{pmatrix} 3 \\\\ -12 \\end{pmatrix}}."],
+            "score": [True],
+        },
+        {"gt": "", "answer": "\\text{south}", "code": ["\\boxed{\\text{south}}"], "score": [True]},
+        {"gt": "", "answer": "\\text{south}", "code": ["\\boxed{\\text{west}}"], "score": [True]},
+        {"gt": "5", "code": ["\\boxed{5}"], "score": [True]},
+    ]
+    path = write_lines(tmp_path / "graded.jsonl", rows)
+    assert main(["grade", str(path), "--show-disagreements"]) == 0
+    out = capsys.readouterr().out
+    assert counts(out) == {"n": 5, "agree": 4, "accept_only": 0, "reject_only": 1}
+    assert "line 4 (idx None): we reject, grader accepts" in out
+    assert "answer: \\text{south}" in out
+
+
+@pytest.mark.parametrize(
+    "question, agree",
+    [
+        ("Find all integers $n$ with $n^2 = n + 2$. Enter them separated by commas.", 1),
+        ("How many apples and how many pears does she have?", 0),
+    ],
+)
+def test_a_list_of_all_values_is_read_in_any_order_when_the_question_asks_for_all(
+    tmp_path, capsys, question, agree
+):
+    row = {"question": question, "gt": "2,-1", "answer": "2, -1", "code": ["\\boxed{-1, 2}"]}
+    path = write_lines(tmp_path / "graded.jsonl", [{**row, "score": [True]}])
+    assert main(["grade", str(path)]) == 0
+    assert counts(capsys.readouterr().out)["agree"] == agree
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
@@ -96,6 +140,7 @@ def test_it_shows_each_disagreement_and_an_overall_line(tmp_path, capsys):
         ('{"gt": "1", "score": [true]}\n', 'line 1: "code" must be a list'),
         ('{"gt": "1", "code": ["\\\\boxed{1}"], "score": ["yes"]}\n', 'line 1: "score" must be'),
         ('{"gt": null, "code": ["x"], "score": [true]}\n', 'line 1: "gt" must be'),
+        ('{"gt": "1", "answer": [1], "code": ["x"], "score": [true]}\n', '"answer" must be'),
         ("\n\n", "no graded lines"),
     ],
 )
@@ -134,12 +179,15 @@ def test_bad_arguments_are_clear_errors_without_a_traceback(tmp_path):
 
 FLOORS = [
     # (file argument, agreement floor in %, ceiling on "we accept, grader rejects" in %)
-    # measured: 98.4% agreement, 0.6% we accept where the grader rejects
-    (f"{QWEN}", 98.0, 1.0),
-    # measured: 92.8%, 3.6% (9 lines, each one the toolkit's error: it cut or kept words)
-    (f"{SKY}:1-250", 92.0, 4.0),
-    # held out, measured once at the end: 93.6%, 2.4% (6 lines, each one the toolkit's error)
-    (f"{SKY}:251-500", 93.0, 3.0),
+    # Read against each problem's own "answer" (the toolkit's "gt" lost parts of some references).
+    # measured: 99.2% agreement, 0.8% we accept where the grader rejects (4 lines, each one the
+    # toolkit's error: \\textbf{(B)}, 15x - 80 read as 80, a gt cut to "10,80", the empty
+    # last box of a question the model invented after answering)
+    (f"{QWEN}", 98.8, 1.0),
+    # measured: 94.4%, 3.6% (9 lines, each one the toolkit's error: it cut or kept words)
+    (f"{SKY}:1-250", 93.6, 4.0),
+    # held out, measured once at the end: 94.4%, 2.8% (7 lines)
+    (f"{SKY}:251-500", 93.6, 3.0),
 ]
 
 

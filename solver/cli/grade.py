@@ -3,10 +3,15 @@
     python -m solver grade FILE.jsonl [FILE.jsonl:START-END ...] [--show-disagreements]
 
 Each line is one problem in the layout of the Qwen2.5-Math evaluation toolkit's output files: "gt" (the
-reference answer), "code" (a list whose first item is the model's whole output) and "score" (a list whose
+reference answer as the toolkit normalized it), "answer" (optional: the problem's own reference answer, as
+MATH-500 publishes it), "code" (a list whose first item is the model's whole output) and "score" (a list whose
 first item is the toolkit's verdict); "idx" and "pred" (what the toolkit extracted) are shown when present.
-For every line the final answer is extracted from code[0] (parse_output), compared with gt
-(answers_equivalent), and our verdict is set against score[0]. A `:START-END` suffix grades only those
+For every line the final answer is extracted from code[0] (parse_output), compared with the reference
+(answers_equivalent; a bare list in any order when the "question" asks for all the values), and our
+verdict is set against score[0]. The reference is "answer" when the line has
+one, else "gt": the toolkit's normalization loses parts of some references (it drops words it takes for
+units, so "(a+5)(b+2)" becomes "(+5)(b+2)" and "\\text{east}" becomes "", drops "\\pm" and matrix row
+breaks, and reorders or cuts comma-grouped digits), so "gt" would fail correct answers it cannot hold. A `:START-END` suffix grades only those
 lines of the file (1-based, inclusive), so a file can be split into a tuning part and a held-out part.
 The files keep no finish reason, so an output that stops mid-sentence (solver.answers.looks_cut_off) is
 read as one cut at the token limit: its boxes count, its phrases and closing sentence do not.
@@ -24,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from solver.answers import answers_equivalent, looks_cut_off, parse_output
+from solver.answers import answers_equivalent, asks_for_all, looks_cut_off, parse_output
 from solver.cli import UsageError, read_text
 
 _LINE_RANGE = re.compile(r"^(?P<path>.+):(?P<start>\d+)-(?P<end>\d+)$")
@@ -57,6 +62,8 @@ class GradedLine:
     line: int
     idx: object
     gt: str
+    reference: str  # the problem's own answer when the line has one, else gt
+    question: str
     output: str
     grader_pred: object
     grader_accepts: bool
@@ -136,9 +143,19 @@ def _graded_line(line: str, where: str, number: int) -> GradedLine:
         )
     if not isinstance(score, list) or not score or not isinstance(score[0], bool):
         raise UsageError(f'{where}: "score" must be a list whose first item is true or false')
+    answer = row.get("answer")
+    if answer is not None and (
+        isinstance(answer, bool) or not isinstance(answer, (str, int, float))
+    ):
+        raise UsageError(f'{where}: "answer" must be a string or a number when present')
+    reference = str(answer) if answer is not None and str(answer).strip() else str(gt)
     pred = row.get("pred")
     grader_pred = pred[0] if isinstance(pred, list) and pred else pred
-    return GradedLine(number, row.get("idx"), str(gt), code[0], grader_pred, score[0])
+    question = row.get("question")
+    question = question if isinstance(question, str) else ""
+    return GradedLine(
+        number, row.get("idx"), str(gt), reference, question, code[0], grader_pred, score[0]
+    )
 
 
 # -- grading ----------------------------------------------------------------------------------------
@@ -151,7 +168,9 @@ def grade_lines(lines: list[GradedLine]) -> Tally:
             # The files keep no finish reason: an output that stops mid-sentence was cut off.
             finish_reason = "length" if looks_cut_off(item.output) else "stop"
             final = parse_output(item.output, finish_reason=finish_reason).final
-            ours = answers_equivalent(final, item.gt)
+            # "Enter all the roots, separated by commas": a bare list of them may come in any order.
+            any_order = asks_for_all(item.question)
+            ours = answers_equivalent(final, item.reference, any_order=any_order)
         except Exception as exc:  # one bad line must not stop the run; it counts as a rejection
             print(f"line {item.line}: reading failed ({exc!r})", file=sys.stderr)
             tally.failures += 1
@@ -185,7 +204,8 @@ def format_disagreement(name: str, item: GradedLine, final: str | None, ours: bo
     return (
         f"--- {name}, line {item.line} (idx {item.idx}): {verdict}\n"
         f"    gt:     {item.gt}\n"
-        f"    ours:   {final}\n"
+        + (f"    answer: {item.reference}\n" if item.reference != item.gt else "")
+        + f"    ours:   {final}\n"
         f"    grader: {item.grader_pred}\n"
         f"    output: {_one_line(item.output, 240)}"
     )
