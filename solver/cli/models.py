@@ -27,11 +27,13 @@ def add_store_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
+    from solver.modelstore import DEFAULT_WEIGHTS, WEIGHTS  # stdlib-only import: keeps --help fast
+
     p = subparsers.add_parser(
         "prepare",
-        help="download a model and export it to OpenVINO INT8",
-        description="Download (ModelScope) or read a model, export it to OpenVINO IR with INT8 weights, "
-        "and register it in the model store.",
+        help="download a model and export it to OpenVINO INT8 (or INT4)",
+        description="Download (ModelScope) or read a model, export it to OpenVINO IR with INT8 weights "
+        "(or INT4 with --weights int4), and register it in the model store.",
     )
     p.add_argument("name", nargs="?", help="model name, e.g. deepseek-r1-distill-qwen-1.5b")
     p.add_argument("--embedded", action="store_true", help="prepare the offline SmolLM2-135M model")
@@ -41,6 +43,13 @@ def register(subparsers) -> None:
     p.add_argument("--revision", help="ModelScope revision (default: master)")
     p.add_argument(
         "--family", choices=["r1-distill", "chatml"], help="prompt family (default: detected)"
+    )
+    p.add_argument(
+        "--weights",
+        choices=list(WEIGHTS),
+        default=DEFAULT_WEIGHTS,
+        help="int8 (default) or int4: a smaller file and faster answers on a slow PC, somewhat less "
+        "accurate (see the README's model section)",
     )
     p.add_argument("--force", action="store_true", help="prepare again even if already prepared")
     add_store_argument(p)
@@ -77,6 +86,7 @@ def run_prepare(args) -> int:
             family=args.family,
             progress=progress,
             force=args.force,
+            weights=args.weights,
         )
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
