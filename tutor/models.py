@@ -2,10 +2,11 @@
 batch precompute runs (a run and its items: the work queue workers share) and model manifests.
 
 Fat models: status rules (which solution a student is served) live here as QuerySet methods, so views,
-services and the API agree. Writes go through `tutor.services`. The one call into `solver` from here is
-`solver.answers.answers_equivalent` (a pure function, imported when first needed) in `Solution.save`: it
-keeps `contradicts_reference` true to the problem's reference answer on every write path (live, batch,
-packs, teachers, the admin), so that the servable rule below needs no Python at query time.
+services and the API agree. Writes go through `tutor.services`. The two calls into `solver` from here are
+pure functions, imported when first needed, in `Solution.save`: `solver.answers.answers_equivalent` keeps
+`contradicts_reference` true to the problem's reference answer on every write path (live, batch, packs,
+teachers, the admin), so that the servable rule below needs no Python at query time; and
+`solver.steps.split_steps` keeps a solution's `steps` (the hints students reveal) true to its text.
 """
 
 from __future__ import annotations
@@ -262,6 +263,9 @@ class Solution(models.Model):
     )
     # The solution's id in the answer pack it was imported from: importing the same pack twice is a no-op.
     pack_solution_id = models.CharField(max_length=200, blank=True, db_index=True)
+    # The solution split into steps when it is written (`save`, `fill_steps`; issue 12):
+    # [{"kind": "reasoning" | "answer", "text": ...}], the reasoning's steps first. [] before it was split.
+    steps = models.JSONField(default=list, blank=True)
     created = models.DateTimeField(auto_now_add=True)
 
     objects = SolutionQuerySet.as_manager()
@@ -275,9 +279,40 @@ class Solution(models.Model):
     def save(self, *args, **kwargs) -> None:
         self.check_reference()
         update_fields = kwargs.get("update_fields")
+        if update_fields is None or {"reasoning", "answer"} & set(update_fields):
+            self.fill_steps()
+            if update_fields is not None and "steps" not in update_fields:
+                update_fields = [*update_fields, "steps"]
         if update_fields is not None and "contradicts_reference" not in update_fields:
-            kwargs["update_fields"] = [*update_fields, "contradicts_reference"]
+            update_fields = [*update_fields, "contradicts_reference"]
+        if update_fields is not None:
+            kwargs["update_fields"] = update_fields
         super().save(*args, **kwargs)
+
+    def fill_steps(self) -> list[dict]:
+        """Split the reasoning and the answer into `steps` (`solver.steps`, a pure function) and return
+        them. `save` calls it on every write of either text; `bulk_create` callers call it themselves."""
+        from solver.steps import split_steps
+
+        self.steps = [
+            {"kind": kind, "text": step}
+            for kind, text in (("reasoning", self.reasoning), ("answer", self.answer))
+            for step in split_steps(text or "")
+        ]
+        return self.steps
+
+    def walkthrough(self) -> list[str]:
+        """The steps a student reveals one by one: the answer section's when it has at least two (the
+        tidy write-up), else the reasoning's and the answer's. Rows stored before steps existed are split
+        here once and saved."""
+        if not self.steps and (self.reasoning or self.answer):
+            self.fill_steps()
+            if self.pk:
+                Solution.objects.filter(pk=self.pk).update(steps=self.steps)
+        answer = [s["text"] for s in self.steps if s.get("kind") == "answer"]
+        if len(answer) >= 2:
+            return answer
+        return [s["text"] for s in self.steps]
 
     def check_reference(self) -> bool:
         """Set (and return) `contradicts_reference` from the final answer and the problem's reference."""
@@ -925,3 +960,35 @@ class Assignment(models.Model):
 
     def __str__(self) -> str:
         return f"problem {self.problem_id} for class {self.classroom_id}"
+
+
+class StepProgress(models.Model):
+    """How far one student has walked through one problem's solution, and what they checked: the
+    question page's hint → next step → whole solution, and "check my answer" (tutor.services.steps)."""
+
+    student = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="step_progress"
+    )
+    problem = models.ForeignKey(Problem, on_delete=models.CASCADE, related_name="step_progress")
+    # The solution whose steps were shown; a new best solution starts the walk again.
+    solution = models.ForeignKey(
+        Solution, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    shown = models.PositiveSmallIntegerField(default=0)  # steps revealed so far
+    most_shown = models.PositiveSmallIntegerField(default=0)  # the most steps ever revealed
+    whole = models.BooleanField(default=False)  # asked for the whole solution
+    checks = models.PositiveSmallIntegerField(default=0)  # "check my answer" attempts
+    checked_right = models.BooleanField(default=False)  # one of them was right
+    last_check = models.CharField(max_length=200, blank=True)
+    last_right = models.BooleanField(null=True, blank=True)  # None: nothing checked yet
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["student", "problem"], name="one_progress")]
+
+    def __str__(self) -> str:
+        return f"{self.student_id} on {self.problem_id}: {self.shown} steps"
+
+    @property
+    def needed_hints(self) -> bool:
+        return self.most_shown > 0 or self.whole

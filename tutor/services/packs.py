@@ -386,6 +386,7 @@ def _stage(plan: _Plan) -> None:
             contradicts = fields.pop("_contradicts")
             solution = Solution(problem_id=n.pk, source=Solution.Source.IMPORT, **fields)
             solution.contradicts_reference = contradicts  # bulk_create does not call `save`
+            solution.fill_steps()  # nor does it split the steps
             rows.append(solution)
             if len(rows) >= BATCH:
                 _write_solutions(rows)
