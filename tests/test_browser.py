@@ -158,6 +158,10 @@ def test_a_student_gets_hits_and_a_live_answer_and_a_teacher_approves_it(
     student.click("details.why summary")  # why, in one plain sentence behind a toggle
     assert student.locator("details.why p").inner_text().strip()
     assert "Approved by a teacher" in text  # the bundled bank's worked solution
+    # Its two steps come as hints first (tests/test_steps.py); the student asks for the whole solution.
+    assert student.locator(".answer-text").count() == 0
+    student.click("#whole-button")
+    student.wait_for_selector(".answer-text")
     assert student.locator(".answer-text math menclose").count() == 1  # \boxed{12} as MathML
     shoot(student, "ask-hit")
 

@@ -6,6 +6,7 @@ responses of the real endpoints carry the keys this schema requires.
 
 from __future__ import annotations
 
+from tutor.services.steps import MAX_CHECK_CHARS
 from tutor.services.text import MAX_QUESTION_CHARS
 
 _error = {
@@ -114,6 +115,25 @@ _problem = {
     },
 }
 
+
+_steps = {
+    "type": "object",
+    "required": ["steps", "shown", "total", "whole", "checks", "last_check", "last_right"],
+    "properties": {
+        "steps": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "the steps revealed so far (LaTeX allowed), first to last",
+        },
+        "shown": {"type": "integer", "minimum": 0},
+        "total": {"type": "integer", "minimum": 0, "description": "how many steps the answer has"},
+        "whole": {"type": "boolean", "description": "the student asked for the whole solution"},
+        "checks": {"type": "integer", "minimum": 0, "description": "answers checked so far"},
+        "last_check": {"type": ["string", "null"], "description": "the last answer checked"},
+        "last_right": {"type": ["boolean", "null"], "description": "null: none checked yet"},
+        "right": {"type": "boolean", "description": "POST check only: the answer is right"},
+    },
+}
 
 # 429: a stored refused question (refusal busy), or an error (refusal one_at_a_time, nothing stored).
 _refused = {
@@ -314,6 +334,75 @@ SCHEMA: dict = {
                 "responses": {
                     "200": _json(_question, "stopped: status failed"),
                     "403": _json(_error, "not the asker"),
+                    **_errors,
+                },
+            }
+        },
+        "/api/questions/{id}/steps": {
+            "get": {
+                "summary": "Step by step on a banked answer: the steps the asker has revealed",
+                "parameters": _qid,
+                "responses": {
+                    "200": _json(_steps, "where the student is"),
+                    "403": _json(_error, "not the asker"),
+                    "409": _json(_error, "the question has no banked answer"),
+                    **_errors,
+                },
+            },
+            "post": {
+                "summary": "Reveal a hint, the next step, or the whole solution (the asker)",
+                "parameters": _qid,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["action"],
+                                "properties": {"action": {"enum": ["hint", "next", "whole"]}},
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(_steps, "revealed; `whole` once every step is shown"),
+                    "400": _json(_error, "no action, or not hint, next or whole"),
+                    "403": _json(_error, "not the asker, or a session request without CSRF token"),
+                    "409": _json(_error, "the question has no banked answer"),
+                    **_errors,
+                },
+            },
+        },
+        "/api/questions/{id}/check": {
+            "post": {
+                "summary": "Check my answer: right or not, without the solution (the asker)",
+                "parameters": _qid,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["answer"],
+                                "properties": {
+                                    "answer": {
+                                        "type": "string",
+                                        "minLength": 1,
+                                        "maxLength": MAX_CHECK_CHARS,
+                                        "pattern": QUESTION_PATTERN,
+                                        "description": "the student's final answer (23, 二十三, "
+                                        "1/2 = 0.5 are compared as the bank compares answers)",
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(_steps, "`right` says whether the answer is right"),
+                    "400": _json(_error, f"no answer, empty, over {MAX_CHECK_CHARS} characters"),
+                    "403": _json(_error, "not the asker, or a session request without CSRF token"),
+                    "409": _json(_error, "the question has no banked answer or no final answer"),
                     **_errors,
                 },
             }

@@ -39,6 +39,8 @@ ASKER_ACTIONS = {
     "choose": "only the student who asked can answer this",
     "stop": "only the student who asked can stop it",
     "retry": "only the student who asked can try again",
+    "steps": "only the student who asked can take hints on it",
+    "check": "only the student who asked can check an answer to it",
 }
 
 

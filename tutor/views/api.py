@@ -8,6 +8,7 @@ Errors are JSON: {"error": "...", "detail": "..."} with the right status code.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -24,7 +25,7 @@ from django.views.decorators.csrf import csrf_exempt
 from tutor import errors, openapi, permissions, throttle
 from tutor.forms import BankFilterForm
 from tutor.models import Problem, Question, Solution
-from tutor.services import asking, live, tokens
+from tutor.services import asking, live, steps, tokens
 from tutor.services.text import MAX_QUESTION_CHARS
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -366,6 +367,46 @@ def question_stop(request: HttpRequest, question_id: int) -> HttpResponse:
     live.live_jobs.stop(question=question)
     question.refresh_from_db()
     return _question_response(question)
+
+
+def _steps_response(state: steps.StepState, **extra) -> JsonResponse:
+    return JsonResponse({**state.to_dict(), **extra}, json_dumps_params={"ensure_ascii": False})
+
+
+@api_endpoint("GET", "POST")
+def question_steps(request: HttpRequest, question_id: int) -> HttpResponse:
+    """Step by step on a banked answer (the asker): GET where they are, POST {"action": "hint" |
+    "next" | "whole"} to reveal more. 409 when the question has no banked answer."""
+    question = permissions.question_for(request.user, question_id, action="steps")
+    if request.method == "GET":
+        served = question.served_solution()
+        if served is None or question.outcome != Question.Outcome.HIT:
+            raise errors.Conflict("this question has no banked answer to show step by step")
+        return _steps_response(
+            steps.state_of(student=request.user, question=question, served=served)
+        )
+    body = _json_body(request)
+    action = body.get("action") if body is not None else None
+    if action not in steps.ACTIONS:
+        return error(400, 'send {"action": "hint"}, {"action": "next"} or {"action": "whole"}')
+    return _steps_response(steps.reveal(student=request.user, question=question, action=action))
+
+
+@api_endpoint("POST")
+def question_check(request: HttpRequest, question_id: int) -> HttpResponse:
+    """Check my answer (the asker): {"answer": "..."} -> {"right": true|false, ...where they are}; the
+    solution is not in the response."""
+    question = permissions.question_for(request.user, question_id, action="check")
+    body = _json_body(request)
+    answer = body.get("answer") if body is not None else None
+    if not isinstance(answer, str) or not _is_text(answer):
+        return error(400, 'send {"answer": "your final answer"}')
+    if not re.search(openapi.QUESTION_PATTERN, answer):
+        return error(400, '"answer" is empty or has control characters')
+    if len(answer) > steps.MAX_CHECK_CHARS:
+        return error(400, f'"answer" is over {steps.MAX_CHECK_CHARS} characters')
+    state = steps.check_answer(student=request.user, question=question, answer=answer)
+    return _steps_response(state, right=bool(state.last_right))
 
 
 @api_endpoint("GET")

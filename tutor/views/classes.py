@@ -23,6 +23,7 @@ from tutor import errors, permissions, throttle
 from tutor.forms import AssignForm, ClassroomForm, JoinForm, RosterForm
 from tutor.models import Classroom, Question
 from tutor.services import classes as classes_service
+from tutor.services import steps as steps_service
 
 PAGE_SIZE = 50
 # Joining is throttled per student: a join code must not be guessable by trying many.
@@ -73,13 +74,22 @@ def _class_page(
     status: int = 200,
 ) -> HttpResponse:
     classes = permissions.classes_visible_to(request.user)
+    reports = classes_service.class_report(classroom=classroom)
+    members = classes_service.class_members(classroom=classroom)
+    # Who took hints or checked an answer on each homework problem (tutor.services.steps).
+    needed = steps_service.needed_by(
+        problem_ids=[r.assignment.problem_id for r in reports],
+        student_ids=[m.student_id for m in members],
+    )
+    for r in reports:
+        r.hints = needed.get(r.assignment.problem_id, [])
     return render(
         request,
         "tutor/classes/classroom.html",
         {
             "classroom": classroom,
-            "reports": classes_service.class_report(classroom=classroom),
-            "members": classes_service.class_members(classroom=classroom),
+            "reports": reports,
+            "members": members,
             "missed": classes_service.missed_or_flagged(classroom=classroom),
             "assign_form": assign_form
             or AssignForm(classes=classes, initial={"classroom": classroom}),

@@ -18,13 +18,14 @@ from django.db import transaction
 from django.db.models import Case, Count, F, Max, Min, Value, When
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import formats, timezone, translation
 from django.views.decorators.http import require_GET, require_POST
 
 from tutor import errors, permissions, throttle
 from tutor.forms import AskForm, SignupForm
 from tutor.models import Problem, ProblemAlias, Question
-from tutor.services import asking, live, runtime, text
+from tutor.services import asking, live, runtime, steps, text
 
 EXAMPLES = [
     "请证明：任意奇数的平方减1都能被8整除",
@@ -171,7 +172,47 @@ def _question_context(request: HttpRequest, question: Question) -> dict:
         "pending_aliases": ProblemAlias.objects.filter(key=question.key).select_related("problem")
         if permissions.is_teacher(request.user)
         else [],
+        **_steps_context(request, question, served),
     }
+
+
+def _steps_context(request: HttpRequest, question: Question, served) -> dict:
+    """Step by step (tutor.services.steps): the asker's hints on a banked answer, hidden until asked."""
+    if not steps.applies(user=request.user, question=question, served=served):
+        return {"step_mode": False}
+    state = steps.state_of(student=request.user, question=question, served=served)
+    return {"step_mode": True, "step_state": state}
+
+
+@require_POST
+@login_required
+def question_steps(request: HttpRequest, question_id: int) -> HttpResponse:
+    """Hint, next step or whole solution (step=hint|next|whole), then the question's page again."""
+    question = permissions.question_for(request.user, question_id, action="steps")
+    action = request.POST.get("step", "")
+    if action not in steps.ACTIONS:
+        return HttpResponse("step must be hint, next or whole", status=400)
+    steps.reveal(student=request.user, question=question, action=action)  # Conflict: a 409
+    return redirect(_at_steps(question))
+
+
+@require_POST
+@login_required
+def question_check(request: HttpRequest, question_id: int) -> HttpResponse:
+    """Check my answer: right or not, shown on the question's page; the solution stays hidden."""
+    question = permissions.question_for(request.user, question_id, action="check")
+    try:
+        steps.check_answer(
+            student=request.user, question=question, answer=request.POST.get("answer", "")
+        )
+    except errors.Conflict as exc:
+        messages.error(request, str(exc))
+    return redirect(_at_steps(question))
+
+
+def _at_steps(question: Question) -> str:
+    """The question's page, scrolled to its step-by-step box."""
+    return reverse("question", kwargs={"question_id": question.pk}) + f"#steps-{question.pk}"
 
 
 @require_POST
