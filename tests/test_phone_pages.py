@@ -190,3 +190,19 @@ def test_the_page_fits_a_phone(browser, live_server, cast, settings, pushy, who,
         assert width <= PHONE["width"], f"{page.url} is {width} px wide: {wide}"
     finally:
         context.close()
+
+
+def test_a_new_password_is_readable_on_a_phone(browser, live_server, cast, pushy):
+    """The one page that a POST shows: a teacher gives a student a new password, on a phone."""
+    context = open_as(browser, live_server, cast.teacher)
+    try:
+        page = context.new_page()
+        page.goto(live_server.url + f"/classes/students/{pushy['alice']}")
+        page.click("#reset-password button")
+        page.wait_for_selector("#new-password")
+        password = page.inner_text("#new-password code.join-code")
+        cast.alice.refresh_from_db()
+        assert cast.alice.check_password(password)
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    finally:
+        context.close()
