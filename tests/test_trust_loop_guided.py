@@ -86,6 +86,9 @@ def test_the_answer_key_queues_one_worked_solution_and_the_next_student_gets_it(
     again = ask(bob, CHICKENS)
     assert again["answer"]["status"] == "verified" and again["answer"]["solution_id"] == solution.pk
     page = bob.get(f"/questions/{again['id']}").content.decode()
+    assert "matches the answer key" in page and "Hint 提示" in page  # two steps: hints first
+    bob.post(f"/questions/{again['id']}/steps", {"step": "whole"})
+    page = bob.get(f"/questions/{again['id']}").content.decode()
     assert "rabbits = (94-70)/2 = 12" in page and "matches the answer key" in page
     # The first student's question shows it too (its answer key was a stand-in).
     assert ask(alice, CHICKENS)["answer"]["status"] == "verified"
