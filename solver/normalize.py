@@ -233,6 +233,10 @@ _EN_SYNONYMS = [
     (r"\b(?:the )?cube of\b", "^3 of"),
     (r"\bsquared\b", "^2"),
     (r"\bcubed\b", "^3"),
+    (r"\b(?:a|one) decade\b", "10 years"),
+    (r"\b(?:a|one) century\b", "100 years"),
+    # "the two shops" names two things already counted, as "both shops" does (see "the two of them")
+    (r"\bthe (?:two|2) (?!of\b)(?=[a-z])", "both "),
     (r"\bper cent\b", "percent"),
     (r"\bpercentage\b", "percent"),
     (r"\bfalls on\b|\blands on\b", "is"),
@@ -302,7 +306,10 @@ _ZH_NOT_NUMBERS = [
     "我们两个", "我们俩", "他们两个", "她们两个", "你们两个", "是不是", "是否", "能不能", "会不会", "有没有", "可不可以",
 ]  # fmt: skip
 _ZH_NOT_NUMBERS.sort(key=len, reverse=True)
-_ZH_NOT_NUMBERS_RE = re.compile("|".join(map(re.escape, _ZH_NOT_NUMBERS)))
+# "之一" is "one of" (其中之一) except in a fraction: 三分之一 is 1/3
+_ZH_NOT_NUMBERS_RE = re.compile(
+    "|".join(re.escape(w) if w != "之一" else r"(?<!分)之一" for w in _ZH_NOT_NUMBERS)
+)
 
 
 def _cn_number(text: str) -> str | None:
@@ -882,6 +889,8 @@ ASKABLE_IDS = frozenset(
         "index", "gcd", "lcm", "each", "red", "blue", "white", "black", "green", "yellow", "which",
         "whole",
         "big", "small",
+        # the direction of the asked work: filling a pool or emptying it
+        "fill", "drain",
     }
 )  # fmt: skip
 # Counted things: part of the target only right next to "how many" / 有多少 / 几个 ("how many rabbits").
@@ -1056,7 +1065,10 @@ _LEXICON: list[tuple[tuple[str, ...], str, str]] = [
     # operations
     (
         ("sum",),
-        r"sums?|what total|the total(?! of)|add(?:ing|ed)? up|adding|add|plus|\d\s*\+\s*\d",
+        # "the total", "in total" and "altogether" only sum up what is asked ("the total number of
+        # cookies" is a count, "the total cost" a price), and "adds 2 cups" is a story's verb: none
+        # of them makes a problem a sum
+        r"sums?|add(?:ing|ed|s)? up|plus|\d\s*\+\s*\d",
         r"之和|的和|和是|和为|和等于|和多少|总和|加到|相加|加起来|\d\s*\+\s*\d",
     ),
     (("difference",), r"difference|minus", r"之差|的差|差是|差为"),
@@ -1135,7 +1147,7 @@ _LEXICON: list[tuple[tuple[str, ...], str, str]] = [
     (("sale", "price"), r"sale price|sale|sold|sells?|selling", r"售价|现价|出售"),
     (
         ("price",),
-        r"prices?|costs?|how much (?:does|do|is|are|was|were)|unit price|worth",
+        r"prices?|costs?|how much (?:does|do|is|are|was|were|money)|how many dollars|unit price|worth",
         r"价格|单价|价钱|多少钱|价",
     ),
     (("saving",), r"save|saving|savings", r"便宜了|节省|省了"),
@@ -1269,6 +1281,11 @@ def _concepts(canonical: str) -> list[tuple[str, int]]:
     return found
 
 
+def lexicon_ids(canonical: str) -> frozenset[str]:
+    """Every id of the bilingual lexicon found in a canonical text (terms, conditions, persons)."""
+    return frozenset(c for c, _ in _concepts(canonical))
+
+
 # --------------------------------------------------------------------------------------------------
 # Signature pieces: the asked part of the question
 # --------------------------------------------------------------------------------------------------
@@ -1289,7 +1306,15 @@ _CLAUSE_SPLIT_RE = re.compile(r",|(?=\b(?:if|when|given that|provided that)\b)|(
 _COUNT_EN_RE = re.compile(
     r"\bhow many\b(?! (?:more |fewer )?(?:hours|days|minutes|seconds|weeks|months|years|times|ways|kilometers|meters|centimeters|millimeters|grams|kilograms|liters|yuan|dollars|cents|degrees|square|cubic|pounds|inches|miles|(?:km|dm|cm|mm|m)[²³]?|kg|g|ml|l)(?![a-z]))|\bnumber of\b|^\s*count\b"
 )
-_COUNT_ZH_RE = re.compile(r"(?:几|多少)[个只条辆人名支本块张次位头枚颗](?!数)|的个数")
+# The measure words of counted things (几只, 多少件, 多少根), and 多少 right before a noun that is
+# not a unit (多少菠萝, 多少饼干); 多少钱, 多少岁, 多少倍, 多少种 and units (多少米) ask other things.
+_ZH_MEASURE_WORDS = "个只条辆人名支本块张次位头枚颗件根片封段袋套盒包瓶杯棵朵粒座台部架间把双份篇首道题箱筐堆层页匹口顶项场批"
+_COUNT_ZH_RE = re.compile(
+    rf"(?:几|多少)[{_ZH_MEASURE_WORDS}](?!数)|的个数"
+    rf"|多少(?![{''.join(sorted({f[0] for f in _ZH_UNIT_FORMS}))}钱岁倍种分之是呢吗啊呀])"
+    r"(?!时间|路程|距离|面积|体积|容积|周长|利润|收入|工资|重量|速度|年龄|水|油)"
+    rf"(?=[{_CJK}])"
+)
 # the thing whose price is asked: "一支铅笔多少钱", "求铅笔的单价", "how much does one pen cost"
 _PRICE_EN_RE = re.compile(r"\bhow much (?:does|do|is|are|was|were)\b|\bprice of\b|\bcost of\b")
 _PRICE_ZH_RE = re.compile(r"多少钱|单价|价格|价钱")
@@ -1636,7 +1661,18 @@ def _unit_after(canonical: str, end: int) -> tuple[str, int] | None:
     if not m:
         return None
     table = _EN_UNIT_FORMS if m.group() in _EN_UNIT_FORMS else _ZH_UNIT_FORMS
-    return _unit_ids(m.group(), table)[0], m.end()
+    unit_id = _unit_ids(m.group(), table)[0]
+    if m.group() == "分":
+        # as in `_units`: 2小时15分 is minutes, 1元5分 is money, 得了4分 a score (no unit)
+        window = canonical[max(0, end - 12) : end]
+        if re.search(r"小时|时|点", window):
+            unit_id = "min"
+        elif not re.search(r"元|角|块", window) and canonical[m.end() : m.end() + 1] != "钱":
+            return None
+    return unit_id, m.end()
+
+
+_PREFIX_UNITS = {"$": "usd", "¥": "yuan"}
 
 
 @lru_cache(maxsize=4096)
@@ -1656,6 +1692,8 @@ def _read_quantities(canonical: str) -> tuple[tuple[Quantity, ...], tuple[Quanti
         percent = canonical[m.end() : m.end() + 1] == "%"
         after = None if percent else _unit_after(canonical, m.end())
         unit = "%" if percent else (after[0] if after else None)
+        if unit is None:  # a currency sign written before the number: $7.50, ¥20
+            unit = _PREFIX_UNITS.get(canonical[: m.start()].rstrip(" -")[-1:])
         end = m.end() + 1 if percent else (after[1] if after else m.end())
         if value == 1 and not percent:
             # 1 is an article far more often than a count (see the module docstring); "1 hour" is

@@ -33,6 +33,7 @@ def numbers(text: str) -> list[str]:
         ("打8.5折", ["85"]),
         ("一半的苹果", ["0.5"]),
         ("1.5万人", ["15000"]),
+        ("其中三分之一在苏格兰", ["1/3"]),  # 之一 is "one of" only outside a fraction
         # words that look like numerals but are not counts
         ("一起做一些题，一样多", []),
         ("三角形的面积", []),
@@ -47,6 +48,8 @@ def numbers(text: str) -> list[str]:
         ("the twentieth term", ["20"]),
         ("twice as old", ["2"]),
         ("a hexagon", ["6"]),
+        ("after a decade of saving", ["10"]),
+        ("the two shops sell pens", []),  # as "both shops": the two are already named
         # digit forms
         ("a 1,200-liter tank", ["1200"]),
         ("Is 1,001 divisible by 7?", ["7", "1001"]),
@@ -133,6 +136,16 @@ def test_it_finds_units(text: str, units: set[str]) -> None:
         ("Today is Monday. What day of the week will it be 100 days from now?", {"weekday"}),
         ("一支铅笔多少钱？", {"pencil", "price"}),
         ("Prove that the sum of two odd integers is even.", set()),
+        # "total" only sums up what is asked: a count stays a count, money stays a price
+        ("How many cookies do they eat in total?", {"count"}),
+        ("What is the total number of cookies they eat?", {"count"}),
+        ("他们一共吃了多少饼干？", {"count"}),
+        ("迪伦一共买了多少根香肠？", {"count"}),
+        ("How much money does Jimmy have now?", {"price"}),
+        ("吉米现在有多少钱？", {"price"}),
+        ("What is the sum of the prime numbers between 1 and 50?", {"sum"}),
+        ("两管同时打开，几小时能把满池放空？", {"drain"}),
+        ("If both are opened, how many hours does it take to fill the empty pool?", {"fill"}),
     ],
 )
 def test_it_finds_the_asked_quantity(text: str, expected: set[str]) -> None:
@@ -302,3 +315,23 @@ def test_names_keep_their_identity() -> None:
     assert set(signature("甲单独做10天完成，乙单独做15天完成").terms) >= {"A", "B"}
     # the article "A" at the start of a sentence is not a person
     assert "A" not in signature("A train travels 240 km in 3 hours.").terms
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("他取得了4分", [("4", None)]),  # a score, not a cent of a yuan
+        ("3元5角2分", [("3", "yuan"), ("5", "jiao"), ("2", "fen")]),
+        ("买了5分钱的糖", [("5", "fen")]),
+        ("2小时15分", [("2", "h"), ("15", "min")]),
+        ("Each cookie costs $0.10; he pays with a $10 bill", [("0.1", "usd"), ("10", "usd")]),
+        ("每片0.10美元，他用10美元付款", [("0.1", "usd"), ("10", "usd")]),
+    ],
+)
+def test_a_quantity_reads_the_unit_it_is_given_in(
+    text: str, expected: list[tuple[str, str | None]]
+) -> None:
+    from solver.normalize import format_number, quantities
+
+    found = [(format_number(q.value), q.unit) for q in quantities(normalize(text))]
+    assert found == expected
