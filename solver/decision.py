@@ -3,14 +3,18 @@
 This module owns the comparison of two problems once the vector search has proposed a candidate:
 - `Reading`: what a problem says, read once: its quantities (value, unit, what they are said of), its
   expressions (`3^12`, `n^2-n`, kept with order and operators), its signature (asked quantity,
-  conditions, terms, from `solver.normalize`) and its words.
+  conditions, terms, from `solver.normalize`), its words, which value of a share of a whole it asks
+  for (`Shares`: "15% of 240" asks the part, "240 is 15% of what" the whole, "what % of 240" the
+  share) and what each speaker's quoted claim says.
 - `compare`: one bank entry against the question. First the *exact* rules, which never let a pair
   through: a given value that differs on both sides (a number was changed; the same amount in other
   units of one dimension is the same value: 0.5 h and 30 min, 2 km and 2000 m, never 2 km and 2 kg or
-  元 and dollars, see `solver.lexicon`), an expression that differs, two quantities that swapped
-  roles ("bought for 60, sold for 75" vs the reverse). Then the *features* of what remains
-  (similarity, alignment, which parts of the signature differ, the wording edit check) for the learned
-  rule; amounts aligned through a conversion are compared in the entry's units, and make a certain hit
+  元 and dollars, see `solver.lexicon`), an expression that differs, an answer asked in other units
+  ("how many centimetres" vs "多少米"), another value of a share asked for, two quantities that
+  swapped roles ("bought for 60, sold for 75" vs the reverse). Then the *features* of what remains
+  (similarity, alignment, which parts of the signature differ, the wording edit check, claims and
+  units said without a number that differ, words one side lacks) for the learned rule; a percentage
+  and the same share as a fraction (40% and 2/5) align like a conversion (a suggestion at most); amounts aligned through a conversion are compared in the entry's units, and make a certain hit
   possible only when the question asks the same thing in the same units.
 - `DecisionModel`: gradient-boosted trees over those features, fitted on labelled development data by
   `python -m solver calibrate`, with two thresholds chosen on that data: `hit_at` (a hit is served at
@@ -40,6 +44,7 @@ from solver.normalize import (
     format_number,
     implicit_quantities,
     language,
+    lexicon_ids,
     quantities,
     signature_of_canonical,
     word_tokens,
@@ -68,6 +73,10 @@ FEATURES = (
     "token_overlap",
     "sequence_ratio",
     "no_numbers",
+    "entry_words_missing",
+    "question_words_extra",
+    "claims_differ",
+    "implicit_differ",
 )
 
 
@@ -99,6 +108,8 @@ class Reading:
     expressions: tuple[str, ...]
     contexts: tuple[tuple[Fraction, frozenset[str]], ...]
     asked: frozenset[str] = frozenset()  # every unit the question asks in, time and money included
+    shares: Shares | None = None  # a share of a whole: which of share, whole and part is unknown
+    claims: tuple[tuple[str, frozenset[str]], ...] = ()  # what each speaker's quoted words say
 
 
 def read(canonical: str) -> Reading:
@@ -113,7 +124,174 @@ def read(canonical: str) -> Reading:
         _expressions(canonical),
         _contexts(canonical),
         asked_units(canonical),
+        read_shares(canonical),
+        read_claims(canonical),
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# Quoted claims: what each speaker says, in either language
+# --------------------------------------------------------------------------------------------------
+
+_CLAIM_RE = re.compile(
+    r"\b([A-H])\s*(?:says|said|claims|claimed|states|replies|answers)\s*[:,]?\s*[\"']([^\"']+)[\"']"
+    r"|(?<![A-Za-z])([A-H])\s*(?:说|声称|回答|答)\s*[:,]?\s*\"([^\"]+)\""
+)
+# What a claim says, as lexicon ids that both languages share: who is what, and how many
+_CLAIM_IDS = frozenset(
+    {"knight", "knave", "truth", "lie", "thief", "not", "all", "exactly", "at_least", "at_most", "or",
+     "same", "different"}
+)  # fmt: skip
+
+
+def read_claims(canonical: str) -> tuple[tuple[str, frozenset[str]], ...]:
+    """(speaker, what the quoted words say) for each "A says: '...'" of a puzzle, sorted.
+
+    Only the kinds (knight, knave, truth, lie) and the quantifiers (not, all, exactly, at least)
+    are kept: names inside a claim are said in too many ways ("A and I", "我们两个") to compare, while
+    "exactly one of us is a knave" and "我们中恰好有1个骑士" must differ."""
+    found = []
+    for m in _CLAIM_RE.finditer(canonical):
+        speaker, words = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+        ids = lexicon_ids(words) & _CLAIM_IDS
+        found.append((speaker, ids))
+    return tuple(sorted(found, key=lambda item: (item[0], sorted(item[1]))))
+
+
+# --------------------------------------------------------------------------------------------------
+# Shares of a whole: which value is the unknown
+# --------------------------------------------------------------------------------------------------
+#
+# "What is 15% of 240?", "240 is 15% of what number?" and "what % of 240 is 36?" hold the same kind of
+# relation, part = share × whole, and ask a different one of its three values. The numbers alone
+# cannot tell them apart (15 and 240 in the first two), so the reader notes, for each relation it
+# finds, whether the whole is a given number or the unknown, and whether the share is asked.
+
+_SHARE = r"\d+(?:\.\d+)?%|\d+(?:\.\d+)?/\d+(?:\.\d+)?"  # 15%, 3/4 (normalize writes both so)
+_VALUE = r"\d+(?:\.\d+)?(?:/\d+(?:\.\d+)?)?"
+_EN_RELATION = r"of|(?:more|less|fewer|greater|higher|lower|larger|smaller) than"
+# an unknown whole: "of what number", "of a certain amount", "of x"; "of the amount" is left out,
+# because a story says so of an amount it gave before ("he spent 1/4 of the amount on food")
+_EN_UNKNOWN = (
+    r"(?:what|which|a|an|some|(?:a |some )?certain|an unknown)\s+"
+    r"(?:number|amount|value|quantity|integer|sum)\b|(?:the|this|that) number\b|what\b(?! %)|x\b"
+)
+_ZH_UNKNOWN = r"(?:1个(?:整)?数|某(?:个)?数|这个数|哪个数|什么数|多少|[A-Z]数|x)"
+_SHARE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (kind, re.compile(pattern))
+    for kind, pattern in (
+        # 15% of what number / 15% more than a certain amount / 一个数的15% / 比某数多15%
+        ("whole_unknown", rf"(?<![\d.])(?P<share>{_SHARE}) (?:{_EN_RELATION}) (?:{_EN_UNKNOWN})"),
+        ("whole_unknown", rf"{_ZH_UNKNOWN}的(?P<share>{_SHARE})"),
+        ("whole_unknown", rf"比{_ZH_UNKNOWN}(?:多|少)(?P<share>{_SHARE})"),
+        # 15% of 240 / 3/4 more than the 24 / 240的15% / 240元的15% / 比240多15%
+        (
+            "whole_given",
+            rf"(?<![\d.])(?P<share>{_SHARE}) (?:{_EN_RELATION}) (?:(?:the|a total of) )?"
+            rf"(?P<whole>{_VALUE})(?![\d/])",
+        ),
+        (
+            "whole_given",
+            rf"(?<![\d.])(?P<whole>{_VALUE})(?!个整?数)[^\d,.?!;:的比是]{{0,4}}的(?P<share>{_SHARE})",
+        ),
+        ("whole_given", rf"比(?P<whole>{_VALUE})[^\d,.?!;:]{{0,4}}?(?:多|少)(?P<share>{_SHARE})"),
+        # by what % has it changed / the percent change / 变化了百分之几: a change, not a share
+        (
+            "change_asked",
+            r"\bby (?:what|how many) %|\b(?:what|the) (?:overall |total |net )?(?:%|percent(?:age)?) "
+            r"(?:change|increase|decrease)|(?:变化|变|增加|减少|提高|降低|上涨|下降|增长|涨|降)了?"
+            r"(?:百分之几|多少%|几成)",
+        ),
+        # what % of 240 is 36 / 36 is what % of 240 / 36是240的百分之几 / 15%是240的多少
+        (
+            "share_asked",
+            rf"(?:(?<![\d.])(?P<part>{_VALUE}) (?:is|are|was|were) )?\b(?:what|which|how many) "
+            rf"(?:%|fraction|part|portion)(?: of (?:the )?(?P<whole>{_VALUE})(?![\d/]))?",
+        ),
+        (
+            "share_asked",
+            rf"(?:(?<![\d.])(?P<part>{_VALUE}))?(?:是|占|相当于)(?:(?P<whole>{_VALUE})|[^,.?!;:]{{0,8}}?)"
+            r"的(?:百分之几|几分之几|多少(?!倍)|百分比|几成)",
+        ),
+    )
+)
+_ASKED_TEXT = {
+    "part": "a share of a given amount",
+    "whole": "the whole that a given part is a share of",
+    "share": "the share one amount is of another",
+    "change": "the share by which an amount changed",
+}
+
+
+@dataclass(frozen=True)
+class Shares:
+    """The share-of-a-whole relations of a problem: which value is asked, and each value's role."""
+
+    # "part" (15% of 240), "whole" (240 is 15% of what), "share" (what % of 240 is 36), "change"
+    # (by what % did it change)
+    asked: str
+    roles: frozenset[tuple[Fraction, str]]  # (value, "share", "whole" or "part") of given values
+
+
+def read_shares(canonical: str) -> Shares | None:
+    """What the problem's share-of-a-whole relations leave unknown, or None when it has none.
+
+    An unknown whole wins over the rest ("15% of a number is 240; what is 30% of it?" is solved
+    through the whole); then an asked share; a relation with both share and whole given asks its part.
+    """
+    found: set[str] = set()
+    roles: set[tuple[Fraction, str]] = set()
+    for kind, pattern in _SHARE_PATTERNS:
+        for m in pattern.finditer(canonical):
+            found.add(kind)
+            named = m.groupdict()
+            if named.get("share"):
+                roles.add((_value_of(named["share"]), "share"))
+            if named.get("whole"):
+                roles.add((_value_of(named["whole"]), "whole"))
+            if named.get("part"):
+                roles.add((_value_of(named["part"]), "part"))
+    if "whole_unknown" in found:
+        return Shares("whole", frozenset(roles))
+    if "change_asked" in found:
+        return Shares("change", frozenset(roles))
+    if "share_asked" in found:
+        return Shares("share", frozenset(roles))
+    if "whole_given" in found:
+        return Shares("part", frozenset(roles))
+    return None
+
+
+def _value_of(text: str) -> Fraction:
+    numerator, _, denominator = text.rstrip("%").partition("/")
+    return Fraction(numerator) / (Fraction(denominator) if denominator else 1)
+
+
+def shares_differ(question: Reading, entry: Reading) -> str | None:
+    """Why the two problems ask for different values of a share of a whole, or None."""
+    q, e = question.shares, entry.shares
+    if q is None or e is None:
+        return None
+    if q.asked != e.asked:
+        return f"the banked problem asks for {_ASKED_TEXT[e.asked]}, you ask for {_ASKED_TEXT[q.asked]}"
+    # a value with one role on each side, and another role on the other: "what % of 160 is 40" and
+    # "160 is what % of 40" (160 the whole, then the part)
+    q_roles, e_roles = _single_roles(q), _single_roles(e)
+    for value, role in sorted(q_roles.items()):
+        other = e_roles.get(value)
+        if other is not None and other != role:
+            return f"{format_number(value)} is the {role} in your problem and the {other} in the banked one"
+    return None
+
+
+def _single_roles(shares: Shares) -> dict[Fraction, str]:
+    """The role of each value that has only one (a value used twice may have two)."""
+    seen: dict[Fraction, set[str]] = {}
+    for value, role in shares.roles:
+        seen.setdefault(value, set()).add(role)
+    return {
+        value: next(iter(roles)) for value, roles in seen.items() if len(roles) == 1 and value != 1
+    }
 
 
 def _expressions(canonical: str) -> tuple[str, ...]:
@@ -203,8 +381,10 @@ def align(question: Reading, entry: Reading) -> Alignment:
                 q_left.remove(quantity)
                 e_left.remove(partner)
     converted: list[tuple[Quantity, Quantity]] = []
-    for quantity in list(q_left):  # explicit with explicit: 30 minutes and 0.5 hour
-        partner = next((e for e in e_left if _same_amount(quantity, e)), None)
+    for quantity in list(q_left):  # explicit with explicit: 30 minutes and 0.5 hour, 40% and 2/5
+        partner = next(
+            (e for e in e_left if _same_amount(quantity, e) or _same_share(quantity, e)), None
+        )
         if partner is not None:
             q_left.remove(quantity)
             e_left.remove(partner)
@@ -227,6 +407,17 @@ def align(question: Reading, entry: Reading) -> Alignment:
 def _same_amount(a: Quantity, b: Quantity) -> bool:
     amount = a.amount
     return amount is not None and amount == b.amount
+
+
+def _same_share(a: Quantity, b: Quantity) -> bool:
+    """A percentage and the same share written as a fraction or a decimal: 40% and 2/5, 25% and 0.25.
+    Only a value that is not a whole number counts as a share ("50%" and "50 apples" never pair)."""
+    if (a.unit == "%") == (b.unit == "%"):
+        return False
+    percent, plain = (a, b) if a.unit == "%" else (b, a)
+    return (
+        plain.unit is None and plain.value.denominator != 1 and percent.value / 100 == plain.value
+    )
 
 
 # Words after a number that do not say what it counts ("4 more days", "3 times", "2 of them").
@@ -293,12 +484,19 @@ def _overlap(a: frozenset[str], b: frozenset[str]) -> float:
 class Comparison:
     """The outcome of comparing one entry with the question: a rule that rejects it, or features."""
 
-    rule: str | None  # "numbers", "expression", "roles" when an exact rule rejects the pair
+    # "numbers", "expression", "asked unit", "unknown", "roles" when an exact rule rejects the pair
+    rule: str | None
     reason: str  # a sentence a student can read
     features: tuple[float, ...]
     # every given quantity aligned one to one: only then may the pair be a certain hit (otherwise it
     # can at most be suggested: a value was added or removed, as in "a needed value removed")
     aligned: bool = False
+
+
+def _share_missing(words: tuple[str, ...], other: tuple[str, ...]) -> float:
+    """The share of distinct `words` that `other` does not have."""
+    mine = set(words)
+    return len(mine - set(other)) / len(mine) if mine else 0.0
 
 
 def _jaccard(a: tuple[str, ...] | set[str], b: tuple[str, ...] | set[str]) -> float:
@@ -337,6 +535,20 @@ def compare(
             f"{', '.join(question.expressions)}",
             (),
         )
+    if question.asked and entry.asked and question.asked.isdisjoint(entry.asked):
+        # the answer asked in other units ("how many centimetres are in 3.5 m" and "3.5米是多少毫米")
+        # is another number; so is the answer of a problem written in other units throughout ("90
+        # minutes ... how many minutes" and "1.5 hours ... how many hours"): the banked answer would
+        # be wrong in the student's units
+        return Comparison(
+            "asked unit",
+            f"the banked problem asks for the answer in {', '.join(sorted(entry.asked))}, "
+            f"you ask in {', '.join(sorted(question.asked))}",
+            (),
+        )
+    unknown = shares_differ(question, entry)
+    if unknown:
+        return Comparison("unknown", unknown, ())
     shift, certain = role_shift(question, entry)
     if certain:
         return Comparison(
@@ -347,6 +559,8 @@ def compare(
     extras = alignment.question_extra + alignment.entry_extra
     q_tokens, units_differ, edit = question.tokens, qs.units != es.units, wording_edit
     converted = bool(alignment.converted) and _conversions_hold(question, entry, alignment)
+    claims_differ = bool(question.claims and entry.claims and question.claims != entry.claims)
+    implicit_differ = _implicit_difference(question, entry, alignment)
     if converted:
         # compared in the entry's units: "30 minutes" is read as the entry's "0.5 hour", so that
         # neither the units nor the words differ where only the way of writing an amount does
@@ -381,6 +595,12 @@ def compare(
             else 0.0
         ),
         "no_numbers": float(not question.quantities),
+        # which side says more: a clause removed from the entry (a needed fact gone) leaves many of
+        # its words missing and adds few; a rewording moves both ways
+        "entry_words_missing": _share_missing(entry.tokens, q_tokens) if same_language else 0.0,
+        "question_words_extra": _share_missing(q_tokens, entry.tokens) if same_language else 0.0,
+        "claims_differ": float(claims_differ),
+        "implicit_differ": float(implicit_differ),
     }
     # Amounts equal only once converted (4 h and 240 min) are offered as a suggestion, never a certain
     # hit: other people's labelled data calls such a pair a changed number (GSM-Plus writes one problem
@@ -394,6 +614,18 @@ def compare(
     )
 
 
+def _implicit_difference(question: Reading, entry: Reading, alignment: Alignment) -> int:
+    """How many units said without a number ("another hour", "per day", "每小时") one side has and
+    the other lacks, leaving out those that an alignment already paired ("an hour" = 60 min)."""
+    used = {id(q) for pair in alignment.converted for q in pair}
+
+    def said(reading: Reading) -> Counter[tuple[str | None, bool]]:
+        return Counter((q.unit, q.is_rate) for q in reading.implicit if id(q) not in used)
+
+    q_said, e_said = said(question), said(entry)
+    return sum(((q_said - e_said) + (e_said - q_said)).values())
+
+
 def _conversions_hold(question: Reading, entry: Reading, alignment: Alignment) -> bool:
     """Whether amounts paired only once converted leave the problem the same: no pair through the
     unit of a rate, the same asked quantity, the same units asked in (the answer of "几小时" is not
@@ -404,8 +636,8 @@ def _conversions_hold(question: Reading, entry: Reading, alignment: Alignment) -
     qs, es = question.signature, entry.signature
     if qs.target != es.target or question.asked != entry.asked:
         return False
-    q_side = {q.unit for q, _ in alignment.converted}
-    e_side = {e.unit for _, e in alignment.converted}
+    q_side = {q.unit for q, _ in alignment.converted} - {None}
+    e_side = {e.unit for _, e in alignment.converted} - {None}
     return set(qs.units) | e_side == set(es.units) | q_side
 
 

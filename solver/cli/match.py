@@ -19,11 +19,12 @@ entry of its own, as in a real bank of same-template problems; a rewording must 
 With --cases, the bank is every distinct "bank" text of the file(s) and the queries are every "query".
 
 `calibrate` fits the learned rule of `solver.decision` on labelled sets: it splits the problems in two
-(by a hash of the bank text; --holdout of them are kept apart), fits a logistic regression on the pairs
+(by a hash of the bank text; --holdout of them are kept apart), fits boosted trees on the pairs
 (question, candidate) of the tuning part in both the plain and the dense bank, chooses `hit_at` as the
 lowest probability at which wrong hits and dense wrong matches stay under --max-wrong on the tuning
-part, and `suggest_at` so that --find of the true rewordings are served or suggested; then it reports
-every figure on both parts and writes the model.
+part (out of fold), plus the margin that a threshold chosen on four folds needs on the fifth, and
+`suggest_at` so that --find of the true rewordings are served or suggested; then it reports every
+figure on both parts and writes the model.
 """
 
 from __future__ import annotations
