@@ -133,7 +133,7 @@ def test_the_missed_page_ranks_by_students_and_shows_refusals(cast, site, settin
     assert "asked by 2 students (2 times)" in page and "asked by 1 student (300 times)" in page
     assert page.index("How many legs") < page.index("spam spam")
     footer = page[page.index('id="refusals"') :]
-    assert "busy" in footer and "1 (by 1 student)" in footer
+    assert "busy" in footer and "1 (by 1 student 1名学生)" in footer
 
 
 # -- a locked database: waited out, never a 500 --------------------------------------------------------
