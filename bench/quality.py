@@ -13,7 +13,7 @@ weights=...)` under bench/out/quality/ (reused when present), then:
 A random model says only that the INT4 path runs and how far its rounding moves greedy outputs; it says
 nothing about math accuracy. The real 1.5B model cannot be measured here (no download).
 
-    python bench/quality.py                      # both models, ~5 minutes on 2 busy cores
+    python bench/quality.py                      # both models: ~8 minutes on 2 busy cores, ~6 once prepared
     python bench/quality.py --models tiny --max-new-tokens 32
 """
 
