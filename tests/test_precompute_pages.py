@@ -106,3 +106,30 @@ def test_a_reference_mismatch_is_labelled_for_teachers_and_students(cast, exact_
         assert question.to_dict()["answer"]["status"] == "answer_key"
     finally:
         runtime.use_cache(None)
+
+
+def test_a_teacher_generates_an_answer_for_one_problem_now(cast, engine_info):
+    Problem.objects.create(text="2+2=?")
+    problem = Problem.objects.create(text="1+1=?", reference_answer="2")
+    teacher = client_for(cast.teacher)
+    page = teacher.get(f"/bank/{problem.pk}").content.decode()
+    assert 'id="generate"' in page and "Generate an answer now" in page
+    response = teacher.post(f"/bank/{problem.pk}/generate", follow=True)
+    assert response.status_code == 200
+    assert "A new answer is being generated" in response.content.decode()
+    run = PrecomputeRun.objects.get()
+    assert run.total == 1 and list(run.items.values_list("problem_id", flat=True)) == [problem.pk]
+    assert run.created_by == cast.teacher and run.status == "queued"
+    # Again, with an answer already there: "all", so another one is generated.
+    Solution.objects.create(problem=problem, answer="2", final="2", status="verified")
+    assert "Generate another answer" in teacher.get(f"/bank/{problem.pk}").content.decode()
+    teacher.post(f"/bank/{problem.pk}/generate")
+    assert PrecomputeRun.objects.count() == 2
+
+
+def test_students_cannot_generate_and_a_get_is_refused(cast, engine_info):
+    problem = Problem.objects.create(text="1+1=?")
+    assert client_for(cast.alice).post(f"/bank/{problem.pk}/generate").status_code == 403
+    assert client_for(cast.teacher).get(f"/bank/{problem.pk}/generate").status_code == 405
+    assert client_for(cast.teacher).post("/bank/999999/generate").status_code == 404
+    assert not PrecomputeRun.objects.exists()

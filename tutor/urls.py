@@ -33,6 +33,7 @@ urlpatterns = [
     path("bank/<int:problem_id>/delete", teacher.problem_delete, name="problem_delete"),
     path("bank/<int:problem_id>", teacher.problem_page, name="problem"),
     path("bank/<int:problem_id>/edit", teacher.problem_edit, name="problem_edit"),
+    path("bank/<int:problem_id>/generate", teacher.problem_generate, name="problem_generate"),
     path("solutions/<int:solution_id>/review", teacher.solution_review, name="solution_review"),
     path("solutions/<int:solution_id>/edit", teacher.solution_edit, name="solution_edit"),
     path("missed", teacher.missed, name="missed"),

@@ -18,7 +18,7 @@ from tutor import errors, permissions
 from tutor.forms import BankPageFilterForm, ProblemForm, SolutionEditForm
 from tutor.models import Problem, ProblemAlias, Question, Solution, Topic
 from tutor.services import bank as bank_service
-from tutor.services import live, text
+from tutor.services import live, precompute, text
 
 PAGE_SIZE = 50
 # A review's notice in the site's two languages.
@@ -130,6 +130,27 @@ def problem_page(request: HttpRequest, problem_id: int) -> HttpResponse:
             "guided_max": live.GUIDED_MAX_FAILED,
         },
     )
+
+
+@require_POST
+@login_required
+def problem_generate(request: HttpRequest, problem_id: int) -> HttpResponse:
+    """ "Generate an answer now" (or again): a precompute run of this one problem, queued for the
+    background workers; its answer is checked and stored like any other and shows on this page."""
+    problem = permissions.problem_for(request.user, problem_id)
+    try:
+        run = precompute.create_run(
+            selection=precompute.Selection(ids=(problem.pk,), which="all"), user=request.user
+        )
+    except (errors.RunRefused, errors.EngineUnavailable) as exc:
+        messages.error(request, f"{exc} 无法生成。")
+    else:
+        messages.success(
+            request,
+            f"A new answer is being generated (run {run.pk}); reload this page in a minute or two. "
+            "正在生成新答案，请一两分钟后刷新本页。",
+        )
+    return redirect("problem", problem_id=problem.pk)
 
 
 @login_required
