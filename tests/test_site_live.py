@@ -623,7 +623,20 @@ def test_a_real_generation_is_cancelled_when_its_student_leaves(
 ):
     settings.SUANJING_MAX_NEW_TOKENS = 4000
     settings.SUANJING_LIVE_ORPHAN_S = 1
-    runtime.use_engine(any_tiny_engine, tiny_model.manifest)
+
+    class WritesOn:
+        """The real tiny engine, kept writing past its end-of-sequence token and its loops: a random
+        model may end or repeat within a second, before the generation could be called orphaned."""
+
+        def __getattr__(self, name):
+            return getattr(any_tiny_engine, name)
+
+        def stream(self, prompt, params):
+            from dataclasses import replace
+
+            return any_tiny_engine.stream(prompt, replace(params, ignore_eos=True, loop_guard=None))
+
+    runtime.use_engine(WritesOn(), tiny_model.manifest)
     data = ask(alice, "Write a very long story about numbers?").json()
     response = alice.get(f"/api/questions/{data['id']}/stream")
     stream = iter(response.streaming_content)
