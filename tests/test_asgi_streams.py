@@ -49,39 +49,21 @@ HIT_WITHIN_S = 1.0
 class AsgiSite(Site):
     """The site started as the README's production command starts it."""
 
-    def start(self) -> None:
-        self.port = free_port()
-        log = open(self.logs / f"{self.name}.log", "ab")  # noqa: SIM115 (the process's log)
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-k",
-                "uvicorn_worker.UvicornWorker",
-                "--workers",
-                "1",
-                "--keep-alive",
-                "5",
-                "-b",
-                f"127.0.0.1:{self.port}",
-                "tutor.asgi:application",
-            ],
-            cwd=REPO,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-
-        def up() -> bool:
-            assert self.process.poll() is None, f"{self.name} exited: see {self.logs}"
-            try:
-                return httpx.get(self.url + "/", timeout=2).status_code < 500
-            except httpx.HTTPError:
-                return False
-
-        assert wait_until(up, 120, 0.25), f"{self.name} did not start: see {self.logs}"
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "uvicorn_worker.UvicornWorker",
+            "--workers",
+            "1",
+            "--keep-alive",
+            "5",
+            "-b",
+            f"127.0.0.1:{self.port}",
+            "tutor.asgi:application",
+        ]
 
 
 @pytest.fixture(scope="module")

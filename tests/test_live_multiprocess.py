@@ -100,11 +100,15 @@ class Site:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def command(self) -> list[str]:
+        """How this web process is started (here `runserver`; tests/test_asgi_streams.py: gunicorn)."""
+        return [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{self.port}"]
+
     def start(self) -> None:
         self.port = free_port()
         log = open(self.logs / f"{self.name}.log", "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{self.port}"],
+            self.command(),
             cwd=REPO,
             env=self.env,
             stdout=log,

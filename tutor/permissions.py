@@ -209,30 +209,32 @@ def classroom_for(user, classroom_id: int) -> Classroom:
     return classroom
 
 
-def assignment_for(user, assignment_id: int) -> Assignment:
+def _in_my_classes(user, objects, pk: int, missing: str):
+    """A row of `objects` (Assignment or Membership, with their class) in one of the teacher's classes
+    (an admin: any class): 403 for students, 404 otherwise."""
     require_teacher(user)
-    classes = classes_visible_to(user)
-    assignment = (
-        Assignment.objects.select_related("classroom", "problem")
-        .filter(pk=assignment_id, classroom__in=classes)
-        .first()
+    row = objects.filter(pk=pk, classroom__in=classes_visible_to(user)).first()
+    if row is None:
+        raise NotFound(missing)
+    return row
+
+
+def assignment_for(user, assignment_id: int) -> Assignment:
+    return _in_my_classes(
+        user,
+        Assignment.objects.select_related("classroom", "problem"),
+        assignment_id,
+        "no such homework",
     )
-    if assignment is None:
-        raise NotFound("no such homework")
-    return assignment
 
 
 def membership_for(user, membership_id: int) -> Membership:
-    require_teacher(user)
-    classes = classes_visible_to(user)
-    membership = (
-        Membership.objects.select_related("classroom", "student")
-        .filter(pk=membership_id, classroom__in=classes)
-        .first()
+    return _in_my_classes(
+        user,
+        Membership.objects.select_related("classroom", "student"),
+        membership_id,
+        "no such student in your classes",
     )
-    if membership is None:
-        raise NotFound("no such student in your classes")
-    return membership
 
 
 def class_student_for(user, student_id: int) -> User:
