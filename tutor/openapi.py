@@ -148,6 +148,18 @@ _refused = {
 }
 
 
+def _body(name: str, schema: dict) -> dict:
+    """A required JSON request body: an object whose one required property is `name`."""
+    return {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "required": [name], "properties": {name: schema}}
+            }
+        },
+    }
+
+
 def _json(schema: dict, description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -203,18 +215,7 @@ SCHEMA: dict = {
         "/api/ask": {
             "post": {
                 "summary": "Ask a question: a banked answer at once, or a live generation",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["question"],
-                                "properties": {"question": _question_text},
-                            }
-                        }
-                    },
-                },
+                "requestBody": _body("question", _question_text),
                 "responses": {
                     "200": _json(
                         _question, "status hit: the answer is in `answer`, the match in `match`"
@@ -295,24 +296,14 @@ SCHEMA: dict = {
             "post": {
                 "summary": "Answer 'Is this your question?': a suggested problem, or null for the tutor",
                 "parameters": _qid,
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["problem_id"],
-                                "properties": {
-                                    "problem_id": {
-                                        "type": ["integer", "null"],
-                                        "minimum": 1,
-                                        "maximum": MAX_ID,
-                                    }
-                                },
-                            }
-                        }
+                "requestBody": _body(
+                    "problem_id",
+                    {
+                        "type": ["integer", "null"],
+                        "minimum": 1,
+                        "maximum": MAX_ID,
                     },
-                },
+                ),
                 "responses": {
                     "200": _json(_question, "yes: that problem's answer (a pending alias is kept)"),
                     "202": _json(_question, "no: a live generation, as for a miss"),
@@ -352,18 +343,7 @@ SCHEMA: dict = {
             "post": {
                 "summary": "Reveal a hint, the next step, or the whole solution (the asker)",
                 "parameters": _qid,
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["action"],
-                                "properties": {"action": {"enum": ["hint", "next", "whole"]}},
-                            }
-                        }
-                    },
-                },
+                "requestBody": _body("action", {"enum": ["hint", "next", "whole"]}),
                 "responses": {
                     "200": _json(_steps, "revealed; `whole` once every step is shown"),
                     "400": _json(_error, "no action, or not hint, next or whole"),
@@ -377,27 +357,17 @@ SCHEMA: dict = {
             "post": {
                 "summary": "Check my answer: right or not, without the solution (the asker)",
                 "parameters": _qid,
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["answer"],
-                                "properties": {
-                                    "answer": {
-                                        "type": "string",
-                                        "minLength": 1,
-                                        "maxLength": MAX_CHECK_CHARS,
-                                        "pattern": QUESTION_PATTERN,
-                                        "description": "the student's final answer (23, 二十三, "
-                                        "1/2 = 0.5 are compared as the bank compares answers)",
-                                    }
-                                },
-                            }
-                        }
+                "requestBody": _body(
+                    "answer",
+                    {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": MAX_CHECK_CHARS,
+                        "pattern": QUESTION_PATTERN,
+                        "description": "the student's final answer (23, 二十三, "
+                        "1/2 = 0.5 are compared as the bank compares answers)",
                     },
-                },
+                ),
                 "responses": {
                     "200": _json(_steps, "`right` says whether the answer is right"),
                     "400": _json(_error, f"no answer, empty, over {MAX_CHECK_CHARS} characters"),
