@@ -285,6 +285,15 @@ class ClassroomForm(forms.Form):
         return name
 
 
+class RenameForm(ClassroomForm):
+    """A class's new name, on its page (ids `rename_*`: the page has other forms)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("auto_id", "rename_%s")
+        super().__init__(*args, **kwargs)
+        self.fields["name"].label = "New name 新名称"
+
+
 class JoinForm(forms.Form):
     code = forms.CharField(
         label="Class code 班级代码",
@@ -294,9 +303,18 @@ class JoinForm(forms.Form):
 
 
 class AssignForm(forms.Form):
-    """Bank problems for one of the teacher's classes (`classes`: the ones they may assign to)."""
+    """Bank problems for one of the teacher's classes (`classes`: the ones they may assign to, which
+    leaves out archived ones)."""
 
-    classroom = forms.ModelChoiceField(queryset=None, label="Class 班级", empty_label=None)
+    classroom = forms.ModelChoiceField(
+        queryset=None,
+        label="Class 班级",
+        empty_label=None,
+        error_messages={
+            "invalid_choice": "Homework goes to one of your classes that is not archived. "
+            "只能布置给你未归档的班级。"
+        },
+    )
     problems = forms.CharField(
         label="Problem numbers 题号",
         max_length=400,

@@ -911,6 +911,9 @@ class Classroom(models.Model):
     # (tutor.services.classes.new_join_code); a new one replaces it when it leaked.
     join_code = models.CharField(max_length=16, unique=True)
     created = models.DateTimeField(auto_now_add=True)
+    # An archived class (the school year ended) keeps its records but leaves the teacher's list
+    # and no longer takes new students.
+    archived_at = models.DateTimeField(null=True, blank=True)
 
     objects = ClassroomQuerySet.as_manager()
 

@@ -51,6 +51,9 @@ urlpatterns = [
         classes.reset_password,
         name="reset_password",
     ),
+    # Renaming and archiving classes (issue 12).
+    path("classes/<int:classroom_id>/rename", classes.classroom_rename, name="classroom_rename"),
+    path("classes/<int:classroom_id>/archive", classes.classroom_archive, name="classroom_archive"),
     path("homework", classes.homework, name="homework"),
     path("runs", runs.runs, name="runs"),
     path("runs/<int:run_id>", runs.run_page, name="run"),

@@ -2,7 +2,7 @@
 from a CSV file, bank problems assigned with an optional due date, and what the class's students did
 with them (read from their questions: asked, answered, flagged, missed).
 
-Owns: creating classes and rotating codes, joining, importing a class list (accounts with generated
+Owns: creating, renaming, archiving and unarchiving classes and rotating codes, joining, importing a class list (accounts with generated
 initial passwords that Django's password validators accept), assigning and unassigning, and the reports
 the class page, a student's page and the homework list show. Does not own: who may see a class
 (`tutor.permissions`), asking a question (`tutor.services.asking`), hints and steps, or where the
@@ -27,6 +27,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.db.models.functions import Lower
+from django.utils import timezone
 
 from tutor.errors import BadJoinCode, BadRoster
 from tutor.models import Assignment, Classroom, Membership, Problem, Question
@@ -38,6 +39,11 @@ CODE_LENGTH = 8
 PASSWORD_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 ROSTER_MAX_ROWS = 200
 ROSTER_MAX_BYTES = 100_000
+ARCHIVED_JOIN = (
+    "This class has been archived by its teacher and takes no new students: ask your teacher for "
+    "the code of your current class. 这个班级已被老师归档，不再接收新学生，请向老师要现在班级的代码。"
+)
+ARCHIVED_IMPORT = "This class is archived: unarchive it before importing students. 班级已归档：请先恢复班级再导入学生。"
 # What a question that reached a problem did for the student: they were served an answer.
 SERVED = (Question.Outcome.HIT, Question.Outcome.GENERATED)
 # Asked, but no answer came: the model failed, the problem waits for a teacher, or it was refused.
@@ -74,6 +80,34 @@ def create_classroom(*, teacher: User, name: str) -> Classroom:
 
 
 @transaction.atomic
+def rename_classroom(*, classroom: Classroom, name: str) -> Classroom:
+    """A new name (`tutor.forms.ClassroomForm` tidies and checks it); students see it at once."""
+    classroom.name = name
+    classroom.save(update_fields=["name"])
+    return classroom
+
+
+@transaction.atomic
+def archive_classroom(*, classroom: Classroom) -> Classroom:
+    """The class is over (the school year ended): it leaves the teacher's default list, its code admits
+    no one and its homework leaves its students' lists, but every record stays (members, homework,
+    questions, hints). Archiving an archived class keeps its first date."""
+    if classroom.archived_at is None:
+        classroom.archived_at = timezone.now()
+        classroom.save(update_fields=["archived_at"])
+    return classroom
+
+
+@transaction.atomic
+def unarchive_classroom(*, classroom: Classroom) -> Classroom:
+    """Back in use, as it was: the same code admits students again."""
+    if classroom.archived_at is not None:
+        classroom.archived_at = None
+        classroom.save(update_fields=["archived_at"])
+    return classroom
+
+
+@transaction.atomic
 def rotate_join_code(*, classroom: Classroom) -> str:
     """A new code (the old one stops working at once); students already in the class stay."""
     classroom.join_code = _unused_code()
@@ -89,6 +123,9 @@ def join_classroom(*, student: User, code: str) -> tuple[Classroom, bool]:
         raise BadJoinCode(
             "No class has this code: check it with your teacher. 没有这个班级代码，请向老师核对。"
         )
+    if classroom.archived_at is not None:
+        # Said plainly (the code was right): the student asks for this year's class code, not retypes.
+        raise BadJoinCode(ARCHIVED_JOIN)
     _, created = Membership.objects.get_or_create(classroom=classroom, student=student)
     return classroom, created
 
@@ -236,7 +273,10 @@ def new_password(user: User) -> str:
 
 def import_roster(*, classroom: Classroom, data: bytes) -> list[RosterAccount]:
     """Make an account (no e-mail, in the student group) for each row of the CSV file and put it in the
-    class; return the initial passwords, which are stored nowhere else. All rows or none."""
+    class; return the initial passwords, which are stored nowhere else. All rows or none. An archived
+    class takes no new students (BadRoster)."""
+    if classroom.archived_at is not None:
+        raise BadRoster(ARCHIVED_IMPORT)
     rows = read_roster(data)
     accounts = []
     for username, name in rows:

@@ -17,8 +17,11 @@ def assign_box(context, problem: Problem) -> dict:
     user = request.user
     if problem.source != Problem.Source.BANK or not permissions.is_teacher(user):
         return {"classes": []}
-    # The teacher's own classes (an admin's too: assigning to someone else's class is the teacher's).
-    classes = list(permissions.classes_visible_to(user).filter(teacher=user))
+    # The teacher's own classes (an admin's too: assigning to someone else's class is the teacher's),
+    # not archived ones (homework there reaches nobody).
+    classes = list(
+        permissions.classes_visible_to(user).filter(teacher=user, archived_at__isnull=True)
+    )
     return {
         "classes": classes,
         "problem": problem,

@@ -1,6 +1,7 @@
-"""Pages for classes and homework (issue 12). Teachers: their classes, a class page (join code, homework
-with who asked what, students, the class list import and its passwords), a student's page. Students:
-their homework and joining a class with a code.
+"""Pages for classes and homework (issue 12). Teachers: their classes (archived ones on request), a class
+page (join code, homework with who asked what, students, the class list import and its passwords,
+renaming and archiving), a student's page. Students: their homework and joining a class with a code.
+An archived class keeps every record; it admits no one and its homework leaves its students' lists.
 
 Thin: permission -> form -> service -> response. A teacher's page is a 403 for a student and another
 teacher's class or student is a 404 (`permissions.classroom_for` and its siblings). The initial passwords
@@ -20,7 +21,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from tutor import errors, permissions, throttle
-from tutor.forms import AssignForm, ClassroomForm, JoinForm, RosterForm
+from tutor.forms import AssignForm, ClassroomForm, JoinForm, RenameForm, RosterForm
 from tutor.models import Classroom, Question
 from tutor.services import classes as classes_service
 from tutor.services import steps as steps_service
@@ -34,6 +35,11 @@ PASSWORDS_KEY = "class_passwords"  # session: {class id: [[username, name, passw
 
 def _pending_passwords(request: HttpRequest, classroom: Classroom) -> list[list[str]]:
     return request.session.get(PASSWORDS_KEY, {}).get(str(classroom.pk), [])
+
+
+def _assignable(request: HttpRequest):
+    """The classes this teacher may give homework to: theirs (an admin's: any), not archived."""
+    return permissions.classes_visible_to(request.user).filter(archived_at__isnull=True)
 
 
 # -- teachers --------------------------------------------------------------------------------------
@@ -55,11 +61,23 @@ def class_list(request: HttpRequest) -> HttpResponse:
             f"班级已创建，学生用代码 {classroom.join_code} 加入。",
         )
         return redirect("classroom", classroom_id=classroom.pk)
-    classes = permissions.classes_visible_to(request.user).select_related("teacher").with_counts()
+    visible = permissions.classes_visible_to(request.user)
+    show_archived = request.GET.get("archived") == "1"
+    classes = visible.filter(archived_at__isnull=True).select_related("teacher").with_counts()
+    archived = visible.filter(archived_at__isnull=False)
     return render(
         request,
         "tutor/classes/list.html",
-        {"classes": classes, "form": form},
+        {
+            "classes": classes,
+            "archived": (
+                archived.select_related("teacher").with_counts().order_by("-archived_at", "id")
+                if show_archived
+                else None
+            ),
+            "archived_count": archived.count(),
+            "form": form,
+        },
         status=400 if form.errors else 200,
     )
 
@@ -71,9 +89,10 @@ def _class_page(
     assign_form: AssignForm | None = None,
     roster_form: RosterForm | None = None,
     roster_problems: list[str] | None = None,
+    rename_form: RenameForm | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    classes = permissions.classes_visible_to(request.user)
+    classes = _assignable(request)
     reports = classes_service.class_report(classroom=classroom)
     members = classes_service.class_members(classroom=classroom)
     # Who took hints or checked an answer on each homework problem (tutor.services.steps).
@@ -95,6 +114,7 @@ def _class_page(
             or AssignForm(classes=classes, initial={"classroom": classroom}),
             "roster_form": roster_form or RosterForm(),
             "roster_problems": roster_problems or [],
+            "rename_form": rename_form or RenameForm(initial={"name": classroom.name}),
             "pending_passwords": len(_pending_passwords(request, classroom)),
             "today": timezone.localdate(),
         },
@@ -122,10 +142,55 @@ def classroom_code(request: HttpRequest, classroom_id: int) -> HttpResponse:
 
 @require_POST
 @login_required
+def classroom_rename(request: HttpRequest, classroom_id: int) -> HttpResponse:
+    classroom = permissions.classroom_for(request.user, classroom_id)
+    form = RenameForm(request.POST)
+    if not form.is_valid():
+        return _class_page(request, classroom, rename_form=form, status=400)
+    old = classroom.name
+    classes_service.rename_classroom(classroom=classroom, name=form.cleaned_data["name"])
+    messages.success(
+        request,
+        f"“{old}” is now called “{classroom.name}”; its students see the new name. "
+        f"班级已改名为“{classroom.name}”。",
+    )
+    return redirect("classroom", classroom_id=classroom.pk)
+
+
+@require_POST
+@login_required
+def classroom_archive(request: HttpRequest, classroom_id: int) -> HttpResponse:
+    """Archive (`action=archive`) or bring back (`action=unarchive`) a class; nothing is deleted."""
+    classroom = permissions.classroom_for(request.user, classroom_id)
+    action = request.POST.get("action")
+    if action == "archive":
+        classes_service.archive_classroom(classroom=classroom)
+        messages.success(
+            request,
+            f"“{classroom.name}” is archived: it is off your class list (under “Show archived”), "
+            "its code admits no one, and its homework is off its students' lists. Everything it "
+            "holds is kept; “Unarchive” on this page brings it back. "
+            f"“{classroom.name}”已归档：不在班级列表中（见“显示已归档”），代码不能再加入，学生的作业列表不再显示它的作业。"
+            "所有记录都保留；在本页点“恢复”即可恢复。",
+        )
+    elif action == "unarchive":
+        classes_service.unarchive_classroom(classroom=classroom)
+        messages.success(
+            request,
+            f"“{classroom.name}” is back: its code {classroom.join_code} admits students again and "
+            f"its homework is on their lists. “{classroom.name}”已恢复：代码可以再次加入，作业重新显示。",
+        )
+    else:
+        return HttpResponse("action must be archive or unarchive", status=400)
+    return redirect("classroom", classroom_id=classroom.pk)
+
+
+@require_POST
+@login_required
 def assign(request: HttpRequest) -> HttpResponse:
     """Homework for one of the teacher's classes, from the class page or a problem's page (`next`)."""
     permissions.require_teacher(request.user)
-    form = AssignForm(request.POST, classes=permissions.classes_visible_to(request.user))
+    form = AssignForm(request.POST, classes=_assignable(request))
     back = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
         back = ""
@@ -295,7 +360,10 @@ def homework(request: HttpRequest) -> HttpResponse:
                 return redirect("homework")
     if form.errors and status == 200:
         status = 400
-    classes = list(permissions.classes_visible_to(request.user).select_related("teacher"))
+    joined = permissions.classes_visible_to(request.user).select_related("teacher")
+    # An archived class's homework is last year's: not on the to-do list (the student's questions
+    # about it stay in their history); its name is listed so that the class does not just vanish.
+    classes = list(joined.filter(archived_at__isnull=True))
     return render(
         request,
         "tutor/classes/homework.html",
@@ -304,6 +372,7 @@ def homework(request: HttpRequest) -> HttpResponse:
             "homework": classes_service.homework_for(
                 student=request.user, classes=classes, today=timezone.localdate()
             ),
+            "archived": list(joined.filter(archived_at__isnull=False)),
         },
         status=status,
     )
