@@ -131,7 +131,10 @@ def parse_output(
         return ParsedAnswer(reasoning, answer, final, truncated=not stopped and final is None)
     final = extract_final_answer(answer) if stopped else _last_boxed(answer)
     if final is None and reasoning:
-        final = _last_boxed(reasoning)
+        # The model closed its reasoning itself, so the reasoning is finished prose: its last box,
+        # else the value its closing sentence states ("Therefore, the minimum value is 64."), is the
+        # answer even when the solution after it was cut short.
+        final = _last_boxed(reasoning) or _closing_statement(reasoning)
     return ParsedAnswer(reasoning, answer, final, truncated=False)
 
 
@@ -236,8 +239,12 @@ def _under_final_heading(text: str) -> str | None:
 
 
 # "The answer is within \boxed{}." / "...in the specified format": the prompt's instruction echoed back.
+# "The answer should be an integer n where 0 ≤ n < 9" / "a common fraction": the kind of answer the
+# problem asks for, restated while reading it, not the answer.
 _ECHOED_INSTRUCTION = re.compile(
-    r"\\boxed|\\fbox|^(?:within|in|inside)\b|specified format|step by step", re.IGNORECASE
+    r"\\boxed|\\fbox|^(?:within|in|inside)\b|specified format|step by step"
+    r"|^an?\s+(?!=)[A-Za-z]{2,}",
+    re.IGNORECASE,
 )
 # "the answer is indeed 28", "the answer is definitely \\(8000\\)": the adverb is not part of it.
 _ADVERB = re.compile(
@@ -425,6 +432,8 @@ def _prepare(s: str) -> str:
     s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
     s = re.sub(r"\\(?:left|right|bigl|bigr|big|Big|bigg|Bigg|displaystyle)(?![A-Za-z])", "", s)
     s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?", "°", s)
+    # "12^{th} grade", "3rd place": an ordinal's suffix (after \text{} was unwrapped) is not part of it.
+    s = re.sub(r"(?<=\d)\s*\^?\s*\{?\s*(?:st|nd|rd|th)\s*\}?(?![A-Za-z])", "", s)
     # "11,\! 111,\! 100" is latex for 11,111,100: a thin space after a thousands separator.
     s = re.sub(r"(?<=\d),\s*\\[!,]\s*(?=\d{3}(?!\d))", ",", s)
     # A space macro, but not the second half of a "\\" row break ("a \\ b" keeps its rows).

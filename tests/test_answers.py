@@ -312,6 +312,28 @@ SKY_SOLVED = (
         pytest.param("```python\nprint(6 * 7)\n```", {}, None, id="ends-in-code"),
         pytest.param("所以鸡有23只，兔有12只。", {}, None, id="chinese-prose-is-not-read"),
         pytest.param("Profit: $93 - $15 = $78.\n\nAlternatively", {}, None, id="cut-off-prose"),
+        pytest.param(
+            "I need the remainder mod 7. The answer should be an integer r with 0 ≤ r < 7.\n\n"
+            "Adding the digits gives 40, and 40 = 5 × 7 + 5.\n\nTherefore, the value of r is 5.",
+            {},
+            "5",
+            id="restated-kind-of-answer-is-not-the-answer",
+        ),
+        pytest.param(
+            "<|begin_of_thought|>\n\nTry k = 3: 9 + 8 = 17. Nothing larger works.\n\n"
+            "Therefore, the largest value is 17.\n\n<|end_of_thought|>\n\n"
+            "<|begin_of_solution|>\n\nTo find the largest",
+            {"finish_reason": "length"},
+            "17",
+            id="closed-thought-cut-solution",
+        ),
+        pytest.param(
+            "<|begin_of_thought|>\n\nTry k = 3: 9 + 8 = 17.\n\nWait, maybe k = 4 gives more.\n\n"
+            "<|end_of_thought|>\n\n<|begin_of_solution|>\n\nTo find the largest",
+            {"finish_reason": "length"},
+            None,
+            id="closed-thought-ending-in-a-second-thought",
+        ),
     ],
 )
 def test_parse_output_reads_unboxed_and_sky_t1_outputs(text, kwargs, final):
@@ -647,6 +669,8 @@ SAME += [
     ("3 feet", "36 inches"),
     ("2 kg", "2000 g"),
     ("1.5元", "15角"),
+    ("12^{\\text{th}}\\text{ grade}", "12"),
+    ("3rd place", "3"),
     ("2 dollars", "200 cents"),
     ("1 year", "12 months"),
     ("36 km/h", "10 m/s"),
@@ -665,6 +689,8 @@ DIFFERENT += [
     ("5分", "0.05元"),  # 分 alone may be minutes, cents or points
     ("1 day", "24"),
     ("500 per annum", "500 years"),
+    ("12^{\\text{th}}\\text{ grade}", "11"),
+    ("5 thousand", "5"),
 ]
 
 

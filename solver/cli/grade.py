@@ -54,6 +54,13 @@ def register(subparsers) -> None:
         action="store_true",
         help="print every line where our verdict differs from the grader's",
     )
+    p.add_argument(
+        "--readings",
+        metavar="FILE",
+        help="a JSONL file of lines read by a person, {file, idx, right, why}: where the grader is "
+        "wrong, also report agreement with the grader corrected by these readings and the wrong "
+        "answers we accept by them",
+    )
     p.set_defaults(func=run_grade)
 
 
@@ -77,9 +84,24 @@ class Tally:
     we_reject_grader_accepts: int = 0
     failures: int = 0  # lines whose reading raised (counted as a rejection by us)
     disagreements: list[tuple[GradedLine, str | None, bool]] = field(default_factory=list)
+    # Against the verdicts read by a person where there is a reading, else the grader's:
+    corrected: int = 0  # readings that overturn the grader's verdict
+    read_agree: int = 0
+    wrong_accepted: int = 0  # we accept an answer the (corrected) verdict says is wrong
+    right_rejected: int = 0
 
-    def add(self, item: GradedLine, final: str | None, ours: bool) -> None:
+    def add(
+        self, item: GradedLine, final: str | None, ours: bool, read: bool | None = None
+    ) -> None:
         self.n += 1
+        truth = item.grader_accepts if read is None else read
+        self.corrected += truth != item.grader_accepts
+        if ours == truth:
+            self.read_agree += 1
+        elif ours:
+            self.wrong_accepted += 1
+        else:
+            self.right_rejected += 1
         if ours == item.grader_accepts:
             self.agree += 1
             return
@@ -95,6 +117,10 @@ class Tally:
         self.we_accept_grader_rejects += other.we_accept_grader_rejects
         self.we_reject_grader_accepts += other.we_reject_grader_accepts
         self.failures += other.failures
+        self.corrected += other.corrected
+        self.read_agree += other.read_agree
+        self.wrong_accepted += other.wrong_accepted
+        self.right_rejected += other.right_rejected
 
 
 # -- reading ----------------------------------------------------------------------------------------
@@ -161,7 +187,33 @@ def _graded_line(line: str, where: str, number: int) -> GradedLine:
 # -- grading ----------------------------------------------------------------------------------------
 
 
-def grade_lines(lines: list[GradedLine]) -> Tally:
+def read_readings(path: Path) -> dict[tuple[str, object], bool]:
+    """{(file name, idx): right} from a readings file; one clear error for a bad line."""
+    readings = {}
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{where}: not JSON ({exc.msg})") from None
+        if (
+            not isinstance(row, dict)
+            or not isinstance(row.get("file"), str)
+            or "idx" not in row
+            or not isinstance(row.get("right"), bool)
+            or not str(row.get("why") or "").strip()
+        ):
+            raise UsageError(
+                f'{where}: a reading needs "file", "idx", "right" (true/false) and "why"'
+            )
+        readings[(Path(row["file"]).name, row["idx"])] = row["right"]
+    return readings
+
+
+def grade_lines(lines: list[GradedLine], read: dict[int, bool] | None = None) -> Tally:
+    """`read`: {line number: right} for the lines a person read."""
     tally = Tally()
     for item in lines:
         try:
@@ -175,7 +227,7 @@ def grade_lines(lines: list[GradedLine]) -> Tally:
             print(f"line {item.line}: reading failed ({exc!r})", file=sys.stderr)
             tally.failures += 1
             final, ours = None, False
-        tally.add(item, final, ours)
+        tally.add(item, final, ours, (read or {}).get(item.line))
     return tally
 
 
@@ -191,6 +243,15 @@ def format_tally(name: str, t: Tally) -> str:
         f"we reject, grader accepts {t.we_reject_grader_accepts} "
         f"({_percent(t.we_reject_grader_accepts, t.n)})"
         + (f"  reading failed {t.failures}" if t.failures else "")
+    )
+
+
+def format_read_tally(name: str, t: Tally) -> str:
+    return (
+        f"{name}: n={t.n}  with {t.corrected} grader verdicts corrected by reading: "
+        f"agreement {t.read_agree} ({_percent(t.read_agree, t.n)})  "
+        f"wrong answers accepted {t.wrong_accepted} ({_percent(t.wrong_accepted, t.n)})  "
+        f"right answers rejected {t.right_rejected} ({_percent(t.right_rejected, t.n)})"
     )
 
 
@@ -214,22 +275,35 @@ def format_disagreement(name: str, item: GradedLine, final: str | None, ours: bo
 def run_grade(args) -> int:
     started = time.perf_counter()
     # Read every file first, so a malformed line stops the run before anything is printed.
+    readings = read_readings(Path(args.readings)) if args.readings else None
     files = []
     for argument in args.files:
         path, start, end = parse_file_argument(argument)
-        files.append((argument if start else str(path), read_graded(path, start, end)))
+        lines = read_graded(path, start, end)
+        read = None
+        if readings is not None:
+            read = {
+                item.line: readings[(path.name, item.idx)]
+                for item in lines
+                if (path.name, item.idx) in readings
+            }
+        files.append((argument if start else str(path), lines, read))
     overall = Tally()
     reports = []
-    for name, lines in files:
-        tally = grade_lines(lines)
+    for name, lines, read in files:
+        tally = grade_lines(lines, read)
         overall.merge(tally)
         if args.show_disagreements:
             for item, final, ours in tally.disagreements:
                 print(format_disagreement(name, item, final, ours))
         reports.append(format_tally(name, tally))
+        if readings is not None:
+            reports.append(format_read_tally(name, tally))
     for report in reports:
         print(report)
     if len(files) > 1:
         print(format_tally("overall", overall))
+        if readings is not None:
+            print(format_read_tally("overall", overall))
     print(f"graded {overall.n} lines in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return 0
