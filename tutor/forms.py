@@ -1,4 +1,5 @@
-"""Forms: the ask box, the bank's filters, problem and solution editing, student sign-up."""
+"""Forms: the ask box, the bank's filters, the review list (filters, bulk approve or reject), problem and
+solution editing, classes, student sign-up."""
 
 from __future__ import annotations
 
@@ -94,6 +95,96 @@ class BankPageFilterForm(BankFilterForm):
         if self.cleaned_data.get("status") != self.GIVEN_UP:
             return super().filter(qs)
         return self.filter_but_status(qs).filter(pk__in=live.guided_given_up_ids())
+
+
+class ReviewFilterForm(forms.Form):
+    """The review list's filters: which answers, a search of their problems, a topic, the order."""
+
+    show = forms.ChoiceField(
+        required=False,
+        choices=[
+            ("waiting", "waiting for review 待审核"),
+            ("flagged", "needs a teacher's look 需要老师查看"),
+            (Solution.Status.UNVERIFIED, "not yet checked 尚未核对"),
+            (Solution.Status.VERIFIED, "matches the reference answer 与参考答案一致"),
+            (Solution.Status.APPROVED, "approved by a teacher 老师已审核"),
+            (Solution.Status.REJECTED, "rejected by a teacher 老师已驳回"),
+            (Solution.Status.FAILED, "no final answer 没有最终答案"),
+            ("all", "every answer 全部答案"),
+        ],
+    )
+    q = forms.CharField(required=False, max_length=200)
+    topic = forms.CharField(required=False, max_length=64)
+    order = forms.ChoiceField(
+        required=False,
+        choices=[
+            ("seen", "most students served first 看过的学生多的在前"),
+            ("new", "newest first 最新的在前"),
+        ],
+    )
+
+    def options(self) -> dict[str, str]:
+        """The filters to apply (defaults for what is missing or not valid)."""
+        data = self.cleaned_data if self.is_valid() else {}
+        return {
+            "show": data.get("show") or "waiting",
+            "query": data.get("q") or "",
+            "topic": normalize_topic(data.get("topic") or ""),
+            "order": data.get("order") or "seen",
+        }
+
+
+class AnswerIdsField(forms.Field):
+    """Answer numbers ticked on the review list (repeated `solutions` fields), duplicates dropped."""
+
+    widget = forms.MultipleHiddenInput
+
+    def to_python(self, value) -> list[int]:
+        if not value:
+            return []
+        if isinstance(value, str):
+            value = [value]
+        ids: list[int] = []
+        for raw in value:
+            raw = str(raw).strip()
+            if not raw.isdigit() or len(raw) > 18:
+                raise forms.ValidationError(
+                    f"“{raw[:20]}” is not an answer number. 不是答案编号。", code="invalid"
+                )
+            ids.append(int(raw))
+        return list(dict.fromkeys(ids))
+
+
+class BulkReviewForm(forms.Form):
+    """Approve or reject the ticked answers (at most bank.BULK_REVIEW_MAX in one request)."""
+
+    action = forms.ChoiceField(
+        choices=[("approve", "Approve selected 批量通过"), ("reject", "Reject selected 批量驳回")],
+        error_messages={
+            "required": "Choose approve or reject. 请选择通过或驳回。",
+            "invalid_choice": "Choose approve or reject. 请选择通过或驳回。",
+        },
+    )
+    solutions = AnswerIdsField(
+        error_messages={
+            "required": "Tick the answers to approve or reject first. 请先勾选要审核的答案。"
+        }
+    )
+
+    def clean_solutions(self) -> list[int]:
+        ids = self.cleaned_data["solutions"]
+        if len(ids) > bank.BULK_REVIEW_MAX:
+            raise forms.ValidationError(
+                f"At most {bank.BULK_REVIEW_MAX} answers at a time (you ticked {len(ids)}); "
+                f"nothing was changed. 一次最多{bank.BULK_REVIEW_MAX}个答案，未做任何改动。"
+            )
+        return ids
+
+    @property
+    def status(self) -> str:
+        return {"approve": Solution.Status.APPROVED, "reject": Solution.Status.REJECTED}[
+            self.cleaned_data["action"]
+        ]
 
 
 class ProblemForm(forms.ModelForm):

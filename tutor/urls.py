@@ -51,7 +51,9 @@ urlpatterns = [
         classes.reset_password,
         name="reset_password",
     ),
-    # Renaming and archiving classes (issue 12).
+    # Teachers' review list with bulk approve / reject; renaming and archiving classes (issue 12).
+    path("bank/review", teacher.review_list, name="review"),
+    path("bank/review/bulk", teacher.review_bulk, name="review_bulk"),
     path("classes/<int:classroom_id>/rename", classes.classroom_rename, name="classroom_rename"),
     path("classes/<int:classroom_id>/archive", classes.classroom_archive, name="classroom_archive"),
     path("homework", classes.homework, name="homework"),

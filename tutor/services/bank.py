@@ -1,8 +1,10 @@
 """The bank: problems, topics, teachers' reviews, aliases and blocks, missed questions, the fixture bank.
 
 Owns: searching the bank (`search_problems`), teachers' writes to the curated bank (add, edit, promote, merge, delete problems; the managed topic
-list; approve, reject and edit answers), the wordings people confirmed (aliases) or refused (blocks) and
-their effect on the loaded cache, `near_duplicates`, `missed_groups`, and loading fixtures/problems.jsonl.
+list; approve, reject and edit answers, one at a time or in bulk), the answers waiting for review and how
+many students were served each (`answers_to_review`, `with_seen_by`), the wordings people confirmed
+(aliases) or refused (blocks) and their effect on the loaded cache, `near_duplicates`, `missed_groups`,
+and loading fixtures/problems.jsonl.
 Does not own: the cache itself (`runtime`), the text rules (`text`), answering students (`asking`).
 """
 
@@ -10,13 +12,28 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Case, Count, Max, Q, QuerySet, Sum, Value, When
+from django.db.models import (
+    Case,
+    Count,
+    IntegerField,
+    Max,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from tutor.errors import BadFixture, BadQuestion, TopicInUse
+from tutor.errors import BadFixture, BadQuestion, Conflict, TopicInUse
 from tutor.models import (
     MatchBlock,
     Problem,
@@ -27,6 +44,7 @@ from tutor.models import (
     UsageCount,
     normalize_topic,
 )
+from tutor.permissions import TEACHER
 from tutor.services import bankcache, runtime
 from tutor.services.text import guess_lang, question_key, validate_question
 
@@ -192,17 +210,160 @@ def delete_problem(*, problem: Problem) -> None:
     transaction.on_commit(lambda: runtime.drop_problem(problem_id))
 
 
+# -- reviewing answers -------------------------------------------------------------------------------
+
+REVIEW_STATUSES = (Solution.Status.APPROVED, Solution.Status.REJECTED, Solution.Status.FLAGGED)
+# What "waiting for review" lists: answers no teacher has approved or rejected that have a final answer.
+WAITING_STATUSES = (Solution.Status.UNVERIFIED, Solution.Status.VERIFIED, Solution.Status.FLAGGED)
+# Answers one bulk approve or reject may touch (a review page shows 50).
+BULK_REVIEW_MAX = 100
+
+
+def approval_refusal(solution: Solution) -> str | None:
+    """Why this answer may not be approved (in both languages), or None. A final answer that contradicts
+    the problem's reference answer is never served (`Solution.objects.servable`), so "approved" would be
+    a label on an answer no student gets: the teacher corrects the answer (Edit) or the reference first."""
+    if solution.check_reference():
+        return (
+            f"its final answer {solution.final} contradicts the reference answer "
+            f"{solution.problem.reference_answer}: edit the answer or correct the reference answer "
+            "first. 最终答案与参考答案矛盾：请先修改答案或更正参考答案。"
+        )
+    return None
+
+
 @transaction.atomic
 def review_solution(*, solution: Solution, reviewer, status: str) -> Solution:
-    """Approve or reject (or flag) an answer; a rejection takes it out of service at once."""
-    allowed = (Solution.Status.APPROVED, Solution.Status.REJECTED, Solution.Status.FLAGGED)
-    if status not in allowed:
-        raise ValueError(f"status must be one of {allowed}")
+    """Approve or reject (or flag) an answer; a rejection takes it out of service at once (students'
+    question pages show the next best answer or the answer key). Raises Conflict when an approval is
+    refused (`approval_refusal`)."""
+    if status not in REVIEW_STATUSES:
+        raise ValueError(f"status must be one of {REVIEW_STATUSES}")
+    if status == Solution.Status.APPROVED:
+        refusal = approval_refusal(solution)
+        if refusal:
+            raise Conflict(f"Answer {solution.pk} was not approved: {refusal}")
     solution.status = status
     solution.reviewed_by = reviewer
     solution.reviewed_at = timezone.now()
     solution.save(update_fields=["status", "reviewed_by", "reviewed_at"])
     return solution
+
+
+@dataclass
+class BulkReview:
+    """What one bulk approve or reject did, answer by answer, in the order the teacher ticked them."""
+
+    status: str
+    done: list[Solution] = field(default_factory=list)  # now in `status`
+    unchanged: list[Solution] = field(default_factory=list)  # were in it already
+    refused: list[tuple[Solution, str]] = field(default_factory=list)  # could not be, and why
+    missing: list[int] = field(default_factory=list)  # no answer has this number (deleted since)
+    seen_by: dict[int, int] = field(default_factory=dict)  # students served each answer done
+
+
+@transaction.atomic
+def review_solutions(*, ids: list[int], reviewer, status: str) -> BulkReview:
+    """Approve or reject many answers at once: each through `review_solution` (the same rules, the same
+    reviewer and time, the same provenance as one at a time), all in this one transaction. An answer
+    refused (an approval that contradicts its reference answer) is reported, and the others go ahead;
+    an unexpected error rolls every one back. At most BULK_REVIEW_MAX (`tutor.forms` says so first)."""
+    if status not in (Solution.Status.APPROVED, Solution.Status.REJECTED):
+        raise ValueError("a bulk review approves or rejects")
+    ids = list(dict.fromkeys(ids))
+    if len(ids) > BULK_REVIEW_MAX:
+        raise ValueError(f"at most {BULK_REVIEW_MAX} answers at a time")
+    found = Solution.objects.select_for_update(of=("self",)).select_related("problem").in_bulk(ids)
+    report = BulkReview(status=status)
+    for pk in ids:
+        solution = found.get(pk)
+        if solution is None:
+            report.missing.append(pk)
+        elif solution.status == status:
+            report.unchanged.append(solution)
+        else:
+            try:
+                with transaction.atomic():  # a refusal leaves nothing of this answer behind
+                    review_solution(solution=solution, reviewer=reviewer, status=status)
+            except Conflict:
+                report.refused.append((solution, approval_refusal(solution) or ""))
+            else:
+                report.done.append(solution)
+    report.seen_by = seen_by([s.pk for s in report.done])
+    return report
+
+
+def _not_students() -> QuerySet:
+    """Teachers and admins: their own tries at a question are not a student being served an answer."""
+    return User.objects.filter(
+        Q(groups__name=TEACHER) | Q(is_staff=True) | Q(is_superuser=True)
+    ).values("pk")
+
+
+def _students_served(*, flagged: bool = False) -> Subquery:
+    """For each answer (OuterRef pk): how many students' questions were served it (Question.solution,
+    recorded when the answer was shown), distinct students; `flagged`: of those, the students who then
+    flagged their question ("not my question", "ask my teacher")."""
+    questions = Question.objects.filter(solution=OuterRef("pk")).exclude(user__in=_not_students())
+    if flagged:
+        questions = questions.flagged()
+    counted = (
+        questions.order_by().values("solution").annotate(n=Count("user", distinct=True)).values("n")
+    )
+    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
+
+
+def with_seen_by(solutions: QuerySet[Solution]) -> QuerySet[Solution]:
+    """Each answer annotated with `seen_by` (how many students were served it) and `flagged_by` (how
+    many of them flagged their question). Counts only: a teacher learns how many saw an answer, never
+    who (another teacher's class list stays theirs)."""
+    return solutions.annotate(seen_by=_students_served(), flagged_by=_students_served(flagged=True))
+
+
+def seen_by(solution_ids: list[int]) -> dict[int, int]:
+    """answer id -> how many students were served it (0 when none)."""
+    counts = dict.fromkeys(solution_ids, 0)
+    rows = with_seen_by(Solution.objects.filter(pk__in=solution_ids)).values_list("pk", "seen_by")
+    counts.update(rows)
+    return counts
+
+
+REVIEW_SHOW = ("waiting", "flagged", *Solution.Status.values, "all")
+
+
+def answers_to_review(
+    *, show: str = "waiting", query: str = "", topic: str = "", order: str = "seen"
+) -> QuerySet[Solution]:
+    """The answers on the teachers' review list, with `seen_by` and `flagged_by`:
+    `show` "waiting" (not yet approved or rejected, with a status that could be served: unverified,
+    verified, flagged), "flagged" (needs a teacher's look: flagged, or served to a student who flagged
+    their question), one status, or "all"; `query` searches the problems as the bank does, `topic` is
+    one topic; `order` "seen" (most students served first: what to look at first) or "new"."""
+    solutions = with_seen_by(Solution.objects.select_related("problem", "reviewed_by"))
+    if show == "waiting":
+        solutions = solutions.filter(status__in=WAITING_STATUSES)
+    elif show == "flagged":
+        flagged = Question.objects.flagged().filter(solution__isnull=False)
+        solutions = solutions.filter(
+            Q(status=Solution.Status.FLAGGED) | Q(pk__in=flagged.values("solution_id"))
+        )
+    elif show in Solution.Status.values:
+        solutions = solutions.filter(status=show)
+    elif show != "all":
+        raise ValueError(f"show must be one of {REVIEW_SHOW}")
+    if query:
+        found = search_problems(Problem.objects.all(), query).values("pk")
+        solutions = solutions.filter(problem__in=found)
+    if topic:
+        solutions = solutions.filter(problem__topic=topic)
+    if order == "new":
+        return solutions.order_by("-created", "-id")
+    return solutions.order_by("-seen_by", "-created", "-id")
+
+
+def waiting_count() -> int:
+    """Answers waiting for a teacher's review (the bank page's link says how many)."""
+    return Solution.objects.filter(status__in=WAITING_STATUSES).count()
 
 
 @transaction.atomic

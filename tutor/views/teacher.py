@@ -1,5 +1,6 @@
 """Pages for teachers: the problem bank, a problem and its answers, adding and editing problems,
-reviewing and correcting answers, missed questions, students' questions, aliases.
+reviewing and correcting answers (one at a time, or ticked on the review list and approved or rejected
+together), missed questions, students' questions, aliases.
 Thin: permission -> form -> service -> response. Every page is a 403 for students
 (`permissions.require_teacher` and the `*_for` fetchers, which also give 404 for what does not exist).
 """
@@ -12,10 +13,18 @@ from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from tutor import errors, permissions
-from tutor.forms import BankPageFilterForm, ProblemForm, SolutionEditForm
+from tutor.forms import (
+    BankPageFilterForm,
+    BulkReviewForm,
+    ProblemForm,
+    ReviewFilterForm,
+    SolutionEditForm,
+)
 from tutor.models import Problem, ProblemAlias, Question, Solution, Topic
 from tutor.services import bank as bank_service
 from tutor.services import live, precompute, text
@@ -27,6 +36,34 @@ STATUS_WORDS = {
     Solution.Status.REJECTED: "rejected 已驳回",
     Solution.Status.FLAGGED: "flagged for a teacher's look 已标记",
 }
+# A status as the review list and the problem page label it.
+STATUS_LABELS = {
+    Solution.Status.APPROVED: "approved 已通过",
+    Solution.Status.VERIFIED: "verified 已核对",
+    Solution.Status.UNVERIFIED: "not checked 未核对",
+    Solution.Status.FLAGGED: "flagged 需要查看",
+    Solution.Status.REJECTED: "rejected 已驳回",
+    Solution.Status.FAILED: "failed 失败",
+}
+# A bulk review's message lists at most this many answers by number, then "and N more".
+LIST_AT_MOST = 20
+
+
+def seen_words(n: int) -> str:
+    """ "seen by 3 students 已有3名学生看过" (a count, never names)."""
+    if not n:
+        return "not seen by any student yet 还没有学生看过"
+    return f"seen by {n} student{'s' if n != 1 else ''} 已有{n}名学生看过"
+
+
+def numbers(solutions, *, seen: dict[int, int] | None = None) -> str:
+    """ "#3, #7 (seen by 2 students 已有2名学生看过), … and 5 more 等" for a notice."""
+    parts = []
+    for s in solutions[:LIST_AT_MOST]:
+        n = (seen or {}).get(s.pk, 0)
+        parts.append(f"#{s.pk} ({seen_words(n)})" if n else f"#{s.pk}")
+    more = len(solutions) - LIST_AT_MOST
+    return ", ".join(parts) + (f" and {more} more 等{more}个" if more > 0 else "")
 
 
 def render_form(request: HttpRequest, template: str, form, **context) -> HttpResponse:
@@ -102,6 +139,7 @@ def bank(request: HttpRequest) -> HttpResponse:
             "rows": rows,
             "topics": list(topics),
             "query": query.urlencode(),
+            "waiting": bank_service.waiting_count(),
         },
     )
 
@@ -109,9 +147,9 @@ def bank(request: HttpRequest) -> HttpResponse:
 @login_required
 def problem_page(request: HttpRequest, problem_id: int) -> HttpResponse:
     problem = permissions.problem_for(request.user, problem_id)
-    solutions = problem.solutions.select_related("reviewed_by", "created_by").order_by(
-        "-created", "-id"
-    )
+    solutions = bank_service.with_seen_by(
+        problem.solutions.select_related("reviewed_by", "created_by")
+    ).order_by("-created", "-id")
     best = problem.best_solution()
     # Students get only the answer key: are worked steps towards it being written, or given up?
     answer_key_only = best is None and bool(problem.reference_answer)
@@ -223,9 +261,112 @@ def solution_review(request: HttpRequest, solution_id: int) -> HttpResponse:
     status = request.POST.get("status", "")
     if status not in (Solution.Status.APPROVED, Solution.Status.REJECTED, Solution.Status.FLAGGED):
         return HttpResponse("status must be approved, rejected or flagged", status=400)
-    bank_service.review_solution(solution=solution, reviewer=request.user, status=status)
-    messages.success(request, f"Answer {solution.pk}: {STATUS_WORDS.get(status, status)}.")
+    try:
+        bank_service.review_solution(solution=solution, reviewer=request.user, status=status)
+    except errors.Conflict as exc:
+        messages.error(request, str(exc))
+        return redirect("problem", problem_id=solution.problem_id)
+    notice = f"Answer {solution.pk}: {STATUS_WORDS.get(status, status)}."
+    seen = bank_service.seen_by([solution.pk])[solution.pk]
+    if status == Solution.Status.REJECTED and seen:
+        notice += (
+            f" {seen} student{'s' if seen != 1 else ''} had seen it 已有{seen}名学生看过; their "
+            "question pages no longer show it. 他们的提问页面不再显示这个答案。"
+        )
+    messages.success(request, notice)
     return redirect("problem", problem_id=solution.problem_id)
+
+
+@require_GET
+@login_required
+def review_list(request: HttpRequest) -> HttpResponse:
+    """Answers to review, most students served first: tick several and approve or reject them."""
+    permissions.require_teacher(request.user)
+    form = ReviewFilterForm(request.GET)
+    options = form.options()
+    solutions = bank_service.answers_to_review(**options)
+    page = Paginator(solutions, PAGE_SIZE).get_page(request.GET.get("page"))
+    for solution in page.object_list:
+        solution.label = STATUS_LABELS.get(solution.status, solution.status)
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "tutor/review.html",
+        {
+            "form": form,
+            "options": options,
+            "page": page,
+            "topics": list(Topic.objects.values_list("name", flat=True)),
+            "query": query.urlencode(),
+            "bulk_max": bank_service.BULK_REVIEW_MAX,
+        },
+    )
+
+
+@require_POST
+@login_required
+def review_bulk(request: HttpRequest) -> HttpResponse:
+    """Approve or reject the ticked answers, each by the rules of one review, in one transaction;
+    the notices say what was done, what was already so, and what was refused and why."""
+    permissions.require_teacher(request.user)
+    back = request.POST.get("next", "")
+    if not back.startswith("/") or not url_has_allowed_host_and_scheme(
+        back, allowed_hosts={request.get_host()}
+    ):
+        back = reverse("review")
+    form = BulkReviewForm(request.POST)
+    if not form.is_valid():
+        for problems in form.errors.values():
+            for problem in problems:
+                messages.error(request, problem)
+        return redirect(back)
+    report = bank_service.review_solutions(
+        ids=form.cleaned_data["solutions"], reviewer=request.user, status=form.status
+    )
+    approving = form.status == Solution.Status.APPROVED
+    if report.done:
+        n = len(report.done)
+        if approving:
+            messages.success(
+                request,
+                f"Approved {n} answer{'s' if n != 1 else ''} 已通过{n}个答案: "
+                f"{numbers(report.done)}. Students asking these problems are served them.",
+            )
+        else:
+            students = sum(report.seen_by.values())
+            note = (
+                f" Before this they had been served to {students} student"
+                f"{'s' if students != 1 else ''} in all (counted per answer); those students' "
+                "question pages no longer show them. 学生的提问页面不再显示这些答案。"
+                if students
+                else ""
+            )
+            messages.success(
+                request,
+                f"Rejected {n} answer{'s' if n != 1 else ''} 已驳回{n}个答案: "
+                f"{numbers(report.done, seen=report.seen_by)}.{note}",
+            )
+    if report.unchanged:
+        word = "approved 已是通过状态" if approving else "rejected 已是驳回状态"
+        messages.info(
+            request, f"Already {word}, left as they were 未改动: {numbers(report.unchanged)}."
+        )
+    for solution, why in report.refused[:LIST_AT_MOST]:
+        messages.error(
+            request,
+            f"Not approved 未通过: answer #{solution.pk} (problem #{solution.problem_id}): {why}",
+        )
+    if len(report.refused) > LIST_AT_MOST:
+        more = len(report.refused) - LIST_AT_MOST
+        messages.error(request, f"… and {more} more not approved for the same kind of reason.")
+    if report.missing:
+        listed = ", ".join(f"#{pk}" for pk in report.missing[:LIST_AT_MOST])
+        messages.error(
+            request,
+            f"No such answer (deleted since the page was loaded?) 没有这些答案: {listed}.",
+        )
+    return redirect(back)
 
 
 @login_required
