@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from tutor import errors, permissions
 from tutor.models import Problem, Topic
 from tutor.services import packs, status
+from tutor.views.runs import STATUS_WORDS
 
 SESSION_KEY = "pack_uploads"  # the tokens of this admin's uploads waiting to be imported
 KEEP_TOKENS = 5
@@ -42,7 +43,8 @@ class ExportForm(forms.Form):
         max_length=200,
         required=False,
         label="Your school 学校名称",
-        help_text="written into the pack: a school importing it sees it beside the answers",
+        help_text="written into the pack: a school importing it sees it beside the answers "
+        "写入答案包：导入的学校会在答案旁看到它",
     )
 
     def __init__(self, *args, **kwargs):
@@ -55,7 +57,8 @@ class ExportForm(forms.Form):
 class UploadForm(forms.Form):
     pack = forms.FileField(
         label="Answer pack 答案包",
-        help_text=f"a .sqlite file from `export_pack` or a precompute; at most {MAX_MB} MB",
+        help_text=f"a .sqlite file from `export_pack` or a precompute; at most {MAX_MB} MB "
+        f"由 export_pack 或预生成得到的 .sqlite 文件，最大 {MAX_MB} MB",
         error_messages={
             "required": "Choose a pack file. 请选择答案包文件。",
             "empty": "The file is empty, not an answer pack. 文件是空的，不是答案包。",
@@ -75,7 +78,10 @@ def _tools(request: HttpRequest, template: str, context: dict, status_code: int 
 @login_required
 def status_page(request: HttpRequest) -> HttpResponse:
     permissions.require_admin(request.user)
-    return _tools(request, "status.html", {"s": status.snapshot()})
+    snapshot = status.snapshot()
+    for run, _ in snapshot.runs:
+        run.status_words = STATUS_WORDS.get(run.status, run.status)
+    return _tools(request, "status.html", {"s": snapshot})
 
 
 # -- answer packs ------------------------------------------------------------------------------------
@@ -148,7 +154,10 @@ def pack_upload(request: HttpRequest) -> HttpResponse:
     except ValueError:
         length = 0
     if length > MAX_BODY:
-        refused = f"The file is larger than {MAX_MB} MB: import it with `manage.py import_pack`."
+        refused = (
+            f"The file is larger than {MAX_MB} MB: import it with `manage.py import_pack`. "
+            f"文件大于 {MAX_MB} MB，请用 manage.py import_pack 导入。"
+        )
         return _packs_page(request, refused=refused, status_code=413)
     return _pack_upload(request)
 
@@ -183,7 +192,9 @@ def pack_import(request: HttpRequest) -> HttpResponse:
     token = request.POST.get("token", "")
     mine = request.session.get(SESSION_KEY, [])
     if token not in mine:
-        raise errors.NotFound("no such upload: upload the pack again")
+        raise errors.NotFound(
+            "no such upload: upload the pack again 没有这个上传，请重新上传答案包"
+        )
     request.session[SESSION_KEY] = [t for t in mine if t != token]
     if request.POST.get("action") == "cancel":
         packs.discard_upload(token=token)

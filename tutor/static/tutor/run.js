@@ -14,7 +14,10 @@
         const v = get(f, el.dataset.k); el.textContent = v == null ? "—" : v;
       });
       const bar = document.getElementById("run-bar"); bar.max = f.total; bar.value = f.finished;
-      const st = document.getElementById("run-status"); st.textContent = f.status; st.className = "tag tag-" + f.status;
+      const st = document.getElementById("run-status");
+      // The status in both languages, as the page wrote it (data-w-<status> on the tag).
+      const word = st.dataset["w" + f.status.charAt(0).toUpperCase() + f.status.slice(1)];
+      st.textContent = word || f.status; st.className = "tag tag-" + f.status;
       if (["queued", "running", "cancelling"].includes(f.status)) setTimeout(poll, 2000);
     } catch (e) { setTimeout(poll, 5000); }
   }
