@@ -140,7 +140,9 @@ def clean_question(text: str) -> str:
 
 MAX_ANSWER_CHARS = 200  # a reference answer or a rejected final answer, quoted in one line
 MAX_SOLUTION_CHARS = 6000  # a solution quoted back for a follow-up question (its answer part)
-MAX_FOLLOW_UP_CHARS = 1000
+# A follow-up is held to the same limit as a question (and told so in the same words): all of it
+# reaches the model, never a silently shortened one.
+MAX_FOLLOW_UP_CHARS = MAX_QUESTION_CHARS
 
 # Chat-template markers of the families above and their relatives (<|im_start|>, <｜User｜>, <|endoftext|>),
 # and reasoning tags: none may come from quoted text.
@@ -193,19 +195,57 @@ def render_retry(family: PromptFamily, question: str, rejected: str | None) -> s
     return family._turn(f"{as_data(question)}\n\n{hint}\n{BOXED_INSTRUCTION}")
 
 
-def render_follow_up(family: PromptFamily, question: str, solution: str, follow_up: str) -> str:
+_CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+def render_follow_up(
+    family: PromptFamily,
+    question: str,
+    solution: str,
+    follow_up: str,
+    *,
+    lang: str | None = None,
+    partial: bool = False,
+) -> str:
     """The raw model input for a student's `follow_up` question about `solution`, a worked solution of
     `question`. Pass the solution's answer part, not its reasoning (the R1 distill's chat template drops
     earlier reasoning too); it is cut at MAX_SOLUTION_CHARS, the follow-up at MAX_FOLLOW_UP_CHARS.
-    Raises InvalidQuestion when the follow-up is empty."""
+    `lang` "zh" or "en" is the language the instructions are written in and the reply is asked for
+    (None: Chinese when the follow-up has Chinese characters in it, else English). `partial`: the
+    student has seen only these first steps of a step-by-step answer, and the model is asked not to give
+    the rest away. Raises InvalidQuestion when the follow-up is empty."""
     asked = as_data(follow_up, limit=MAX_FOLLOW_UP_CHARS)
     if not asked:
         raise InvalidQuestion("the follow-up question is empty")
+    if lang is None:
+        lang = "zh" if _CJK.search(asked) else "en"
+    problem, shown = as_data(question), as_data(solution, limit=MAX_SOLUTION_CHARS)
+    if lang == "zh":
+        if partial:
+            intro = "一个学生正在一步一步地学习下面这道题的解答，已经看了前面几步，对这些步骤提出了一个问题。"
+            heading = "学生已经看到的步骤："
+            keep = "不要说出后面的步骤和最终答案。"
+        else:
+            intro = "一个学生看了下面这道题的解答，对解答提出了一个问题。"
+            heading, keep = "解答：", ""
+        return family._turn(
+            f"{intro}\n\n题目：\n{problem}\n\n{heading}\n{shown}\n\n学生的问题：\n{asked}\n\n"
+            f"请用中文清楚地、一步一步地回答学生的问题。{keep}"
+            "如果回答的最后是一个数值，请把它写在 \\boxed{} 里。"
+        )
+    if partial:
+        intro = (
+            "A student is working through the solution of this problem step by step, has seen its "
+            "first steps, and asks a question about them."
+        )
+        heading = "The steps the student has seen:"
+        keep = " Do not give away the later steps or the final answer."
+    else:
+        intro = "A student solved this problem with the worked solution below, and asks a question about it."
+        heading, keep = "Solution:", ""
     return family._turn(
-        "A student solved this problem with the worked solution below, and asks a question about it.\n\n"
-        f"Problem:\n{as_data(question)}\n\n"
-        f"Solution:\n{as_data(solution, limit=MAX_SOLUTION_CHARS)}\n\n"
+        f"{intro}\n\nProblem:\n{problem}\n\n{heading}\n{shown}\n\n"
         f"The student's question:\n{asked}\n\n"
-        "Answer the student's question clearly, step by step. If the reply ends in a value, put it "
-        "within \\boxed{}."
+        f"Answer the student's question clearly, step by step, in English.{keep} If the reply ends in "
+        "a value, put it within \\boxed{}."
     )

@@ -995,3 +995,72 @@ class StepProgress(models.Model):
     @property
     def needed_hints(self) -> bool:
         return self.most_shown > 0 or self.whole
+
+
+class FollowUp(models.Model):
+    """A student's question about an answer they were shown ("why is step 2 true?"), answered by a live
+    generation with the problem and that answer in the prompt (tutor.services.asking.ask_follow_up).
+
+    Not a bank problem: it never becomes a Problem, a Solution or a Question, so it never enters the
+    bank, the answer cache or the teachers' missed list; it is kept under the question it was asked on
+    (and so under that question's problem in the student's history). `outcome` moves from generating to
+    answered or failed, as a live question's does, and the model's reply is stored here, as written."""
+
+    class Outcome(models.TextChoices):
+        GENERATING = "generating", "being written"
+        ANSWERED = "answered", "answered"
+        FAILED = "failed", "no reply"
+
+    question = models.ForeignKey(Question, on_delete=models.CASCADE, related_name="follow_ups")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="follow_ups"
+    )
+    text = models.TextField()
+    # The answer it asks about (None: the answer key alone); how much of it the student had been shown
+    # when they asked (0: all of it; n: the first n steps of a step-by-step answer).
+    solution = models.ForeignKey(
+        Solution, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    steps_shown = models.PositiveSmallIntegerField(default=0)
+    outcome = models.CharField(
+        max_length=16, choices=Outcome.choices, default=Outcome.GENERATING, db_index=True
+    )
+    reasoning = models.TextField(blank=True)
+    reply = models.TextField(blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    live = models.ForeignKey(
+        LiveGeneration, null=True, blank=True, on_delete=models.SET_NULL, related_name="follow_ups"
+    )
+    model_name = models.CharField(max_length=100, blank=True)
+    finish_reason = models.CharField(max_length=16, blank=True)
+    new_tokens = models.PositiveIntegerField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created", "id"]
+
+    def __str__(self) -> str:
+        return f"follow-up {self.pk} on question {self.question_id} ({self.outcome})"
+
+    def to_dict(self) -> dict:
+        """The API's view of a follow-up (POST /api/questions/<id>/followup, GET /api/followups/<id>,
+        the stream's "done")."""
+        data: dict = {
+            "id": self.pk,
+            "question_id": self.question_id,
+            "status": self.outcome,
+            "question": self.text,
+            "created": self.created.isoformat(),
+        }
+        if self.outcome == self.Outcome.ANSWERED:
+            data["reply"] = {
+                "text": self.reply,
+                "reasoning": self.reasoning,
+                "cut_short": self.finish_reason == "length",
+            }
+        elif self.outcome == self.Outcome.GENERATING:
+            data["stream"] = f"/api/followups/{self.pk}/stream"
+        else:
+            data["error"] = self.error
+        return data

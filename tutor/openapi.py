@@ -19,11 +19,17 @@ _answer = {
     "type": "object",
     "required": ["text", "final", "reasoning", "solution_id", "status"],
     "properties": {
-        "text": {"type": "string", "description": "the visible answer (LaTeX allowed)"},
-        "final": {"type": ["string", "null"], "description": "the extracted final answer"},
+        "text": {
+            "type": ["string", "null"],
+            "description": "the visible answer (LaTeX allowed); null while `withheld`",
+        },
+        "final": {
+            "type": ["string", "null"],
+            "description": "the extracted final answer (null: none, or `withheld`)",
+        },
         "reasoning": {
-            "type": "string",
-            "description": "the chain of thought ('' for teachers' solutions)",
+            "type": ["string", "null"],
+            "description": "the chain of thought ('' for teachers' solutions); null while `withheld`",
         },
         "solution_id": {"type": ["integer", "null"], "description": "null for the answer key"},
         "status": {
@@ -31,8 +37,59 @@ _answer = {
             "description": "approved: by a teacher; verified: matches the reference answer; "
             "unverified: not yet checked; answer_key: the problem's reference answer alone",
         },
+        "withheld": {
+            "type": "boolean",
+            "description": "true: shown step by step and the whole solution not asked for yet; "
+            "the steps shown so far are in the question's `steps`",
+        },
     },
 }
+
+_steps = {
+    "type": "object",
+    "required": ["steps", "shown", "total", "whole", "checks", "last_check", "last_right"],
+    "properties": {
+        "steps": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "the steps revealed so far (LaTeX allowed), first to last",
+        },
+        "shown": {"type": "integer", "minimum": 0},
+        "total": {"type": "integer", "minimum": 0, "description": "how many steps the answer has"},
+        "whole": {"type": "boolean", "description": "the student asked for the whole solution"},
+        "checks": {"type": "integer", "minimum": 0, "description": "answers checked so far"},
+        "last_check": {"type": ["string", "null"], "description": "the last answer checked"},
+        "last_right": {"type": ["boolean", "null"], "description": "null: none checked yet"},
+        "right": {"type": "boolean", "description": "POST check only: the answer is right"},
+    },
+}
+
+_follow_up = {
+    "type": "object",
+    "description": "a follow-up question on an answer, answered by a live generation (never a "
+    "problem of the bank)",
+    "required": ["id", "question_id", "status", "question", "created"],
+    "properties": {
+        "id": {"type": "integer"},
+        "question_id": {"type": "integer", "description": "the question whose answer it is about"},
+        "status": {"enum": ["generating", "answered", "failed"]},
+        "question": {"type": "string", "description": "the student's follow-up question"},
+        "created": {"type": "string", "format": "date-time"},
+        "reply": {
+            "type": "object",
+            "description": "status answered: the model's reply (nobody has checked it)",
+            "required": ["text", "reasoning", "cut_short"],
+            "properties": {
+                "text": {"type": "string", "description": "the reply (LaTeX allowed)"},
+                "reasoning": {"type": "string", "description": "the chain of thought, if any"},
+                "cut_short": {"type": "boolean", "description": "the length limit ended it"},
+            },
+        },
+        "stream": {"type": "string", "description": "while generating: the server-sent-events URL"},
+        "error": {"type": "string", "description": "status failed: why"},
+    },
+}
+
 
 _question = {
     "type": "object",
@@ -95,6 +152,21 @@ _question = {
         "error": {"type": "string"},
         "refusal": {"enum": ["busy", "no_model"]},
         "feedback": {"enum": ["not_my_question", "ask_teacher"]},
+        "steps": {
+            **_steps,
+            "description": "the asker, on a banked answer shown step by step (as its page shows it): "
+            "the steps shown so far and how many there are. Until `whole`, `answer` is `withheld`; "
+            "GET `reveal` opens the whole solution",
+        },
+        "reveal": {
+            "type": "string",
+            "description": "while `answer` is withheld: GET it for the whole solution (recorded)",
+        },
+        "follow_ups": {
+            "type": "array",
+            "items": _follow_up,
+            "description": "the asker's follow-up questions on this problem's answers, oldest first",
+        },
     },
 }
 
@@ -116,25 +188,6 @@ _problem = {
 }
 
 
-_steps = {
-    "type": "object",
-    "required": ["steps", "shown", "total", "whole", "checks", "last_check", "last_right"],
-    "properties": {
-        "steps": {
-            "type": "array",
-            "items": {"type": "string"},
-            "description": "the steps revealed so far (LaTeX allowed), first to last",
-        },
-        "shown": {"type": "integer", "minimum": 0},
-        "total": {"type": "integer", "minimum": 0, "description": "how many steps the answer has"},
-        "whole": {"type": "boolean", "description": "the student asked for the whole solution"},
-        "checks": {"type": "integer", "minimum": 0, "description": "answers checked so far"},
-        "last_check": {"type": ["string", "null"], "description": "the last answer checked"},
-        "last_right": {"type": ["boolean", "null"], "description": "null: none checked yet"},
-        "right": {"type": "boolean", "description": "POST check only: the answer is right"},
-    },
-}
-
 # 429: a stored refused question (refusal busy), or an error (refusal one_at_a_time, nothing stored).
 _refused = {
     "anyOf": [
@@ -145,6 +198,18 @@ _refused = {
             "properties": {"error": {"type": "string"}, "refusal": {"const": "one_at_a_time"}},
         },
     ]
+}
+
+
+# A live generation refused before anything was stored: {"error", "refusal"} (and "status" for Refused).
+_refusal = {
+    "type": "object",
+    "required": ["error", "refusal"],
+    "properties": {
+        "error": {"type": "string"},
+        "refusal": {"enum": ["busy", "rate", "one_at_a_time", "no_model", "db_busy"]},
+        "status": {"const": "refused"},
+    },
 }
 
 
@@ -177,6 +242,17 @@ _qid = [
         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
     }
 ]
+_follow_up_errors = {
+    "401": _errors["401"],
+    "404": _json(_error, "no such follow-up question, or not yours"),
+}
+_after = {
+    "name": "after",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 0, "maximum": 999999999},
+    "description": "send the pieces after this one (the later of this and Last-Event-ID)",
+}
 # What `tutor.services.text.validate_question` accepts: at most MAX_QUESTION_CHARS characters (the raw
 # string here, as the API view checks it), something besides spaces, and no control characters but tab and
 # newlines (nor U+FFFD; a lone surrogate, which no schema regex can name, is refused too).
@@ -208,7 +284,12 @@ SCHEMA: dict = {
             },
             "session": {"type": "apiKey", "in": "cookie", "name": "sessionid"},
         },
-        "schemas": {"Question": _question, "Problem": _problem, "Error": _error},
+        "schemas": {
+            "Question": _question,
+            "FollowUp": _follow_up,
+            "Problem": _problem,
+            "Error": _error,
+        },
     },
     "security": [{"bearer": []}, {"session": []}],
     "paths": {
@@ -245,8 +326,27 @@ SCHEMA: dict = {
         "/api/questions/{id}": {
             "get": {
                 "summary": "A question: status moves from generating to answered or failed",
-                "parameters": _qid,
-                "responses": {"200": _json(_question, "the question"), **_errors},
+                "description": "As the question's page shows it. To the student who asked, a banked "
+                "answer of several steps comes step by step: `steps` holds the steps shown so far "
+                "(POST /api/questions/{id}/steps shows more) and `answer` is `withheld` (no text, "
+                "final answer or reasoning) until the whole solution was asked for, here with "
+                "`?reveal=solution` (recorded as the page's Whole solution button is). Teachers get "
+                "every answer whole.",
+                "parameters": [
+                    *_qid,
+                    {
+                        "name": "reveal",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"enum": ["solution"]},
+                        "description": "the asker opens the whole solution (recorded)",
+                    },
+                ],
+                "responses": {
+                    "200": _json(_question, "the question"),
+                    "400": _json(_error, "`reveal` is not `solution`"),
+                    **_errors,
+                },
             }
         },
         "/api/questions/{id}/stream": {
@@ -261,16 +361,7 @@ SCHEMA: dict = {
                     "pieces after n, none twice. A question that is not generating gets the done event at "
                     "once. Lines starting with ':' are keep-alives; `retry:` is the reconnect delay in ms."
                 ),
-                "parameters": [
-                    *_qid,
-                    {
-                        "name": "after",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "integer", "minimum": 0, "maximum": 999999999},
-                        "description": "send the pieces after this one (the later of this and Last-Event-ID)",
-                    },
-                ],
+                "parameters": [*_qid, _after],
                 "responses": {
                     "200": {
                         "description": "text/event-stream",
@@ -374,6 +465,103 @@ SCHEMA: dict = {
                     "403": _json(_error, "not the asker, or a session request without CSRF token"),
                     "409": _json(_error, "the question has no banked answer or no final answer"),
                     **_errors,
+                },
+            }
+        },
+        "/api/questions/{id}/retry": {
+            "post": {
+                "summary": "Try again (a failed live answer) or another answer (a finished one)",
+                "description": "A new live generation with a new seed, under the limits of an ask. "
+                "Its final answer is checked as any live answer's: one a teacher rejected is never "
+                "served. Should it come to nothing, the answer the student had stays.",
+                "parameters": _qid,
+                "responses": {
+                    "202": _json(_question, "status generating: follow `stream`"),
+                    "200": _json(_question, "answered at once (another student's answer joined)"),
+                    "403": _json(_error, "not the asker, or a session request without CSRF token"),
+                    "409": _json(_error, "not a live answer that failed or finished"),
+                    "429": _json(_refusal, "busy, or a live answer of yours is being written"),
+                    "503": _json(_refusal, "no model is prepared, or the database is busy"),
+                    **_errors,
+                },
+            }
+        },
+        "/api/questions/{id}/followup": {
+            "post": {
+                "summary": "Ask about this answer ('why is step 2 true?'): a live generation",
+                "description": "The asker's question about the answer they were shown: the problem "
+                "and the answer (as much of it as they have seen, when it comes step by step) go "
+                "into the prompt. Queued like any live answer (the ask rate, one live answer per "
+                "student, the slot limit). It never becomes a problem of the bank; it is listed "
+                "under the question (`follow_ups`).",
+                "parameters": _qid,
+                "requestBody": _body("question", _question_text),
+                "responses": {
+                    "202": _json(_follow_up, "status generating: follow `stream`"),
+                    "400": _json(
+                        _error,
+                        f"not JSON, no question, empty, over {MAX_QUESTION_CHARS} characters, "
+                        "control characters",
+                    ),
+                    "403": _json(_error, "not the asker, or a session request without CSRF token"),
+                    "409": _json(
+                        _error, "no answer shown yet (take a hint first), or it is being written"
+                    ),
+                    "429": _json(
+                        _refusal,
+                        "too many asks this minute, busy, or a live answer of yours is being written",
+                    ),
+                    "503": _json(_refusal, "no model is prepared, or the database is busy"),
+                    **_errors,
+                },
+            }
+        },
+        "/api/followups/{id}": {
+            "get": {
+                "summary": "A follow-up question: status moves from generating to answered or failed",
+                "parameters": _qid,
+                "responses": {"200": _json(_follow_up, "the follow-up"), **_follow_up_errors},
+            }
+        },
+        "/api/followups/{id}/stream": {
+            "get": {
+                "summary": "Server-sent events of a follow-up's reply",
+                "description": "As /api/questions/{id}/stream: numbered reasoning and answer pieces, "
+                "then one `done` event with the follow-up.",
+                "parameters": [*_qid, _after],
+                "responses": {
+                    "200": {
+                        "description": "text/event-stream",
+                        "content": {"text/event-stream": {}},
+                    },
+                    "400": _json(_error, "`after` is not a whole number from 0 to 999999999"),
+                    **_follow_up_errors,
+                },
+            }
+        },
+        "/api/followups/{id}/stop": {
+            "post": {
+                "summary": "Stop a follow-up's reply (the asker)",
+                "parameters": _qid,
+                "responses": {
+                    "200": _json(_follow_up, "stopped: status failed"),
+                    "403": _json(_error, "not the asker, or a session request without CSRF token"),
+                    **_follow_up_errors,
+                },
+            }
+        },
+        "/api/followups/{id}/retry": {
+            "post": {
+                "summary": "Try again (failed, in its place) or another answer (answered: a new "
+                "follow-up with the same words)",
+                "parameters": _qid,
+                "responses": {
+                    "202": _json(_follow_up, "status generating: follow `stream`"),
+                    "403": _json(_error, "not the asker, or a session request without CSRF token"),
+                    "409": _json(_error, "it is being written now, or its answer is gone"),
+                    "429": _json(_refusal, "busy, or a live answer of yours is being written"),
+                    "503": _json(_refusal, "no model is prepared, or the database is busy"),
+                    **_follow_up_errors,
                 },
             }
         },

@@ -19,6 +19,7 @@ from tutor.models import (
     Assignment,
     Classroom,
     ClassroomQuerySet,
+    FollowUp,
     Membership,
     PrecomputeRun,
     Problem,
@@ -41,6 +42,12 @@ ASKER_ACTIONS = {
     "retry": "only the student who asked can try again",
     "steps": "only the student who asked can take hints on it",
     "check": "only the student who asked can check an answer to it",
+    "followup": "only the student who asked can ask about this answer",
+}
+# Actions on a follow-up question (on an answer) only the student who asked it may take.
+FOLLOW_UP_ACTIONS = {
+    "stop": "only the student who asked can stop it",
+    "retry": "only the student who asked can try again",
 }
 
 
@@ -139,6 +146,28 @@ def question_for(user, question_id: int, *, action: str = "view") -> Question:
     if action not in ASKER_ACTIONS and action not in ("view", "link"):
         raise ValueError(f"unknown action {action!r}")
     return question
+
+
+def follow_up_for(user, follow_up_id: int, *, action: str = "view") -> FollowUp:
+    """A follow-up question on an answer, for `action`: "view" (its asker, and teachers, who see the
+    question it was asked on) or one of FOLLOW_UP_ACTIONS (its asker only: 403 for a teacher, 404 for
+    another student)."""
+    if action != "view" and action not in FOLLOW_UP_ACTIONS:
+        raise ValueError(f"unknown action {action!r}")
+    follow_up = (
+        FollowUp.objects.select_related("question", "question__problem")
+        .filter(pk=follow_up_id)
+        .first()
+    )
+    if follow_up is None or not (
+        user.is_authenticated
+        and user.is_active
+        and (follow_up.user_id == user.pk or is_teacher(user))
+    ):
+        raise NotFound("no such follow-up question")
+    if action in FOLLOW_UP_ACTIONS and follow_up.user_id != user.pk:
+        raise Forbidden(FOLLOW_UP_ACTIONS[action])
+    return follow_up
 
 
 def problem_for(user, problem_id: int, *, students_only: bool = False) -> Problem:

@@ -1,9 +1,11 @@
 """A student's question: answered from the bank, "is this your question?", or a live generation.
 
 Owns: `answer_question` (cache lookup -> a stored answer, suggestions, or a live generation), serving a
-matched problem, the student's choice among suggestions, "try again" and feedback; fair use (issue 13):
-`check_ask_rate` (SUANJING_ASKS_PER_MINUTE per student, a sliding minute over their stored questions, so
-it holds across processes), refusals raised as `Refused` (429 + Retry-After, or 503) and counted per
+matched problem, the student's choice among suggestions, "try again" (a failed live answer) and "another
+answer" (a finished one), follow-up questions on an answer (`ask_follow_up`, `retry_follow_up`: a live
+generation each, never a problem of the bank), and feedback; fair use (issue 13):
+`check_ask_rate` (SUANJING_ASKS_PER_MINUTE per student, a sliding minute over their stored questions and
+follow-ups, so it holds across processes), refusals raised as `Refused` (429 + Retry-After, or 503) and counted per
 student and day in UsageCount ("refused:<reason>") instead of being stored as questions, and asks that
 wait out a busy SQLite writer (`database is locked`: retried with backoff, never a 500).
 The one-at-a-time rule for live generations is `live`'s (counted there in the database).
@@ -30,8 +32,8 @@ from django.utils import timezone
 
 from tutor import permissions
 from tutor.errors import RETRY_AFTER_S, BadQuestion, OneAtATime, Refused
-from tutor.models import Problem, ProblemAlias, Question, Solution, UsageCount
-from tutor.services import bank, live, runtime
+from tutor.models import FollowUp, Problem, ProblemAlias, Question, Solution, UsageCount
+from tutor.services import bank, live, runtime, steps
 from tutor.services.text import question_key, validate_question
 
 REMEMBER_FAILURES_H = 24  # a failed question asked again within this many hours shows the failure
@@ -69,17 +71,24 @@ def count_usage(user, kind: str) -> None:
 
 def check_ask_rate(user) -> None:
     """Refuse ("rate", 429) a student's ask beyond SUANJING_ASKS_PER_MINUTE in the last 60 s. The window
-    is their stored questions' `created`, so every process sees the same count; refusals are not
-    stored, so being refused does not prolong the wait. Teachers and admins are not limited."""
+    is their stored questions' and follow-ups' `created`, so every process sees the same count;
+    refusals are not stored, so being refused does not prolong the wait. Teachers and admins are not
+    limited."""
     limit = settings.SUANJING_ASKS_PER_MINUTE
     if limit <= 0 or permissions.is_teacher(user):
         return
     now = timezone.now()
-    recent = list(
-        Question.objects.filter(user=user, created__gt=now - dt.timedelta(seconds=60))
-        .order_by("-created")
-        .values_list("created", flat=True)[:limit]
-    )
+    since = now - dt.timedelta(seconds=60)
+    recent = sorted(
+        (
+            created
+            for model in (Question, FollowUp)
+            for created in model.objects.filter(user=user, created__gt=since)
+            .order_by("-created")
+            .values_list("created", flat=True)[:limit]
+        ),
+        reverse=True,
+    )[:limit]
     if len(recent) < limit:
         return
     wait = max(1, math.ceil((recent[-1] + dt.timedelta(seconds=60) - now).total_seconds()))
@@ -98,8 +107,13 @@ def _refused(question: Question, *, created: bool) -> Refused:
     if created and question.pk is not None:
         with runtime.one_writer():
             Question.objects.filter(pk=question.pk).delete()
+    return _refusal(reason, question.error, getattr(question, "retry_after", None))
+
+
+def _refusal(reason: str, error: str, retry_after: int | None = None) -> Refused:
+    """A live generation refused ("busy", or no model), in the words a student reads."""
     if reason == "busy":
-        wait = getattr(question, "retry_after", None) or RETRY_AFTER_S
+        wait = retry_after or RETRY_AFTER_S
         return Refused(
             f"Busy: every live answer is taken. Try again in {wait} s. "
             f"现在太忙，请{wait}秒后再问。",
@@ -107,7 +121,7 @@ def _refused(question: Question, *, created: bool) -> Refused:
             retry_after=wait,
         )
     return Refused(
-        f"{question.error or 'No model is prepared.'} 暂时不能生成新答案，请稍后再问或问老师。",
+        f"{error or 'No model is prepared.'} 暂时不能生成新答案，请稍后再问或问老师。",
         refusal=reason,
         status=503,
     )
@@ -127,7 +141,8 @@ def _fair(*, atomic: bool = False) -> Callable:
     def decorate(func: Callable[..., Question]) -> Callable[..., Question]:
         @functools.wraps(func)
         def run(**kwargs: Any) -> Question:
-            user = kwargs["user"] if "user" in kwargs else kwargs["question"].user
+            asked = kwargs.get("question") or kwargs.get("follow_up")
+            user = kwargs["user"] if "user" in kwargs else asked.user
             for delay in (*LOCKED_BACKOFF_S, None):
                 try:
                     if atomic:
@@ -358,10 +373,19 @@ def choose_suggestion(*, question: Question, problem: Problem | None) -> Questio
     )
 
 
+# What "try again" (failed) and "another answer" (a finished live answer) act on: live answers only; a
+# banked answer has its hints, "not my question" and the teacher instead.
+RETRY_OUTCOMES = (Question.Outcome.FAILED, Question.Outcome.GENERATED)
+
+
 @_fair(atomic=True)
 def retry_question(*, question: Question) -> Question:
-    """ "Try again" on a failed question: a new live generation with a new seed."""
-    if question.outcome != Question.Outcome.FAILED:
+    """ "Try again" on a failed question, "another answer" on a finished live answer: a new live
+    generation with a new seed, under the same limits as an ask (one live answer per student, the slot
+    limit). Its result is checked as any live answer is: a final answer a teacher rejected is stored
+    rejected and never served, and the prompt names the last rejected one. Should it come to nothing,
+    the answer the student had stays on their page (`live.store_live_result`)."""
+    if question.outcome not in RETRY_OUTCOMES:
         return question
     problem = question.problem  # the same problem (bank or student's): no second copy of it
     match = {
@@ -381,6 +405,62 @@ def retry_question(*, question: Question) -> Question:
         question=question,
         retry=True,
     )
+
+
+# -- follow-up questions on an answer ---------------------------------------------------------------
+
+
+@_fair(atomic=True)
+def ask_follow_up(*, user, question: Question, text: str) -> FollowUp:
+    """A student's question about the answer they were shown ("why is step 2 true?"): a live generation
+    with the problem and that answer (as much of it as they have seen) in the prompt, queued like any
+    live answer — the ask rate, one live answer per student, the slot limit. Never a problem of the
+    bank, never cached, never missed: it is kept under `question`. Raises BadQuestion (the question
+    rules and their words), Conflict (no answer shown yet), OneAtATime and Refused (nothing stored)."""
+    text = validate_question(text)
+    check_ask_rate(user)
+    shown = steps.shown_answer(user=user, question=question)
+    follow_up = FollowUp.objects.create(
+        question=question,
+        user=user,
+        text=text,
+        solution=shown.solution,
+        steps_shown=shown.steps_shown,
+    )
+    return _start_follow_up(follow_up, shown, seed=None)
+
+
+@_fair(atomic=True)
+def retry_follow_up(*, follow_up: FollowUp) -> FollowUp:
+    """ "Try again" on a failed follow-up (written again in its place), "another answer" on an answered
+    one (a new follow-up with the same words, so the first reply stays): a new generation with a new
+    seed, under the limits of `ask_follow_up`. Returns the follow-up now being written."""
+    if follow_up.outcome == FollowUp.Outcome.GENERATING:
+        return follow_up
+    shown = steps.shown_answer(user=follow_up.user, question=follow_up.question)
+    seed = secrets.randbelow(2**31 - 2) + 1  # a fixed seed would write the same reply again
+    if follow_up.outcome == FollowUp.Outcome.ANSWERED:
+        check_ask_rate(follow_up.user)
+        follow_up = FollowUp.objects.create(
+            question=follow_up.question, user=follow_up.user, text=follow_up.text
+        )
+    follow_up.solution, follow_up.steps_shown = shown.solution, shown.steps_shown
+    follow_up.reasoning = follow_up.reply = follow_up.finish_reason = ""
+    follow_up.save(update_fields=["solution", "steps_shown", "reasoning", "reply", "finish_reason"])
+    return _start_follow_up(follow_up, shown, seed=seed)
+
+
+def _start_follow_up(
+    follow_up: FollowUp, shown: steps.ShownAnswer, *, seed: int | None
+) -> FollowUp:
+    question = follow_up.question
+    problem = question.problem.text if question.problem_id else question.text
+    refusal = live.live_jobs.start_follow_up(
+        follow_up=follow_up, problem=problem, shown=shown.text, partial=shown.partial, seed=seed
+    )
+    if refusal is not None:
+        raise _refusal(refusal, follow_up.error)
+    return follow_up
 
 
 @transaction.atomic

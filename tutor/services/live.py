@@ -2,11 +2,13 @@
 towards a problem's answer key.
 
 Owns: the live generations' shared state (`LiveGeneration` rows, their `LiveEvent` stream, the
-questions linked to them by `Question.live`); starting or joining one (`LiveJobs.start_or_join`), running
+questions and follow-ups linked to them by `Question.live` and `FollowUp.live`); starting or joining one
+(`LiveJobs.start_or_join`; a follow-up's, never shared, `LiveJobs.start_follow_up`), running
 it in this process under a lease, following it from any process (`follow`), taking it over when its
 owner died (`LiveJobs.take_over`), Stop and orphans, `_StreamSplitter` (reasoning and answer events as
 text streams in), `store_live_result` (parse, check, store with provenance, settle the waiting
-questions), and the guided solutions (`queue_guided_solution`, `work_on_guided`, `store_guided_result`).
+questions), `store_follow_up_result` (a follow-up's reply, kept on the follow-up: never a problem, an
+answer or a cache entry), and the guided solutions (`queue_guided_solution`, `work_on_guided`, `store_guided_result`).
 Does not own: deciding that a question needs a live answer (`asking`), the engine (`runtime`), the SSE
 framing (`tutor.views.api`).
 
@@ -68,7 +70,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from tutor.errors import RETRY_AFTER_S, EngineUnavailable, OneAtATime
-from tutor.models import LiveEvent, LiveGeneration, Problem, Question, Solution
+from tutor.models import FollowUp, LiveEvent, LiveGeneration, Problem, Question, Solution
 from tutor.services import bankcache, runtime
 from tutor.services.text import guess_lang, question_key
 
@@ -554,9 +556,12 @@ class LiveJobs:
 
     @staticmethod
     def _check_one_at_a_time(*, user, key: str) -> None:
+        # A question being answered and a follow-up being answered count alike.
         mine = (
-            LiveGeneration.objects.filter(
-                status=RUNNING, questions__user=user, questions__outcome=GENERATING
+            LiveGeneration.objects.filter(status=RUNNING)
+            .filter(
+                Q(questions__user=user, questions__outcome=GENERATING)
+                | Q(follow_ups__user=user, follow_ups__outcome=GENERATING)
             )
             .exclude(key=key)
             .values("pk")
@@ -568,6 +573,64 @@ class LiveJobs:
                 "You already have a question being answered. Wait for it or stop it, then ask "
                 "again. 你已有一个问题正在解答，请等待或停止后再问。"
             )
+
+    def start_follow_up(
+        self,
+        *,
+        follow_up: FollowUp,
+        problem: str,
+        shown: str,
+        partial: bool,
+        seed: int | None = None,
+    ) -> str | None:
+        """Start the live generation that answers `follow_up` (saved by the caller, whose transaction
+        this joins): `problem` and `shown` (the answer as the student saw it; `partial`: its first steps
+        only) go into the prompt. Never shared: its key is the follow-up's own. Returns None when it
+        started (when the caller's transaction commits), else the refusal, "busy" (every slot taken) or
+        "no_model", with the reason in `follow_up.error`; raises OneAtATime when this student already
+        waits for another live answer."""
+        key = f"{FOLLOW_UP_KEY}{follow_up.pk}"
+        user = follow_up.user
+        self.reap()
+        self._check_one_at_a_time(user=user, key=key)
+        busy = f"Busy: every live generation slot is taken. Try again in {RETRY_AFTER_S} s."
+        if LiveGeneration.objects.filter(status=RUNNING).count() >= settings.SUANJING_MAX_LIVE_JOBS:
+            follow_up.error = busy
+            return "busy"
+        try:
+            engine, manifest = runtime.get_engine()
+        except EngineUnavailable as exc:
+            log.error("live generation unavailable", exc_info=True)
+            follow_up.error = str(exc)[:300]
+            return "no_model"
+        prompt = _render_follow_up(manifest, problem, shown, follow_up.text, partial)
+        owner = _owner_token()
+        now = timezone.now()
+        try:
+            with transaction.atomic():
+                _queue_starts()
+                gen = LiveGeneration.objects.create(
+                    key=key,
+                    text=follow_up.text,
+                    asker=user,
+                    seed=seed,
+                    prompt=prompt,
+                    owner=owner,
+                    lease_until=_lease_from(now),
+                    watched_at=now,
+                )
+                others = LiveGeneration.objects.filter(status=RUNNING).exclude(pk=gen.pk)
+                if others.count() >= settings.SUANJING_MAX_LIVE_JOBS:
+                    raise _NoSlot
+                self._check_one_at_a_time(user=user, key=key)
+                follow_up.outcome, follow_up.live, follow_up.error = GENERATING, gen, ""
+                follow_up.save(update_fields=["outcome", "live", "error"])
+        except (IntegrityError, _NoSlot):
+            # Every slot taken; or this follow-up is being answered already (a double click).
+            follow_up.error = busy
+            return "busy"
+        transaction.on_commit(functools.partial(self._launch, gen.pk, owner, engine, manifest))
+        return None
 
     @staticmethod
     def _join(gen: LiveGeneration, settle: Callable[..., Question]) -> Question | None:
@@ -591,20 +654,13 @@ class LiveJobs:
             ).update(
                 status=LiveGeneration.Status.CANCELLED, finished=timezone.now(), error="stopped"
             ):
-                fail_questions(
-                    question_ids=list(
-                        Question.objects.filter(live_id=gen_id, outcome=GENERATING).values_list(
-                            "pk", flat=True
-                        )
-                    ),
-                    error=STOPPED,
-                )
+                fail_waiting(gen_id=gen_id, error=STOPPED)
         transaction.on_commit(functools.partial(wakeups.notify, gen_id))
 
-    def stop(self, *, question: Question) -> bool:
-        """The student's Stop: this question stops waiting (failed, with a retry offered); the
-        generation is cancelled, by whichever process runs it, when nobody else waits for it. False
-        when the question is not generating (any more)."""
+    def stop(self, *, question: Question | FollowUp) -> bool:
+        """The student's Stop: this question (or follow-up) stops waiting (failed, with a retry
+        offered); the generation is cancelled, by whichever process runs it, when nobody else waits for
+        it. False when it is not generating (any more)."""
         gen_id = question.live_id
         nobody_left = False
         with runtime.one_writer(), transaction.atomic():
@@ -612,14 +668,10 @@ class LiveJobs:
                 LiveGeneration.objects.filter(pk=gen_id).update(
                     cancel_requested=F("cancel_requested")
                 )
-            if not Question.objects.filter(pk=question.pk, outcome=GENERATING).update(
-                outcome=Question.Outcome.FAILED, error=STOPPED
-            ):
+            waiting = type(question).objects.filter(pk=question.pk, outcome=GENERATING)
+            if not waiting.update(outcome=Question.Outcome.FAILED, error=STOPPED):
                 return False
-            if (
-                gen_id is not None
-                and not Question.objects.filter(live_id=gen_id, outcome=GENERATING).exists()
-            ):
+            if gen_id is not None and not is_anyone_waiting(gen_id):
                 nobody_left = bool(
                     LiveGeneration.objects.filter(pk=gen_id, status=RUNNING).update(
                         cancel_requested=True
@@ -665,8 +717,7 @@ class LiveJobs:
         if not won:
             return False
         gen = LiveGeneration.objects.get(pk=gen_id)
-        waiting = Question.objects.filter(live_id=gen_id, outcome=GENERATING).exists()
-        if gen.cancel_requested or not waiting:
+        if gen.cancel_requested or not is_anyone_waiting(gen_id):
             log.info("live generation %s: its owner is gone and nobody waits; cancelled", gen_id)
             self._close(gen_id, owner, LiveGeneration.Status.CANCELLED, "cancelled", STRANDED)
             return True
@@ -692,14 +743,7 @@ class LiveJobs:
             if LiveGeneration.objects.filter(pk=gen_id, owner=owner, status=RUNNING).update(
                 status=status, finished=timezone.now(), error=error[:300]
             ):
-                fail_questions(
-                    question_ids=list(
-                        Question.objects.filter(live_id=gen_id, outcome=GENERATING).values_list(
-                            "pk", flat=True
-                        )
-                    ),
-                    error=question_error,
-                )
+                fail_waiting(gen_id=gen_id, error=question_error)
         wakeups.notify(gen_id)
 
     # -- running one -------------------------------------------------------------------------------
@@ -844,7 +888,11 @@ class LiveJobs:
                     )
                 )
                 if result is None:
-                    fail_questions(question_ids=question_ids, error=error)
+                    fail_waiting(gen_id=run.gen_id, error=error)
+                elif is_follow_up_key(gen.key):
+                    store_follow_up_result(
+                        job=gen, result=result, manifest=run.manifest, family=family
+                    )
                 else:
                     store_live_result(
                         job=gen,
@@ -878,6 +926,13 @@ class LiveJobs:
 
 live_jobs = LiveJobs()
 
+# The key of a follow-up's generation: "followup:<id>", one of its own (never joined by another).
+FOLLOW_UP_KEY = "followup:"
+
+
+def is_follow_up_key(key: str) -> bool:
+    return key.startswith(FOLLOW_UP_KEY)
+
 
 def _render_prompt(manifest: Any, text: str, rejected: str | None) -> str:
     from solver.prompts import get_family, render_retry
@@ -886,15 +941,22 @@ def _render_prompt(manifest: Any, text: str, rejected: str | None) -> str:
     return family.render(text) if rejected is None else render_retry(family, text, rejected)
 
 
+def _render_follow_up(manifest: Any, problem: str, shown: str, text: str, partial: bool) -> str:
+    from solver.prompts import get_family, render_follow_up
+
+    return render_follow_up(get_family(manifest.family), problem, shown, text, partial=partial)
+
+
 # -- following -------------------------------------------------------------------------------------
 
 
 class _Following:
-    """One client following a question's live generation: each `step` is one short round of database
-    reads (new events, or the bookkeeping of a quiet moment). `follow` drives it from a thread (WSGI);
-    `afollow` from an event loop (ASGI), where a waiting stream holds no thread at all."""
+    """One client following a question's (or a follow-up's) live generation: each `step` is one short
+    round of database reads (new events, or the bookkeeping of a quiet moment). `follow` drives it from
+    a thread (WSGI); `afollow` from an event loop (ASGI), where a waiting stream holds no thread at all."""
 
-    def __init__(self, question: Question, after: int) -> None:
+    def __init__(self, question: Question | FollowUp, after: int) -> None:
+        self.model = type(question)
         self.question_pk = question.pk
         self.gen_id = question.live_id
         self.last = after
@@ -933,7 +995,7 @@ class _Following:
             return []
         now = time.monotonic()
         if now - self.asked >= STOP_CHECK_S:
-            if not Question.objects.filter(pk=self.question_pk, outcome=GENERATING).exists():
+            if not self.model.objects.filter(pk=self.question_pk, outcome=GENERATING).exists():
                 self.ended = True  # this student pressed Stop (others may still be waiting for it)
                 return []
             self.asked = now
@@ -948,8 +1010,11 @@ class _Following:
         return []
 
 
-def follow(*, question: Question, after: int = 0) -> Iterator[tuple[int, dict[str, str]] | None]:
-    """The stream of `question`'s live generation after event `after`, from whichever process runs
+def follow(
+    *, question: Question | FollowUp, after: int = 0
+) -> Iterator[tuple[int, dict[str, str]] | None]:
+    """The stream of `question`'s (or a follow-up's) live generation after event `after`, from
+    whichever process runs
     it: (seq, {"type": "reasoning"|"answer", "text"}) as stored, blocking for new ones, and None every
     KEEPALIVE_S while nothing comes. Ends when the generation ends or this question stops waiting for
     it (at once when it is not generating). Following counts as watching; a generation whose owner
@@ -964,7 +1029,7 @@ def follow(*, question: Question, after: int = 0) -> Iterator[tuple[int, dict[st
 
 
 async def afollow(
-    *, question: Question, after: int = 0
+    *, question: Question | FollowUp, after: int = 0
 ) -> AsyncIterator[tuple[int, dict[str, str]] | None]:
     """`follow` for an event loop: each round of reads runs in a worker thread for a few
     milliseconds; between rounds the stream waits on the loop, so a thousand quiet streams cost a
@@ -1001,10 +1066,10 @@ def _mark_watched(gen_id: int) -> None:
         log.warning("live generation %s: marking it watched failed", gen_id, exc_info=True)
 
 
-def watch(*, question: Question) -> Question:
-    """A look at `question` (its page, a poll, the end of a stream): counts as watching its live
-    generation; takes the generation over when its owner died; settles the question (failed, with a
-    retry offered) when its generation is not running any more. Returns the question as it is now."""
+def watch(*, question: Question | FollowUp) -> Question | FollowUp:
+    """A look at `question` or a follow-up (its page, a poll, the end of a stream): counts as watching
+    its live generation; takes the generation over when its owner died; settles it (failed, with a
+    retry offered) when its generation is not running any more. Returns it as it is now."""
     if question.outcome != GENERATING:
         return question
     gen = (
@@ -1016,7 +1081,9 @@ def watch(*, question: Question) -> Question:
     )
     now = timezone.now()
     if gen is None or gen["status"] != RUNNING:
-        fail_questions(question_ids=[question.pk], error=STRANDED)
+        type(question).objects.filter(pk=question.pk, outcome=GENERATING).update(
+            outcome=Question.Outcome.FAILED, error=STRANDED
+        )
     elif gen["lease_until"] is None or gen["lease_until"] < now:
         live_jobs.take_over(question.live_id)
     elif gen["watched_at"] is None or (now - gen["watched_at"]).total_seconds() >= WATCH_EVERY_S:
@@ -1029,6 +1096,25 @@ def watch(*, question: Question) -> Question:
 def fail_questions(*, question_ids: list[int], error: str) -> None:
     Question.objects.filter(pk__in=question_ids, outcome=Question.Outcome.GENERATING).update(
         outcome=Question.Outcome.FAILED, error=error[:300]
+    )
+
+
+@transaction.atomic
+def fail_waiting(*, gen_id: int, error: str) -> None:
+    """Every question and follow-up still waiting for generation `gen_id` fails with `error`."""
+    Question.objects.filter(live_id=gen_id, outcome=GENERATING).update(
+        outcome=Question.Outcome.FAILED, error=error[:300]
+    )
+    FollowUp.objects.filter(live_id=gen_id, outcome=GENERATING).update(
+        outcome=FollowUp.Outcome.FAILED, error=error[:300], finished=timezone.now()
+    )
+
+
+def is_anyone_waiting(gen_id: int) -> bool:
+    """A question or a follow-up still waits for generation `gen_id`."""
+    return (
+        Question.objects.filter(live_id=gen_id, outcome=GENERATING).exists()
+        or FollowUp.objects.filter(live_id=gen_id, outcome=GENERATING).exists()
     )
 
 
@@ -1119,7 +1205,13 @@ def store_live_result(
         pk__in=question_ids, outcome=Question.Outcome.GENERATING
     ):
         question.problem = problem
-        question.solution = solution
+        # "Another answer" that came to nothing keeps showing the answer the student had, while it is
+        # still servable (the failed attempt is stored all the same, for teachers).
+        if answered or not (
+            question.solution_id is not None
+            and Solution.objects.servable().filter(pk=question.solution_id).exists()
+        ):
+            question.solution = solution
         question.latency_ms = (now - question.created).total_seconds() * 1000.0
         if answered:
             question.outcome = Question.Outcome.GENERATED
@@ -1136,6 +1228,45 @@ def store_live_result(
         bankcache.record(bankcache.Kind.PUT, problem_id=problem_id, text=text)
         transaction.on_commit(lambda: runtime.put_problem(problem_id, text))
     return solution
+
+
+NO_REPLY = "The model did not finish its reply. 模型没有写完回答。"
+
+
+@transaction.atomic
+def store_follow_up_result(
+    *, job: LiveGeneration, result: Any, manifest: Any, family: Any
+) -> FollowUp | None:
+    """Keep a finished follow-up generation's reply on the follow-up that waits for it: answered when
+    the model wrote a reply (after its reasoning, for a family that reasons first), failed when it was
+    stopped, looped, broke, or never got past its reasoning. Nothing else is written: a follow-up is
+    not a problem, its reply not an answer to one, and the cache never hears of it."""
+    from solver.answers import parse_output
+
+    follow_up = FollowUp.objects.filter(live_id=job.pk, outcome=GENERATING).first()
+    if follow_up is None:
+        return None  # stopped meanwhile
+    follow_up.finish_reason = (result.finish_reason or "")[:16]
+    follow_up.new_tokens = result.new_tokens
+    follow_up.model_name = manifest.name[:100]
+    follow_up.finished = timezone.now()
+    parsed = parse_output(
+        result.text, finish_reason=result.finish_reason, implicit_think=family.implicit_think
+    )
+    follow_up.reasoning, follow_up.reply = parsed.reasoning, parsed.answer.strip()
+    if result.finish_reason in ("cancelled", "error"):
+        follow_up.outcome = FollowUp.Outcome.FAILED
+        follow_up.error = (
+            STOPPED if result.finish_reason == "cancelled" else (result.error or "engine error")
+        )[:300]
+    elif result.finish_reason == "loop":
+        follow_up.outcome, follow_up.error = FollowUp.Outcome.FAILED, LOOPED
+    elif not follow_up.reply:
+        follow_up.outcome, follow_up.error = FollowUp.Outcome.FAILED, NO_REPLY
+    else:
+        follow_up.outcome, follow_up.error = FollowUp.Outcome.ANSWERED, ""
+    follow_up.save()
+    return follow_up
 
 
 # -- worked solutions towards the answer key ------------------------------------------------------

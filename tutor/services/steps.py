@@ -3,7 +3,9 @@ whole solution — and checks their own final answer without seeing the solution
 
 Owns: when a question is shown step by step, where each student is on each problem (`StepProgress`:
 steps revealed, whole solution asked for, answers checked and whether one was right), checking a typed
-answer with `solver.answers.answers_equivalent`, and what a class's students needed (the class page).
+answer with `solver.answers.answers_equivalent`, what of an answer a student has been shown
+(`shown_answer`: what a follow-up question may quote, what the JSON API may hand out), and what a
+class's students needed (the class page).
 Does not own: splitting a solution into steps (`solver.steps`, called by `Solution.save`), who may see a
 question (`tutor.permissions`), or which solution is served (`Question.served_solution`).
 
@@ -181,3 +183,43 @@ def needed_by(*, problem_ids: list[int], student_ids: list[int]) -> dict[int, li
             StudentSteps(name, p.most_shown, p.whole, p.checks, p.checked_right)
         )
     return found
+
+
+@dataclass(frozen=True)
+class ShownAnswer:
+    """What of a question's answer its asker has been shown: `text` (the answer as they read it),
+    `partial` (only its first `steps_shown` steps so far; 0 when all of it)."""
+
+    solution: Solution | None  # None: the answer key alone
+    text: str
+    partial: bool
+    steps_shown: int
+
+
+def shown_answer(*, user: User, question: Question) -> ShownAnswer:
+    """What of `question`'s answer `user` has seen: the first steps of a step-by-step answer, the whole
+    answer (its answer part: the write-up after the reasoning), or the answer key. Conflict when there
+    is no answer yet, or when nothing of a step-by-step one has been shown."""
+    if question.outcome == Question.Outcome.GENERATING:
+        raise Conflict(
+            "this answer is still being written: wait for it first 答案还在生成中，请稍候再追问"
+        )
+    served = question.served_solution()
+    if served is None:
+        key = question.answer_key()
+        if key is None:
+            raise Conflict(
+                "this question has no answer to ask about yet 这个问题还没有可以追问的答案"
+            )
+        return ShownAnswer(None, f"\\boxed{{{key}}}", False, 0)
+    if applies(user=user, question=question, served=served):
+        state = state_of(student=user, question=question, served=served)
+        if not state.whole:
+            if not state.steps:
+                raise Conflict(
+                    "nothing of the answer is shown yet: take a hint first, then ask about it "
+                    "还没有看到解答：先看一个提示，再追问"
+                )
+            return ShownAnswer(served, "\n\n".join(state.steps), True, state.shown)
+    text = served.answer.strip() or (f"\\boxed{{{served.final}}}" if served.final else "")
+    return ShownAnswer(served, text or served.reasoning.strip(), False, 0)

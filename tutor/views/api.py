@@ -7,6 +7,7 @@ Errors are JSON: {"error": "...", "detail": "..."} with the right status code.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -24,7 +25,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from tutor import errors, openapi, permissions, throttle
 from tutor.forms import BankFilterForm
-from tutor.models import Problem, Question, Solution
+from tutor.models import FollowUp, Problem, Question, Solution
 from tutor.services import asking, live, steps, tokens
 from tutor.services.text import MAX_QUESTION_CHARS
 
@@ -144,9 +145,33 @@ def _is_text(value: str) -> bool:
     return True
 
 
-def _question_response(question: Question, status: int = 200) -> JsonResponse:
+def _question_data(question: Question, user) -> dict:
+    """The API's view of a question for `user`, as its page shows it: a banked answer shown step by
+    step (`steps.applies`) is not handed out whole until the student asked for the whole solution
+    (the page's button, or `?reveal=solution`): until then `answer` keeps only which answer it is and
+    how it was checked (its text, final answer and reasoning are null, `withheld` is true) and `steps`
+    holds the steps shown so far and how many there are. And the asker's follow-up questions on its
+    problem."""
+    data = question.to_dict()
+    served = question.served_solution() if "answer" in data else None
+    if served is not None and steps.applies(user=user, question=question, served=served):
+        state = steps.state_of(student=user, question=question, served=served)
+        data["steps"] = state.to_dict()
+        if not state.whole:
+            data["answer"].update(text=None, final=None, reasoning=None, withheld=True)
+            data["reveal"] = f"/api/questions/{question.pk}?reveal=solution"
+    if question.problem_id and question.outcome != Question.Outcome.GENERATING:
+        follow_ups = FollowUp.objects.filter(
+            user_id=question.user_id, question__problem_id=question.problem_id
+        )
+        if follow_ups.exists():
+            data["follow_ups"] = [f.to_dict() for f in follow_ups]
+    return data
+
+
+def _question_response(question: Question, user, status: int = 200) -> JsonResponse:
     response = JsonResponse(
-        question.to_dict(), status=status, json_dumps_params={"ensure_ascii": False}
+        _question_data(question, user), status=status, json_dumps_params={"ensure_ascii": False}
     )
     retry_after = getattr(question, "retry_after", None)
     if retry_after:
@@ -154,38 +179,44 @@ def _question_response(question: Question, status: int = 200) -> JsonResponse:
     return response
 
 
-def _asked(run: Callable[[], Question]) -> HttpResponse:
-    """Run an ask (a new question, or a chosen suggestion) and answer with its status: 200 served,
-    202 generating, 429 busy, 503 no model (BadQuestion's 400 and OneAtATime's 429 come from errors)."""
+def _asked(run: Callable[[], Question], user) -> HttpResponse:
+    """Run an ask (a new question, a chosen suggestion, a retry) and answer with its status: 200
+    served, 202 generating, 429 busy, 503 no model (BadQuestion's 400 and OneAtATime's 429 come from
+    errors)."""
     question = run()
     if question.outcome == Question.Outcome.REFUSED:
-        return _question_response(question, 429 if question.refusal == "busy" else 503)
+        return _question_response(question, user, 429 if question.refusal == "busy" else 503)
     return _question_response(
-        question, 202 if question.outcome == Question.Outcome.GENERATING else 200
+        question, user, 202 if question.outcome == Question.Outcome.GENERATING else 200
     )
 
 
 @api_endpoint("POST")
 def ask(request: HttpRequest) -> HttpResponse:
-    body = _json_body(request)
-    if body is None:
-        return error(400, 'send a JSON object: {"question": "..."}')
-    text = body.get("question")
-    if not isinstance(text, str):
-        return error(400, '"question" must be a string')
-    if not _is_text(text):
-        return error(400, '"question" is not valid Unicode text (a lone surrogate such as \\ud800)')
-    if len(text) > MAX_QUESTION_CHARS:
-        return error(400, f'"question" is over {MAX_QUESTION_CHARS} characters')
+    text = _question_text(_json_body(request))
+    if isinstance(text, HttpResponse):
+        return text
     permissions.require_asker_role(request.user)
-    return _asked(lambda: asking.answer_question(user=request.user, text=text))
+    return _asked(lambda: asking.answer_question(user=request.user, text=text), request.user)
 
 
 @api_endpoint("GET")
 def question_detail(request: HttpRequest, question_id: int) -> HttpResponse:
+    """A question as its page shows it: a banked answer taken step by step gives the steps shown so
+    far; `?reveal=solution` opens the whole solution, recorded as the page's "Whole solution" is."""
+    reveal = request.GET.get("reveal")
+    if reveal is not None and reveal != "solution":
+        return error(400, '"reveal" can only be "solution"')
     question = permissions.question_for(request.user, question_id)
     # A client polling instead of streaming counts as watching; a generation that stopped is settled.
-    return _question_response(live.watch(question=question))
+    question = live.watch(question=question)
+    if reveal == "solution":
+        served = question.served_solution()
+        if served is not None and steps.applies(
+            user=request.user, question=question, served=served
+        ):
+            steps.reveal(student=request.user, question=question, action="whole")
+    return _question_response(question, request.user)
 
 
 @api_endpoint("GET")
@@ -202,10 +233,22 @@ def question_stream(request: HttpRequest, question_id: int) -> HttpResponse:
     # Under ASGI (the README's server) the stream is an async generator: it waits on the event loop
     # and holds no thread. Under WSGI (runserver, tests) Django would buffer an async one whole, so the
     # same stream runs as a plain generator on the request's thread.
+    return _stream_response(
+        request, question, after, slot, functools.partial(_done, question, request.user)
+    )
+
+
+def _stream_response(
+    request: HttpRequest,
+    followed: Question | FollowUp,
+    after: int,
+    slot: _StreamSlot,
+    done: Callable[[], str],
+) -> StreamingHttpResponse:
     events = (
-        _aevents(question, after=after, slot=slot)
+        _aevents(followed, after=after, slot=slot, done=done)
         if isinstance(request, ASGIRequest)
-        else _events(question, after=after, slot=slot)
+        else _events(followed, after=after, slot=slot, done=done)
     )
     response = StreamingHttpResponse(events, content_type="text/event-stream; charset=utf-8")
     response["Cache-Control"] = "no-cache"
@@ -293,37 +336,48 @@ def _sse(item: tuple[int, dict] | None) -> str:
     return f"id: {seq}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n"
 
 
-def _done(question: Question) -> str:
+def _done(question: Question, user) -> str:
     """The last event. A question left generating (its generation ended without it) is settled here."""
     live.watch(question=Question.objects.get(pk=question.pk))
     question = Question.objects.select_related("problem", "solution").get(pk=question.pk)
-    return f"data: {json.dumps({**question.to_dict(), 'type': 'done'}, ensure_ascii=False)}\n\n"
+    data = {**_question_data(question, user), "type": "done"}
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-def _events(question: Question, *, after: int, slot: _StreamSlot) -> Iterator[str]:
+def _follow_up_done(follow_up: FollowUp) -> str:
+    """A follow-up stream's last event (a follow-up left generating is settled here)."""
+    follow_up = live.watch(question=FollowUp.objects.get(pk=follow_up.pk))
+    return f"data: {json.dumps({**follow_up.to_dict(), 'type': 'done'}, ensure_ascii=False)}\n\n"
+
+
+def _events(
+    followed: Question | FollowUp, *, after: int, slot: _StreamSlot, done: Callable[[], str]
+) -> Iterator[str]:
     try:
         yield f"retry: {RECONNECT_MS}\n: stream\n\n"
         deadline = time.monotonic() + settings.SUANJING_STREAM_MAX_S
-        for item in live.follow(question=question, after=after):
+        for item in live.follow(question=followed, after=after):
             yield _sse(item)
             if time.monotonic() > deadline:
                 return  # the client reconnects (retry:) with Last-Event-ID and goes on
-        yield _done(question)
+        yield done()
     finally:
         slot.release()
 
 
-async def _aevents(question: Question, *, after: int, slot: _StreamSlot) -> AsyncIterator[str]:
+async def _aevents(
+    followed: Question | FollowUp, *, after: int, slot: _StreamSlot, done: Callable[[], str]
+) -> AsyncIterator[str]:
     from asgiref.sync import sync_to_async
 
     try:
         yield f"retry: {RECONNECT_MS}\n: stream\n\n"
         deadline = time.monotonic() + settings.SUANJING_STREAM_MAX_S
-        async for item in live.afollow(question=question, after=after):
+        async for item in live.afollow(question=followed, after=after):
             yield _sse(item)
             if time.monotonic() > deadline:
                 return
-        yield await sync_to_async(_done, thread_sensitive=False)(question)
+        yield await sync_to_async(done, thread_sensitive=False)()
     finally:
         slot.release()
 
@@ -332,7 +386,7 @@ async def _aevents(question: Question, *, after: int, slot: _StreamSlot) -> Asyn
 def question_feedback(request: HttpRequest, question_id: int) -> HttpResponse:
     question = permissions.question_for(request.user, question_id, action="feedback")
     asking.record_feedback(question=question)
-    return _question_response(question)
+    return _question_response(question, request.user)
 
 
 @api_endpoint("POST")
@@ -357,7 +411,9 @@ def question_choose(request: HttpRequest, question_id: int) -> HttpResponse:
         problem = Problem.objects.filter(pk=choice).first()
         if problem is None:
             return error(400, "that problem was not offered")
-    return _asked(lambda: asking.choose_suggestion(question=question, problem=problem))
+    return _asked(
+        lambda: asking.choose_suggestion(question=question, problem=problem), request.user
+    )
 
 
 @api_endpoint("POST")
@@ -366,7 +422,90 @@ def question_stop(request: HttpRequest, question_id: int) -> HttpResponse:
     question = permissions.question_for(request.user, question_id, action="stop")
     live.live_jobs.stop(question=question)
     question.refresh_from_db()
-    return _question_response(question)
+    return _question_response(question, request.user)
+
+
+@api_endpoint("POST")
+def question_retry(request: HttpRequest, question_id: int) -> HttpResponse:
+    """ "Try again" on a failed live answer, "another answer" on a finished one: a new live generation
+    with a new seed (202). 409 for a question that is not a live answer."""
+    question = permissions.question_for(request.user, question_id, action="retry")
+    if question.outcome not in asking.RETRY_OUTCOMES:
+        raise errors.Conflict("only a live answer that failed or finished can be written again")
+    return _asked(lambda: asking.retry_question(question=question), request.user)
+
+
+# -- follow-up questions on an answer ---------------------------------------------------------------
+
+
+def _question_text(body: dict | None) -> str | HttpResponse:
+    """The "question" of a JSON body, checked as POST /api/ask checks it, or the 400 to send."""
+    if body is None:
+        return error(400, 'send a JSON object: {"question": "..."}')
+    text = body.get("question")
+    if not isinstance(text, str):
+        return error(400, '"question" must be a string')
+    if not _is_text(text):
+        return error(400, '"question" is not valid Unicode text (a lone surrogate such as \\ud800)')
+    if len(text) > MAX_QUESTION_CHARS:
+        return error(400, f'"question" is over {MAX_QUESTION_CHARS} characters')
+    return text
+
+
+def _follow_up_response(follow_up: FollowUp, status: int = 200) -> JsonResponse:
+    return JsonResponse(
+        follow_up.to_dict(), status=status, json_dumps_params={"ensure_ascii": False}
+    )
+
+
+@api_endpoint("POST")
+def question_followup(request: HttpRequest, question_id: int) -> HttpResponse:
+    """Ask about this answer (the asker): {"question": "why is step 2 true?"} -> 202, a live generation
+    with the problem and the answer as the student has seen it in the prompt; follow its `stream`."""
+    question = permissions.question_for(request.user, question_id, action="followup")
+    text = _question_text(_json_body(request))
+    if isinstance(text, HttpResponse):
+        return text
+    follow_up = asking.ask_follow_up(user=request.user, question=question, text=text)
+    return _follow_up_response(follow_up, 202)
+
+
+@api_endpoint("GET")
+def followup_detail(request: HttpRequest, follow_up_id: int) -> HttpResponse:
+    follow_up = permissions.follow_up_for(request.user, follow_up_id)
+    return _follow_up_response(live.watch(question=follow_up))
+
+
+@api_endpoint("GET")
+def followup_stream(request: HttpRequest, follow_up_id: int) -> HttpResponse:
+    """Server-sent events of a follow-up's reply, as /api/questions/<id>/stream sends a question's."""
+    after = request.GET.get("after")
+    if after is not None and not (after.isascii() and after.isdigit() and len(after) <= 9):
+        return error(400, '"after" must be a whole number from 0 to 999999999')
+    follow_up = permissions.follow_up_for(request.user, follow_up_id)
+    after = _last_event_id(request)
+    slot = open_streams.take(request.user.pk)  # raises TooManyStreams (429)
+    return _stream_response(
+        request, follow_up, after, slot, functools.partial(_follow_up_done, follow_up)
+    )
+
+
+@api_endpoint("POST")
+def followup_stop(request: HttpRequest, follow_up_id: int) -> HttpResponse:
+    follow_up = permissions.follow_up_for(request.user, follow_up_id, action="stop")
+    live.live_jobs.stop(question=follow_up)
+    follow_up.refresh_from_db()
+    return _follow_up_response(follow_up)
+
+
+@api_endpoint("POST")
+def followup_retry(request: HttpRequest, follow_up_id: int) -> HttpResponse:
+    """ "Try again" on a failed follow-up (in its place), "another answer" on an answered one (a new
+    follow-up with the same words): 202 with the follow-up being written; 409 while it is written."""
+    follow_up = permissions.follow_up_for(request.user, follow_up_id, action="retry")
+    if follow_up.outcome == FollowUp.Outcome.GENERATING:
+        raise errors.Conflict("this follow-up is being answered now")
+    return _follow_up_response(asking.retry_follow_up(follow_up=follow_up), 202)
 
 
 def _steps_response(state: steps.StepState, **extra) -> JsonResponse:

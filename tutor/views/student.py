@@ -1,5 +1,5 @@
-"""Pages for students (and anyone signed in): the home page, asking, a question's page and its actions,
-sign-up. Thin: permission -> form -> service -> response; a question the user may not see is a 404
+"""Pages for students (and anyone signed in): the home page, asking, a question's page and its actions
+(hints, checks, Stop, Try again / another answer, follow-up questions on an answer and theirs), sign-up. Thin: permission -> form -> service -> response; a question the user may not see is a 404
 (`permissions.question_for`), an action that is only the asker's is a 403.
 """
 
@@ -24,7 +24,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from tutor import errors, permissions, throttle
 from tutor.forms import AskForm, SignupForm
-from tutor.models import Problem, ProblemAlias, Question
+from tutor.models import FollowUp, Problem, ProblemAlias, Question
 from tutor.services import asking, live, runtime, steps, text
 
 EXAMPLES = [
@@ -49,12 +49,14 @@ HISTORY_PAGE_SIZE = 20
 @dataclass(frozen=True)
 class HistoryRow:
     """One row of "My questions": the latest ask of a problem (or, when no problem was reached, of a
-    wording), how many times it was asked, and when first and last."""
+    wording), how many times it was asked, and when first and last; and how many follow-up questions
+    the student asked about its answers (kept under the problem: its page lists them)."""
 
     question: Question
     count: int
     first: dt.datetime
     last: dt.datetime
+    follow_ups: int = 0
 
     @property
     def when(self) -> str:
@@ -89,8 +91,23 @@ def _history_page(user, page_number: str | None) -> tuple[Page, list[HistoryRow]
     latest = Question.objects.select_related("problem").in_bulk(
         [g["latest"] for g in page.object_list]
     )
+    follow_ups = dict(
+        FollowUp.objects.filter(
+            user=user,
+            question__problem_id__in=[g["problem_id"] for g in page.object_list if g["problem_id"]],
+        )
+        .order_by()
+        .values_list("question__problem_id")
+        .annotate(n=Count("id"))
+    )
     rows = [
-        HistoryRow(question=latest[g["latest"]], count=g["count"], first=g["first"], last=g["last"])
+        HistoryRow(
+            question=latest[g["latest"]],
+            count=g["count"],
+            first=g["first"],
+            last=g["last"],
+            follow_ups=follow_ups.get(g["problem_id"], 0) if g["problem_id"] else 0,
+        )
         for g in page.object_list
         if g["latest"] in latest
     ]
@@ -146,6 +163,23 @@ def question_page(request: HttpRequest, question_id: int) -> HttpResponse:
     return render(request, "tutor/question.html", _question_context(request, question))
 
 
+def _question_page_again(
+    request: HttpRequest, question: Question, form: AskForm, exc: errors.TutorError | None = None
+) -> HttpResponse:
+    """The question's page with the follow-up form as it was sent and what was wrong with it (the words
+    the student typed are kept)."""
+    if exc is not None:
+        form.add_error("question", str(exc))
+    context = _question_context(request, question)
+    context["follow_up_form"] = form
+    response = render(
+        request, "tutor/question.html", context, status=exc.status if exc is not None else 400
+    )
+    if exc is not None and exc.retry_after:
+        response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
 @login_required
 def question_answer(request: HttpRequest, question_id: int) -> HttpResponse:
     """The server-rendered answer of a question (the ask page fetches it when a stream ends)."""
@@ -156,6 +190,7 @@ def question_answer(request: HttpRequest, question_id: int) -> HttpResponse:
 def _question_context(request: HttpRequest, question: Question) -> dict:
     served = question.served_solution()
     answer_key = question.answer_key() if served is None else None
+    step_context = _steps_context(request, question, served)
     return {
         "question": question,
         "served": served,
@@ -172,7 +207,40 @@ def _question_context(request: HttpRequest, question: Question) -> dict:
         "pending_aliases": ProblemAlias.objects.filter(key=question.key).select_related("problem")
         if permissions.is_teacher(request.user)
         else [],
-        **_steps_context(request, question, served),
+        # "Another answer": a finished live answer (or the one kept when another came to nothing).
+        "can_retry": permissions.is_asker(request.user, question)
+        and question.outcome in asking.RETRY_OUTCOMES,
+        **step_context,
+        **_follow_ups_context(request, question, served, answer_key, step_context),
+    }
+
+
+def _follow_ups_context(
+    request: HttpRequest, question: Question, served, answer_key, step_context: dict
+) -> dict:
+    """The follow-up questions under an answer: the asker's on this problem (whichever of their asks of
+    it they were made on), oldest first; and the form to ask one, once some of the answer is shown."""
+    if question.outcome == Question.Outcome.GENERATING or not (served or answer_key):
+        return {"follow_ups": [], "can_follow_up": False}
+    mine = FollowUp.objects.filter(user_id=question.user_id).select_related("question")
+    found = list(
+        mine.filter(question__problem_id=question.problem_id)
+        if question.problem_id
+        else mine.filter(question=question)
+    )
+    # A follow-up whose generation stopped without it is settled here (as a question's page does).
+    found = [
+        live.watch(question=f) if f.outcome == FollowUp.Outcome.GENERATING else f for f in found
+    ]
+    state = step_context.get("step_state")
+    seen_some = not step_context.get("step_mode") or bool(state and (state.whole or state.shown))
+    return {
+        "follow_ups": found,
+        "can_follow_up": permissions.is_asker(request.user, question) and seen_some,
+        "follow_up_form": AskForm(auto_id="follow-up-%s"),
+        "follow_up_writing": any(f.outcome == FollowUp.Outcome.GENERATING for f in found),
+        "served_id": served.pk if served is not None else None,
+        "max_chars": text.MAX_QUESTION_CHARS,
     }
 
 
@@ -266,12 +334,72 @@ def question_stop(request: HttpRequest, question_id: int) -> HttpResponse:
 @require_POST
 @login_required
 def question_retry(request: HttpRequest, question_id: int) -> HttpResponse:
+    """ "Try again" on a failed live answer, "another answer" on a finished one."""
     question = permissions.question_for(request.user, question_id, action="retry")
     try:
         asking.retry_question(question=question)
     except (errors.OneAtATime, errors.Refused) as exc:
         messages.error(request, str(exc))
     return redirect("question", question_id=question.pk)
+
+
+# -- follow-up questions on an answer ---------------------------------------------------------------
+
+
+def _at_follow_up(follow_up: FollowUp, question: Question | None = None) -> str:
+    """The page of the question it is shown under, scrolled to it."""
+    question_id = question.pk if question is not None else follow_up.question_id
+    return reverse("question", kwargs={"question_id": question_id}) + f"#followup-{follow_up.pk}"
+
+
+@require_POST
+@login_required
+def question_followup(request: HttpRequest, question_id: int) -> HttpResponse:
+    """Ask about this answer: a live generation with the problem and the answer in the prompt; then the
+    question's page, where it streams (or reloads every few seconds without JavaScript)."""
+    question = permissions.question_for(request.user, question_id, action="followup")
+    form = AskForm(request.POST, auto_id="follow-up-%s")
+    if not form.is_valid():
+        return _question_page_again(request, question, form)
+    try:
+        follow_up = asking.ask_follow_up(
+            user=request.user, question=question, text=form.cleaned_data["question"]
+        )
+    except (errors.BadQuestion, errors.Conflict, errors.OneAtATime, errors.Refused) as exc:
+        return _question_page_again(request, question, form, exc)
+    return redirect(_at_follow_up(follow_up, question))
+
+
+@require_GET
+@login_required
+def followup_fragment(request: HttpRequest, follow_up_id: int) -> HttpResponse:
+    """One follow-up, server-rendered (the page fetches it when its stream ends)."""
+    follow_up = live.watch(question=permissions.follow_up_for(request.user, follow_up_id))
+    return render(
+        request,
+        "tutor/_followup.html",
+        {"f": follow_up, "is_asker": follow_up.user_id == request.user.pk},
+    )
+
+
+@require_POST
+@login_required
+def followup_stop(request: HttpRequest, follow_up_id: int) -> HttpResponse:
+    follow_up = permissions.follow_up_for(request.user, follow_up_id, action="stop")
+    live.live_jobs.stop(question=follow_up)
+    return redirect(_at_follow_up(follow_up))
+
+
+@require_POST
+@login_required
+def followup_retry(request: HttpRequest, follow_up_id: int) -> HttpResponse:
+    """ "Try again" on a failed follow-up, "another answer" on an answered one."""
+    follow_up = permissions.follow_up_for(request.user, follow_up_id, action="retry")
+    try:
+        follow_up = asking.retry_follow_up(follow_up=follow_up)
+    except (errors.Conflict, errors.OneAtATime, errors.Refused) as exc:
+        messages.error(request, str(exc))
+    return redirect(_at_follow_up(follow_up))
 
 
 SIGNUP_LIMITED = (
