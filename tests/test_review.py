@@ -236,7 +236,7 @@ def test_bulk_approve_does_what_it_may_and_says_what_it_refused_and_why(
     assert response.redirect_chain[-1][0] == "/bank/review"
     assert notices(response) == [
         f"Approved 2 answers 已通过2个答案: #{right.pk}, #{pencil.pk}. Students asking these "
-        "problems are served them.",
+        "problems get them first now. 学生提问这些题时优先得到这些答案。",
         f"Already approved 已是通过状态, left as they were 未改动: #{done_before.pk}.",
         f"Not approved 未通过: answer #{wrong.pk} (problem #{problem.pk}): its final answer 26 "
         "contradicts the reference answer 12: edit the answer or correct the reference answer "
@@ -263,9 +263,8 @@ def test_bulk_reject_says_how_many_students_had_seen_them(cast, chickens):
     response = bulk(client_for(cast.teacher), "reject", [right.pk, wrong.pk])
     assert notices(response) == [
         f"Rejected 2 answers 已驳回2个答案: #{right.pk} (seen by 2 students 已有2名学生看过), "
-        f"#{wrong.pk} (seen by 1 student 已有1名学生看过). Before this they had been served to 3 "
-        "students in all (counted per answer); those students' question pages no longer show "
-        "them. 学生的提问页面不再显示这些答案。"
+        f"#{wrong.pk} (seen by 1 student 已有1名学生看过). The students who had seen them no "
+        "longer find them on their question pages. 看过的学生在提问页面上不会再看到这些答案。"
     ]
     assert set(Solution.objects.values_list("status", flat=True)) == {"rejected"}
     assert problem.best_solution() is None and question.served_solution() is None

@@ -331,15 +331,14 @@ def review_bulk(request: HttpRequest) -> HttpResponse:
             messages.success(
                 request,
                 f"Approved {n} answer{'s' if n != 1 else ''} 已通过{n}个答案: "
-                f"{numbers(report.done)}. Students asking these problems are served them.",
+                f"{numbers(report.done)}. Students asking these problems get them first now. "
+                "学生提问这些题时优先得到这些答案。",
             )
         else:
-            students = sum(report.seen_by.values())
             note = (
-                f" Before this they had been served to {students} student"
-                f"{'s' if students != 1 else ''} in all (counted per answer); those students' "
-                "question pages no longer show them. 学生的提问页面不再显示这些答案。"
-                if students
+                " The students who had seen them no longer find them on their question pages. "
+                "看过的学生在提问页面上不会再看到这些答案。"
+                if any(report.seen_by.values())
                 else ""
             )
             messages.success(
