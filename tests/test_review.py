@@ -144,6 +144,23 @@ def test_an_answer_that_contradicts_the_reference_cannot_be_approved(cast, chick
     assert notices(response) == [f"Answer {wrong.pk}: approved 已通过."]
 
 
+def test_the_admin_cannot_approve_a_contradicting_answer_either(cast, chickens):
+    _, _, wrong = chickens
+    cast.admin.is_superuser = True  # the admin's permissions to change answers
+    cast.admin.save(update_fields=["is_superuser"])
+    admin = client_for(cast.admin)
+    url = f"/admin/tutor/solution/{wrong.pk}/change/"
+    form = {"status": "approved", "reasoning": "", "answer": wrong.answer, "final": wrong.final}
+    response = admin.post(url, form)
+    assert response.status_code == 200  # the form again, with the reason
+    assert "contradicts the reference answer 12" in page(response)
+    wrong.refresh_from_db()
+    assert wrong.status == "unverified" and wrong.reviewed_by is None
+    assert admin.post(url, {**form, "status": "rejected"}).status_code == 302
+    wrong.refresh_from_db()
+    assert wrong.status == "rejected" and wrong.reviewed_by == cast.admin
+
+
 # -- the review list -----------------------------------------------------------------------------------
 
 
@@ -235,8 +252,8 @@ def test_bulk_approve_does_what_it_may_and_says_what_it_refused_and_why(
     )
     assert response.redirect_chain[-1][0] == "/bank/review"
     assert notices(response) == [
-        f"Approved 2 answers 已通过2个答案: #{right.pk}, #{pencil.pk}. Students asking these "
-        "problems get them first now. 学生提问这些题时优先得到这些答案。",
+        f"Approved 2 answers 已通过2个答案: #{right.pk}, #{pencil.pk}. Approved answers are "
+        "served to students before any other. 已通过的答案优先提供给学生。",
         f"Already approved 已是通过状态, left as they were 未改动: #{done_before.pk}.",
         f"Not approved 未通过: answer #{wrong.pk} (problem #{problem.pk}): its final answer 26 "
         "contradicts the reference answer 12: edit the answer or correct the reference answer "

@@ -266,7 +266,14 @@ class NotEmptySolution:
         data = super().clean()
         fields = {"reasoning", "answer", "final"}
         if "status" in self.fields and not fields & set(self.changed_data):
-            return data  # the admin's review only (approve, reject, flag): bank.review_solution
+            # The admin's review only (approve, reject, flag): bank.review_solution, whose refusal
+            # to approve an answer that contradicts the reference answer is said here as a form error.
+            if data.get("status") == Solution.Status.APPROVED and self.instance.pk:
+                stored = Solution.objects.select_related("problem").get(pk=self.instance.pk)
+                refusal = bank.approval_refusal(stored)
+                if refusal and stored.status != Solution.Status.APPROVED:
+                    raise forms.ValidationError(f"Not approved: {refusal}", code="contradicts")
+            return data
         for name in ("reasoning", "answer", "final"):
             if isinstance(data.get(name), str):
                 data[name] = data[name].strip()

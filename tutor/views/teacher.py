@@ -331,8 +331,8 @@ def review_bulk(request: HttpRequest) -> HttpResponse:
             messages.success(
                 request,
                 f"Approved {n} answer{'s' if n != 1 else ''} 已通过{n}个答案: "
-                f"{numbers(report.done)}. Students asking these problems get them first now. "
-                "学生提问这些题时优先得到这些答案。",
+                f"{numbers(report.done)}. Approved answers are served to students before any "
+                "other. 已通过的答案优先提供给学生。",
             )
         else:
             note = (
