@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from solver.loops import LineRepeats, token_bytes
+
 
 class EngineError(Exception):
     """The engine failed to load or to run a request."""
@@ -62,13 +64,17 @@ class LoopGuard:
     - numbered: the same with every digit token counted as one ("Step 7: 小明剩几个苹果。 Step 8: …", counting
       "57. 58. 59."), over a longer `numbered_span`, since real lists and tables are periodic this way too;
     - long: at least `coverage` of the last `window` tokens continue an `ngram`-token run the generation
-      already wrote (a paragraph or a cycle of sentences longer than `max_period`).
+      already wrote (a paragraph or a cycle of sentences longer than `max_period`);
+    - lines: the same line again and again with only a counter changing, read as text (solver.loops).
     """
 
     max_period: int = 64
     min_span: int = 48
     min_repeats: int = 3
     numbered_span: int = 256
+    # lines: `line_repeats` lines in a row, or four rounds of a cycle of up to 3 lines, the same but for
+    # their first number (solver.loops.LineRepeats: "第一步：鸡有15只。第二步：鸡有15只。…")
+    line_repeats: int = 10
     ngram: int = 12
     window: int = 200
     coverage: float = 0.9
@@ -211,7 +217,7 @@ class Generation(GenerationHandle):
         self._out: list[str] = []  # what was emitted: the result's text
         guard = params.loop_guard
         self._loops = (
-            LoopDetector(guard, engine.token_classes)
+            LoopDetector(guard, engine.token_classes, engine.token_bytes)
             if guard is not None and not params.ignore_eos
             else None
         )
@@ -375,9 +381,17 @@ class LoopDetector:
     `classes` maps token ids to their class for the numbered rule (tokens that differ only in digits share
     one, see `token_classes`); ids not in it are their own class."""
 
-    def __init__(self, guard: LoopGuard, classes: Mapping[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        guard: LoopGuard,
+        classes: Mapping[int, int] | None = None,
+        token_bytes: Mapping[int, bytes] | None = None,
+    ) -> None:
         self.guard = guard
         self._classes = classes or {}
+        # The lines rule reads the tokens' bytes; without them (no readable vocabulary) it is off.
+        self._bytes = token_bytes or {}
+        self._lines = LineRepeats(guard.line_repeats) if token_bytes else None
         self._ids: list[int] = []
         self._cls: list[int] = []
         # _run[p]: how many tokens in a row, ending with the newest, equal the token p places before them
@@ -388,7 +402,7 @@ class LoopDetector:
             maxlen=guard.window
         )  # newest tokens: continues a seen n-gram?
         self._covered = 0
-        self.rule: str | None = None  # the rule that fired: "exact", "numbered" or "long"
+        self.rule: str | None = None  # the rule that fired: "exact", "numbered", "long" or "lines"
 
     def feed(self, token: int) -> bool:
         """Add the newest token; True once the generation is looping (and from then on)."""
@@ -423,6 +437,9 @@ class LoopDetector:
             if len(self._recent) == g.window and self._covered >= g.coverage * g.window:
                 self.rule = "long"
                 return True
+        if self._lines is not None and self._lines.feed(self._bytes.get(token, b"")):
+            self.rule = "lines"
+            return True
         return False
 
 
@@ -562,11 +579,14 @@ class Engine(GeneratingAPI):
             ) from exc
         self.eos_token_id = int(self.tokenizer.get_eos_token_id())
         try:
-            self.token_classes = token_classes(self.tokenizer.get_vocab())
+            vocab = self.tokenizer.get_vocab()
+            self.token_classes = token_classes(vocab)
+            self.token_bytes = token_bytes(vocab)
         except (
             Exception
         ):  # a tokenizer without a readable vocabulary: the numbered rule sees raw ids
             self.token_classes = {}
+            self.token_bytes = {}
         self._ids = itertools.count(1)
         self._lock = threading.Condition()
         self._waiting: list[Generation] = []

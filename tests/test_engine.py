@@ -186,12 +186,22 @@ def encode(tokenizer, text: str) -> list[int]:
 def first_loop(tokenizer, text: str) -> tuple[int | None, str | None]:
     """The number of tokens of `text` after which the default LoopGuard fires, and its rule."""
     from solver.engine import LoopDetector, LoopGuard, token_classes
+    from solver.loops import token_bytes
 
-    detector = LoopDetector(LoopGuard(), token_classes(tokenizer.get_vocab()))
+    vocab = tokenizer.get_vocab()
+    detector = LoopDetector(LoopGuard(), token_classes(vocab), token_bytes(vocab))
     for n, token in enumerate(encode(tokenizer, text), 1):
         if detector.feed(token):
             return n, detector.rule
     return None, None
+
+
+def zh_numeral(i: int) -> str:
+    digits = "零一二三四五六七八九"
+    if i < 10:
+        return digits[i]
+    tens, ones = divmod(i, 10)
+    return ("" if tens == 1 else digits[tens]) + "十" + (digits[ones] if ones else "")
 
 
 CHICKENS = "Let the number of chickens be x and rabbits be y. Then x + y = 35 and 2x + 4y = 94. "
@@ -209,11 +219,32 @@ REPEATED_PARAGRAPH = (
         ("计算：" + "；" * 100, "exact", 60),
         ("Let x be chickens. " + "Wait, maybe I made a mistake. I'm stuck. " * 20, "exact", 80),
         ("Steps: " + " ".join(f"{i}." for i in range(1, 300)), "numbered", 300),
-        ("".join(f"Step {i}: \n小明剩几个苹果。\n" for i in range(10, 80)), "numbered", 300),
+        # (the lines rule sees it before the numbered rule's 256 tokens)
+        ("".join(f"Step {i}: \n小明剩几个苹果。\n" for i in range(10, 80)), "lines", 300),
         # ~110 tokens a copy, longer than any period the exact rule looks for
         ("We try again. " + REPEATED_PARAGRAPH * 4, "long", 340),
+        # a counter in Chinese numerals changes the token count (九 -> 十 -> 十一)
+        ("".join(f"第{zh_numeral(i)}步：鸡有15只。\n" for i in range(1, 60)), "lines", 250),
+        # two sentences a round, ~80 tokens, only the attempt's number changing
+        (
+            "".join(
+                f"第{i}次检查：鸡有23只，兔有12只，头一共35个，脚一共94只，所以答案正确。我们再检查一次。\n"
+                for i in range(1, 30)
+            ),
+            "lines",
+            500,
+        ),
     ],
-    ids=["15.", "semicolons", "wait-stuck", "counting", "numbered-steps", "paragraph"],
+    ids=[
+        "15.",
+        "semicolons",
+        "wait-stuck",
+        "counting",
+        "numbered-steps",
+        "paragraph",
+        "zh-numeral-steps",
+        "zh-long-checks",
+    ],
 )
 def test_the_loop_guard_catches_repetition_soon(smollm2_tokenizer, text, rule, within):
     n, fired = first_loop(smollm2_tokenizer, text)
@@ -232,13 +263,27 @@ def test_the_loop_guard_catches_repetition_soon(smollm2_tokenizer, text, rule, w
         "| x | x^2 |\n|---|---|\n" + "".join(f"| {x} | {x * x} |\n" for x in range(1, 21)),
         " + ".join(str(i) for i in range(1, 21)) + " = 210",
         "The zero matrix: [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]].",
+        # a month's calendar: the day and its weekday both change
+        "".join(f"{d}日是星期{'一二三四五六日'[d % 7]}。\n" for d in range(1, 32)),
+        # a numbered list whose values change
+        "".join(f"{i}. 鸡的数量是{i + 10}只，兔的数量是{25 - i}只\n" for i in range(1, 16)),
         # the final answer restating part of the reasoning
         CHICKENS
         + "Then 2x + 2y = 70, so 2y = 24 and y = 12, x = 23. Check: 46 + 48 = 94. </think>\n\n"
         + CHICKENS
         + "Solving gives y = 12 rabbits and x = 23 chickens. \\boxed{23}",
     ],
-    ids=["guess-table", "multiples-zh", "multiples-en", "squares", "long-sum", "zeros", "restated"],
+    ids=[
+        "guess-table",
+        "multiples-zh",
+        "multiples-en",
+        "squares",
+        "long-sum",
+        "zeros",
+        "calendar",
+        "changing-list",
+        "restated",
+    ],
 )
 def test_the_loop_guard_lets_lists_tables_and_restatements_be(smollm2_tokenizer, text):
     assert first_loop(smollm2_tokenizer, text) == (None, None)
