@@ -355,6 +355,20 @@ def test_stop_then_try_again_then_another_answer(banked, cast, alice):
     gate.set()
 
 
+def test_a_reply_nobody_waits_for_is_cancelled(banked, cast, alice, settings):
+    _, question = banked
+    steps.reveal(student=cast.alice, question=question, action="whole")
+    settings.SUANJING_LIVE_ORPHAN_S = 1  # (at least live.ORPHAN_FLOOR_S)
+    gate = threading.Event()
+    runtime.use_engine(ScriptedEngine(REPLY, gate=gate), FakeManifest())
+    post_json(alice, f"/api/questions/{question.pk}/followup", {"question": "why?"})
+    assert live.live_jobs.wait_idle(30)  # nobody follows its stream or looks at its page
+    follow_up = FollowUp.objects.get()
+    assert follow_up.outcome == "failed" and follow_up.error == live.NOBODY_WATCHED
+    assert LiveGeneration.objects.get().status == "cancelled"
+    gate.set()
+
+
 def test_model_output_in_a_reply_is_rendered_as_text(banked, cast, alice):
     _, question = banked
     steps.reveal(student=cast.alice, question=question, action="whole")

@@ -1231,6 +1231,9 @@ def store_live_result(
 
 
 NO_REPLY = "The model did not finish its reply. 模型没有写完回答。"
+NOBODY_WATCHED = (
+    "The page was closed, so the reply was stopped. Try again. 页面已关闭，回答已停止，请再试一次。"
+)
 
 
 @transaction.atomic
@@ -1255,9 +1258,12 @@ def store_follow_up_result(
     )
     follow_up.reasoning, follow_up.reply = parsed.reasoning, parsed.answer.strip()
     if result.finish_reason in ("cancelled", "error"):
+        # (A student's Stop settles the follow-up before this: a cancel here is nobody watching.)
         follow_up.outcome = FollowUp.Outcome.FAILED
         follow_up.error = (
-            STOPPED if result.finish_reason == "cancelled" else (result.error or "engine error")
+            NOBODY_WATCHED
+            if result.finish_reason == "cancelled"
+            else (result.error or "engine error")
         )[:300]
     elif result.finish_reason == "loop":
         follow_up.outcome, follow_up.error = FollowUp.Outcome.FAILED, LOOPED
