@@ -270,9 +270,12 @@ def run_batch(
     min_samples_for_agreement: int = DEFAULT_MIN_SAMPLES_FOR_AGREEMENT,
     progress: BatchProgress | None = None,
     poll_s: float = 0.05,
+    longest_first: bool = True,
 ) -> BatchProgress:
     """Answer every item with `samples` generations each, keeping about `batch_size` sequences in the
-    engine at all times. `on_item(checked)` is called in this thread as each problem's samples are all
+    engine at all times. A list of items is started longest first (`order_longest_first`, unless
+    `longest_first` is False); a lazy iterator is taken in its own order, so its source orders it (the
+    site's runs are claimed longest first). `on_item(checked)` is called in this thread as each problem's samples are all
     done (in finishing order; an exception from it stops the run and is raised). `should_stop()` is
     polled every `poll_s`: when true, every generation in flight is cancelled, unfinished problems are not
     reported, and the function returns with `progress.stopped` set. `items` may be a lazy iterator: an item
@@ -292,9 +295,11 @@ def run_batch(
         raise ValueError(
             "several samples need sampling: with greedy decoding they would all be the same"
         )
-    source = iter(items)
     if progress is None:
         progress = BatchProgress(total=len(items) if isinstance(items, Sized) else 0)
+    if longest_first and isinstance(items, Sequence):
+        items = order_longest_first(items)
+    source = iter(items)
     base_seed = (
         params.seed if params.seed is not None else random.SystemRandom().randrange(1, 2**31 - 1)
     )
@@ -381,6 +386,14 @@ def run_batch(
         if stats is not None:
             progress.generated_tokens = getattr(stats, "tokens", 0) - tokens_before
     return progress
+
+
+def order_longest_first(items: Sequence[BatchItem]) -> list[BatchItem]:
+    """`items` longest problem text first, ties in their given order (`solver.engine.longest_first_order`
+    says why: the continuous batch stays full, and the run does not end on one long answer alone)."""
+    from solver.engine import longest_first_order
+
+    return [items[i] for i in longest_first_order([item.text for item in items])]
 
 
 def _cancel_all(in_flight: list[_InFlight], wait_s: float = 10.0) -> None:

@@ -40,7 +40,10 @@ class EngineClosed(EngineError):
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """Defaults suit a 2-core, 8 GB machine running the 1.5B INT8 model next to the site."""
+    """Defaults suit a 2-core, 8 GB machine running the 1.5B INT8 model next to the site.
+
+    The options below the first five are openvino-genai's; each was measured on the 1.5B shape by
+    `python bench/engine_options.py` (bench/RESULTS.md), and None leaves OpenVINO's own default."""
 
     # None: all cores. Sets INFERENCE_NUM_THREADS (OV_NUM_THREADS does nothing).
     threads: int | None = None
@@ -50,6 +53,60 @@ class EngineSettings:
     # prompt tokens per step (dynamic split-fuse keeps decode flowing)
     max_num_batched_tokens: int = 256
     device: str = "CPU"
+    # KV_CACHE_PRECISION: "u8" (the CPU plugin's default on x86), "f16" or "f32". u8 halves the KV
+    # cache's bytes against f16 (twice the tokens in kv_cache_gb) at a small cost in accuracy.
+    kv_cache_precision: str | None = None
+    # DYNAMIC_QUANTIZATION_GROUP_SIZE: activations quantized to 8 bits per group of this many values
+    # so INT8/INT4 weights multiply in integers; 0 turns it off (the CPU plugin's default is 32).
+    dynamic_quantization_group_size: int | None = None
+    # ENABLE_CPU_PINNING: keep each inference thread on one core (the CPU plugin's default is on).
+    cpu_pinning: bool | None = None
+    # Keep finished requests' KV blocks to reuse for a prompt that starts the same way.
+    prefix_caching: bool = False
+    # Speculative decoding: prompt-lookup (draft tokens copied from an earlier n-gram of the prompt and
+    # the text so far) or a draft model (a prepared model folder with the same vocabulary). Both verify
+    # up to `num_assistant_tokens` drafted tokens in one step of the model.
+    prompt_lookup: bool = False
+    draft_model: str | None = None
+    num_assistant_tokens: int = 5
+    max_ngram_size: int = 3
+
+    def __post_init__(self) -> None:
+        if self.kv_cache_precision not in (None, *KV_CACHE_PRECISIONS):
+            raise ValueError(
+                f"kv_cache_precision {self.kv_cache_precision!r}: use one of "
+                + ", ".join(KV_CACHE_PRECISIONS)
+            )
+        if self.dynamic_quantization_group_size is not None and (
+            self.dynamic_quantization_group_size < 0
+        ):
+            raise ValueError("dynamic_quantization_group_size must be >= 0 (0: off)")
+        if self.prompt_lookup and self.draft_model:
+            raise ValueError("prompt lookup and a draft model cannot be used together")
+        if self.num_assistant_tokens < 1 or self.max_ngram_size < 1:
+            raise ValueError("num_assistant_tokens and max_ngram_size must be >= 1")
+
+    @property
+    def is_speculative(self) -> bool:
+        return self.prompt_lookup or bool(self.draft_model)
+
+    def plugin_properties(self) -> dict[str, object]:
+        """The OpenVINO CPU plugin properties these settings set (those left None are not set)."""
+        properties: dict[str, object] = {}
+        if self.threads:
+            properties["INFERENCE_NUM_THREADS"] = int(self.threads)
+        if self.kv_cache_precision is not None:
+            properties["KV_CACHE_PRECISION"] = self.kv_cache_precision
+        if self.dynamic_quantization_group_size is not None:
+            properties["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = int(
+                self.dynamic_quantization_group_size
+            )
+        if self.cpu_pinning is not None:
+            properties["ENABLE_CPU_PINNING"] = bool(self.cpu_pinning)
+        return properties
+
+
+KV_CACHE_PRECISIONS = ("u8", "f16", "f32")
 
 
 @dataclass(frozen=True)
@@ -466,6 +523,18 @@ class _Stats:
     started: float = field(default_factory=time.perf_counter)
 
 
+def longest_first_order(texts: Sequence[str]) -> list[int]:
+    """The indexes of `texts`, longest first (ties keep their order): the order to start a batch in.
+
+    A continuous batch runs best full. Started longest first, the long ones (long problems tend to get
+    long answers) run while the short ones come and go beside them, and the run does not end with one
+    long answer decoding alone; prompts of a similar length start together. Length is counted in UTF-8
+    bytes, a stand-in for tokens that needs no tokenizer: a byte-level BPE token (SmolLM2, Qwen2) is
+    about 3 bytes of Chinese or 4 of English."""
+    lengths = [len(t.encode("utf-8", "surrogatepass")) for t in texts]
+    return sorted(range(len(texts)), key=lambda i: -lengths[i])
+
+
 class GeneratingAPI(abc.ABC):
     """What callers use, on top of `submit`: shared by `Engine` and `solver.engine_process.EngineProcess`."""
 
@@ -490,17 +559,22 @@ class GeneratingAPI(abc.ABC):
         *,
         on_result: Callable[[int, GenerationResult], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        longest_first: bool = True,
     ) -> list[GenerationResult]:
         """Run a batch with continuous batching; results come back in the order of `prompts`.
         `on_result(index, result)` is called as each one finishes (in finishing order).
-        `should_stop()` is polled; when it returns True the rest is cancelled."""
+        `should_stop()` is polled; when it returns True the rest is cancelled.
+        `longest_first`: submit in `longest_first_order` (the engine starts them in that order when
+        there are more than it decodes at once); otherwise in the given order."""
         if params is None or isinstance(params, GenerationParams):
             params_list = [params or GenerationParams()] * len(prompts)
         else:
             params_list = list(params)
             if len(params_list) != len(prompts):
                 raise ValueError("one GenerationParams per prompt")
-        generations = [self.submit(p, q) for p, q in zip(prompts, params_list, strict=True)]
+        order = longest_first_order(prompts) if longest_first else range(len(prompts))
+        submitted = {i: self.submit(prompts[i], params_list[i]) for i in order}
+        generations = [submitted[i] for i in range(len(prompts))]
         wake = threading.Event()
         for g in generations:
             g.add_done_callback(wake.set)
@@ -562,13 +636,18 @@ class Engine(GeneratingAPI):
         scheduler.max_num_seqs = self.settings.max_num_seqs
         scheduler.max_num_batched_tokens = self.settings.max_num_batched_tokens
         scheduler.dynamic_split_fuse = True
-        # Prefix caching stays off: measured here it halved single-stream decode speed of SmolLM2
-        # (32 vs 73 tok/s), and students' prompts share only the short template prefix.
-        scheduler.enable_prefix_caching = False
-        properties = {}
-        if self.settings.threads:
-            properties["INFERENCE_NUM_THREADS"] = int(self.settings.threads)
+        scheduler.enable_prefix_caching = self.settings.prefix_caching
+        properties = self.settings.plugin_properties()
         try:
+            if self.settings.prompt_lookup:
+                properties["prompt_lookup"] = True
+            elif self.settings.draft_model:
+                # The draft model gets the same plugin properties (threads, KV cache, ...) as the main one.
+                properties["draft_model"] = ov_genai.draft_model(
+                    str(self.settings.draft_model),
+                    self.settings.device,
+                    **self.settings.plugin_properties(),
+                )
             self.tokenizer = ov_genai.Tokenizer(str(self.model_dir))
             self.pipeline = ov_genai.ContinuousBatchingPipeline(
                 str(self.model_dir), scheduler, self.settings.device, properties
@@ -666,6 +745,10 @@ class Engine(GeneratingAPI):
             # first characters. So the pipeline keeps it, and `StopTrimmer` cuts the text exactly.
             config.stop_strings = set(params.stop_strings)
             config.include_stop_str_in_output = True
+        if self.settings.is_speculative:
+            config.num_assistant_tokens = self.settings.num_assistant_tokens
+            if self.settings.prompt_lookup:
+                config.max_ngram_size = self.settings.max_ngram_size
         config.repetition_penalty = params.repetition_penalty
         config.presence_penalty = params.presence_penalty
         config.frequency_penalty = params.frequency_penalty

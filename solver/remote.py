@@ -40,6 +40,7 @@ from solver.engine import (
     GenerationParams,
     GenerationResult,
     _Stats,
+    longest_first_order,
 )
 
 CONNECT_TIMEOUT_S = 5.0
@@ -392,6 +393,7 @@ class RemoteEngine(GeneratingAPI):
         *,
         on_result: Callable[[int, GenerationResult], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        longest_first: bool = True,
     ) -> list[GenerationResult]:
         """As `GeneratingAPI.generate_many`, with at most `max_in_flight` requests open: the service
         batches the open ones; a 429 keeps fewer open until one finishes (after its Retry-After).
@@ -404,7 +406,7 @@ class RemoteEngine(GeneratingAPI):
             if len(params_list) != len(prompts):
                 raise ValueError("one GenerationParams per prompt")
         results: list[GenerationResult | None] = [None] * len(prompts)
-        todo = deque(range(len(prompts)))
+        todo = deque(longest_first_order(prompts) if longest_first else range(len(prompts)))
         open_: dict[int, HTTPGeneration] = {}
         limit = self.max_in_flight
         hold_until = 0.0

@@ -237,6 +237,34 @@ def test_run_batch_tops_up_the_window_instead_of_waiting_for_the_batch():
     assert engine.most_at_once == 2
 
 
+class OrderRecordingEngine(ScriptedEngine):
+    def __init__(self, script):
+        super().__init__(script)
+        self.order: list[str] = []
+
+    def submit(self, prompt, params):
+        self.order.append(next(q for q in self.script if q in prompt))
+        return super().submit(prompt, params)
+
+
+@pytest.mark.parametrize(
+    ("longest_first", "expected"),
+    [(True, ["Q-longest one", "Q-medium", "Q-a"]), (False, ["Q-a", "Q-longest one", "Q-medium"])],
+)
+def test_run_batch_starts_a_list_of_problems_longest_first(longest_first, expected):
+    engine = OrderRecordingEngine({q: [boxed("1")] for q in ("Q-a", "Q-longest one", "Q-medium")})
+    items = [BatchItem(q, q) for q in ("Q-a", "Q-longest one", "Q-medium")]
+    run_batch(engine, R1, items, params=SHORT, batch_size=1, longest_first=longest_first)
+    assert engine.order == expected
+
+
+def test_run_batch_takes_a_lazy_source_in_its_own_order():
+    engine = OrderRecordingEngine({q: [boxed("1")] for q in ("Q-a", "Q-longest one", "Q-medium")})
+    items = (BatchItem(q, q) for q in ("Q-a", "Q-longest one", "Q-medium"))
+    run_batch(engine, R1, items, params=SHORT, batch_size=1)
+    assert engine.order == ["Q-a", "Q-longest one", "Q-medium"]
+
+
 def test_run_batch_refuses_identical_samples():
     with pytest.raises(ValueError, match="sampling"):
         run_batch(ScriptedEngine({}), R1, [], samples=3, params=GenerationParams(greedy=True))

@@ -11,7 +11,14 @@ from dataclasses import replace
 
 import pytest
 
-from solver.engine import Engine, EngineClosed, EngineError, GenerationParams
+from solver.engine import (
+    Engine,
+    EngineClosed,
+    EngineError,
+    GeneratingAPI,
+    GenerationHandle,
+    GenerationParams,
+)
 from solver.engine_process import STATS_EVERY_S, EngineProcess
 
 FIXED = GenerationParams(max_new_tokens=24, greedy=True)
@@ -511,3 +518,147 @@ def test_stop_trimmer_matches_a_one_shot_cut_on_random_splits():
             pos += step
         out.append(trimmer.finish())
         assert "".join(out) == want, (text, stops)
+
+
+# -- openvino-genai options (issue 14; measured by bench/engine_options.py) -------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "properties"),
+    [
+        ({}, {}),
+        ({"threads": 2}, {"INFERENCE_NUM_THREADS": 2}),
+        ({"kv_cache_precision": "f16"}, {"KV_CACHE_PRECISION": "f16"}),
+        ({"dynamic_quantization_group_size": 0}, {"DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}),
+        ({"dynamic_quantization_group_size": 64}, {"DYNAMIC_QUANTIZATION_GROUP_SIZE": 64}),
+        ({"cpu_pinning": False}, {"ENABLE_CPU_PINNING": False}),
+        # scheduler and speculative settings are not plugin properties
+        ({"prefix_caching": True, "prompt_lookup": True}, {}),
+    ],
+)
+def test_engine_settings_set_only_the_plugin_properties_they_name(options, properties):
+    from solver.engine import EngineSettings
+
+    assert EngineSettings(**options).plugin_properties() == properties
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"kv_cache_precision": "bf16"},
+        {"dynamic_quantization_group_size": -1},
+        {"prompt_lookup": True, "draft_model": "/some/model"},
+        {"prompt_lookup": True, "num_assistant_tokens": 0},
+    ],
+)
+def test_engine_settings_refuse_what_openvino_would_not_take(options):
+    from solver.engine import EngineSettings
+
+    with pytest.raises(ValueError):
+        EngineSettings(**options)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"kv_cache_precision": "f16"},
+        {"dynamic_quantization_group_size": 0},
+        {"cpu_pinning": False},
+        {"prefix_caching": True},
+        {"prompt_lookup": True, "num_assistant_tokens": 3, "max_ngram_size": 2},
+    ],
+    ids=["kv-f16", "no-dynamic-quantization", "no-pinning", "prefix-caching", "prompt-lookup"],
+)
+def test_each_option_loads_and_streams_a_whole_generation(tiny_model, options):
+    from solver.engine import EngineSettings
+
+    with Engine(tiny_model.path, EngineSettings(threads=2, **options)) as engine:
+        generation = engine.stream("鸡兔同笼 35 94", FIXED)
+        pieces = list(generation)
+        result = generation.result(timeout=60)
+    assert result.finish_reason == "length" and result.new_tokens == FIXED.max_new_tokens
+    assert "".join(pieces) == result.text
+
+
+def test_a_draft_model_that_agrees_is_accepted_several_tokens_a_step(tiny_model):
+    """The tiny model drafting for itself: every drafted token is accepted, so a step yields several
+    tokens, and the generation still ends at exactly max_new_tokens."""
+    from solver.engine import EngineSettings
+
+    settings = EngineSettings(threads=2, draft_model=str(tiny_model.path), num_assistant_tokens=4)
+    params = GenerationParams(max_new_tokens=60, greedy=True, ignore_eos=True)
+    with Engine(tiny_model.path, settings) as engine:
+        engine.generate("warm up", GenerationParams(max_new_tokens=4, greedy=True))
+        steps, tokens = engine.stats.steps, engine.stats.tokens
+        result = engine.generate("What is 2 + 3?", params)
+        steps, tokens = engine.stats.steps - steps, engine.stats.tokens - tokens
+    assert result.finish_reason == "length" and result.new_tokens == 60
+    assert tokens == 60 and tokens / steps > 1.5, (tokens, steps)
+
+
+@pytest.mark.slow
+def test_prompt_lookup_keeps_the_greedy_text_of_a_trained_model(embedded_model):
+    """Speculation only skips steps: the text must be the one plain greedy decoding writes (on a trained
+    model, whose logits do not nearly tie as a random model's do)."""
+    from solver.engine import EngineSettings
+    from solver.prompts import get_family
+
+    prompt = get_family(embedded_model.manifest.family).render(
+        "小明有48元，买了3本书，每本12元，还剩多少元？"
+    )
+    params = GenerationParams(max_new_tokens=64, greedy=True)
+    texts = []
+    for settings in (EngineSettings(threads=2), EngineSettings(threads=2, prompt_lookup=True)):
+        with Engine(embedded_model.path, settings) as engine:
+            texts.append(engine.generate(prompt, params).text)
+    assert texts[0] == texts[1]
+
+
+@pytest.mark.parametrize(
+    ("texts", "order"),
+    [
+        ([], []),
+        (["a"], [0]),
+        (["bb", "a", "cccc", "dd"], [2, 0, 3, 1]),  # ties keep their order
+        # UTF-8 bytes stand in for tokens: a Chinese character is 3 bytes, about one token
+        (["one two three four", "鸡兔同笼共35头94脚"], [1, 0]),
+    ],
+)
+def test_longest_first_order(texts, order):
+    from solver.engine import longest_first_order
+
+    assert longest_first_order(texts) == order
+
+
+class _Recorded(GenerationHandle):
+    def cancel(self) -> None:
+        pass
+
+
+class _RecordingEngine(GeneratingAPI):
+    """Finishes every request at once and remembers the order they were submitted in."""
+
+    def __init__(self) -> None:
+        self.submitted: list[str] = []
+
+    def submit(self, prompt, params=None, *, streaming=False):
+        from solver.engine import GenerationResult
+
+        self.submitted.append(prompt)
+        handle = _Recorded(len(self.submitted), params or GenerationParams(), streaming)
+        handle._set_done(GenerationResult(prompt, 1, 1, "stop", 0.0, 0.0, 0.0))
+        return handle
+
+    def close(self) -> None:
+        pass
+
+
+def test_generate_many_starts_the_longest_prompts_first_and_answers_in_order():
+    engine = _RecordingEngine()
+    prompts = ["medium one", "short", "the longest prompt of all", "tiny"]
+    results = engine.generate_many(prompts)
+    assert engine.submitted == ["the longest prompt of all", "medium one", "short", "tiny"]
+    assert [r.text for r in results] == prompts
+    engine = _RecordingEngine()
+    engine.generate_many(prompts, longest_first=False)
+    assert engine.submitted == prompts

@@ -175,6 +175,29 @@ def test_claims_are_exclusive_and_lost_claims_come_back(scripted, settings):
     assert [states[i.pk] for i in first[1:]] == ["pending"] * 3
 
 
+def test_a_run_is_claimed_longest_problem_first(scripted):
+    """Workers claim items in id order; a run's items are made longest problem first (UTF-8 bytes: a
+    Chinese character counts about as one token), so the continuous batch starts with the long ones."""
+    scripted({})
+    texts = [
+        "short",
+        "a much longer problem text than the others",
+        "medium text",
+        "鸡兔同笼，共有35个头",
+    ]
+    for text in texts:
+        problem(text)
+    run = precompute.create_run(selection=precompute.Selection(), enqueue=False)
+    claimed = precompute.claim_items(run_id=run.pk, worker_id="w1", limit=2)
+    claimed += precompute.claim_items(run_id=run.pk, worker_id="w2", limit=2)
+    assert [item.problem.text for item in claimed] == [
+        "a much longer problem text than the others",
+        "鸡兔同笼，共有35个头",
+        "medium text",
+        "short",
+    ]
+
+
 def test_an_item_stores_its_answer_at_most_once(scripted):
     from solver.batch import CheckedAnswer
 

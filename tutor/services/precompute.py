@@ -145,10 +145,25 @@ def create_run(
             total=len(ids),
             created_by=user if user is not None and user.is_authenticated else None,
         )
-        RunItem.objects.bulk_create([RunItem(run=run, problem_id=pid) for pid in ids], 500)
+        # Workers claim items in id order (`claim_items`), so the ids are given longest problem first.
+        RunItem.objects.bulk_create(
+            [RunItem(run=run, problem_id=pid) for pid in longest_first(ids)], 500
+        )
         if enqueue:
             _enqueue_run(run.pk, force=True)
     return run
+
+
+def longest_first(problem_ids: list[int]) -> list[int]:
+    """The problems in the order a run should start them: longest text first, similar lengths together
+    (`solver.engine.longest_first_order` says why), ties in bank order."""
+    from solver.engine import longest_first_order
+
+    texts: dict[int, str] = {}
+    for start in range(0, len(problem_ids), 500):  # SQLite limits the parameters of one query
+        chunk = problem_ids[start : start + 500]
+        texts.update(Problem.objects.filter(pk__in=chunk).values_list("id", "text"))
+    return [problem_ids[i] for i in longest_first_order([texts[pid] for pid in problem_ids])]
 
 
 def _enqueue_run(run_id: int, *, force: bool = False, run_after=None) -> bool:
