@@ -349,7 +349,8 @@ def test_a_miss_page_works_without_javascript(site, cast):
     alice = client_for(cast.alice)
     question, page = ask_page(alice, "What is 6 times 7?")
     head = page.split("</head>")[0]
-    assert '<noscript><meta http-equiv="refresh" content="5"></noscript>' in head
+    refresh = f'<noscript><meta http-equiv="refresh" content="5; url=/questions/{question.pk}">'
+    assert refresh in head
     assert "this page reloads every few seconds" in page
     gate.set()
     assert live.live_jobs.wait_idle(10)
