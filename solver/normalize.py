@@ -136,7 +136,10 @@ _NAME_FOLLOWERS = (
     "need|takes|took|fills|empties|works|walks|runs|has|had|will|would|gets|got|finishes|paints|does|did|"
     "tells|lies|must|should|thinks|knows|asks|and|then|by|to"
 )
-_LETTER_NAME_RE = re.compile(r"(?<![A-Za-z0-9])(?<![A-Za-z]')([A-Z])(?![A-Za-z0-9])")
+# a letter right before a count of Chinese things is a name too: A、B、C3人
+_LETTER_NAME_RE = re.compile(
+    r"(?<![A-Za-z0-9])(?<![A-Za-z]')([A-Z])(?![A-Za-z])(?!\d(?!\d*[\u3400-\u4dbf\u4e00-\u9fff]))"
+)
 _SENTENCE_START_RE = re.compile(r"(?:^|[.?!:;\"'(]\s*|\n\s*)$")
 _NAME_AFTER_A_RE = re.compile(rf"\s*(?:[,.:;?!)'\"、]|$|(?:{_NAME_FOLLOWERS})\b|'s\b)")
 _ZH_LETTER_NAMES = {"甲": "A", "乙": "B", "丙": "C", "丁": "D"}
@@ -144,6 +147,10 @@ _ZH_LETTER_NAMES = {"甲": "A", "乙": "B", "丙": "C", "丁": "D"}
 
 def _lower_keeping_names(text: str) -> str:
     """Lower-case everything except capital letters used as names (A, B, X, Y; not the article "A")."""
+    # a run of capitals right before Chinese is a list of names: ABC三人, AB两地 (= A、B、C三人)
+    text = re.sub(
+        rf"(?<![A-Za-z])([A-H]{{2,4}})(?=\d*[{_CJK}])", lambda m: "、".join(m.group(1)), text
+    )
     words = re.findall(r"[A-Za-z]{2,}", text)
     letters = sum(len(w) for w in words)
     uppers = sum(ch.isupper() for w in words for ch in w)
@@ -195,6 +202,8 @@ _FILLER_RES = [re.compile(p) for p in _FILLER_PATTERNS]
 
 _EN_SYNONYMS = [
     (r"\bw/o\b", "without"),
+    (r"(?<![A-Za-z])[cC]\+\+", "cpp"),
+    (r"(?<![A-Za-z])[cC]#", "csharp"),
     (r"\bw/", "with "),
     (r"&", " and "),
     (r"\bwhat's\b|\bwhats\b", "what is"),
@@ -306,9 +315,23 @@ _ZH_NOT_NUMBERS = [
     "我们两个", "我们俩", "他们两个", "她们两个", "你们两个", "是不是", "是否", "能不能", "会不会", "有没有", "可不可以",
 ]  # fmt: skip
 _ZH_NOT_NUMBERS.sort(key=len, reverse=True)
+# The measure words and units a bare numeral may count ("零个", "零度", "两根"): after them a 零 is
+# the number 0; before any other character it is the first half of a word (零件, 零钱, 零食, 零售).
+_ZH_COUNTERS = (
+    "个只条辆人名支本块张次位头枚颗件根片封段袋套盒包瓶杯棵朵粒座台部架间把双份篇首道题箱筐堆层页匹"
+    "口顶项场批元角分毛度岁天年月日时秒米克斤吨升亩倍点"
+)
+_CN_NOT_ZERO = (
+    rf"(?<![\d.{CN_NUMERAL_CHARS}点])零(?![\d{CN_NUMERAL_CHARS}点{_ZH_COUNTERS}])(?=[{_CJK}])"
+)
+# 零件 and 零头 begin with a measure word but are words all the same
+_ZH_ZERO_WORDS = r"零件|零部件|零头|零点儿"
 # "之一" is "one of" (其中之一) except in a fraction: 三分之一 is 1/3
 _ZH_NOT_NUMBERS_RE = re.compile(
     "|".join(re.escape(w) if w != "之一" else r"(?<!分)之一" for w in _ZH_NOT_NUMBERS)
+    + f"|{_ZH_ZERO_WORDS}|{_CN_NOT_ZERO}"
+    # 俩 and 仨 after a noun are "the two (three) of them": 姐妹俩, 兄弟仨, 他们俩
+    + rf"|(?<=[{_CJK}])(?<![{CN_NUMERAL_CHARS}这那有])[俩仨](?![十百千万亿拾佰仟{_ZH_COUNTERS}])"
 )
 
 
@@ -334,6 +357,13 @@ def _zh_numbers(text: str) -> str:
         hidden.append(m.group())
         return f"\ue000{len(hidden) - 1}\ue001"
 
+    # 周 is a week only where time is spoken of (一周后, 每周, 3周, 周一); 四周 is "all around" (池塘四周
+    # 种树: the perimeter) unless a time word stands next to it (四周后, 用了四周)
+    text = re.sub(
+        r"(?<![过用花需要经续持第每这那前后近头了再])四周(?![后前内以之里时共])", "周围", text
+    )
+    # 零下5度 is −5 degrees: the sign is written onto the number
+    text = re.sub(rf"零下\s*(?=\d|[{CN_NUMERAL_CHARS}])", " -", text)
     text = _ZH_NOT_NUMBERS_RE.sub(hide, text)
 
     def sub_num(pattern: str, build) -> None:
@@ -403,19 +433,79 @@ def _zh_numbers(text: str) -> str:
 
     text = re.sub(r"(?<![\d.])(\d{1,3}(?:\.\d{1,3})?)折", discount, text)
     text = re.sub(r"零(?=\d)", "", text)  # 2小时零15分 = 2小时15分
-    # "the two (of them)" repeats a count already given: 两个都是红球 = both are red, 两地相距 = A and B are
-    text = re.sub(
-        r"(?<![\d.])2\s*(?=(?:个|张|人|管|辆|只|条|位|队|列|地|车|次)?(?:都|同时|一起|合作|相向|相背|相距))",
-        "两",
-        text,
-    )
-    text = re.sub(r"(我们|他们|你们|她们)\s*2\s*个", r"\1两个", text)
     # 再过3年 = 3年后; 2小时15分 = 2小时15分钟
     text = re.sub(
         r"再过\s*(\d+(?:\.\d+)?)\s*(个)?(天|年|小时|分钟|周|星期|月|秒)", r"\1\2\3后", text
     )
     text = re.sub(r"(\d)\s*(个)?小时\s*(\d+)\s*分(?![钟之])", r"\1\2小时\3分钟", text)
     text = re.sub(r"\ue000(\d+)\ue001", lambda m: hidden[int(m.group(1))], text)
+    # going once around something is a lap, not a week: 绕操场跑一周, 沿着花坛走1周 = 1圈
+    text = re.sub(
+        r"((?:绕|沿|围绕|环绕|围着|转|走|跑|游|骑)[^,.;?!\d]{0,12}?)(\d+(?:\.\d+)?)\s*周(?![一二三四五六日天几末岁长])",
+        r"\1\2圈",
+        text,
+    )
+    return _restated_counts(text)
+
+
+# A count that only restates how many things are already named or listed is not a given: 甲乙两人 and
+# "A and B" say the same, as do 甲、乙、丙三人 and "A, B and C", 这两个数 and "the numbers", 两车相遇 and
+# "the trains meet", 姐妹俩 and "the sisters" (the English reader writes "the two shops" as "both
+# shops" for the same reason). Such a count is written back as a Chinese numeral character, which no
+# reader counts. What counts as restating: a count right after 这/那/该 (the things were introduced
+# before), a count equal to the number of names listed right before it (AB两个仓库, ABC三人), 2 before
+# a reciprocal word (两车相遇, 两个球颜色相同, 两根水管一起开: "both"), and the number of digits of an
+# N-digit number said again (一个三位数 … 三个数字的和).
+_ZH_SMALL_NUMERALS = "零一两三四五六七八九十"
+_ZH_COUNT_WORDS = "个张人管辆只条位名队列地车次根台艘家所座组"
+_ZH_RECIPROCAL = "都|同时|一起|合作|相向|相背|相距|相遇|相撞|相同|同色|一样|相等|相交|共同"
+_ZH_NOT_A_NOUN = "小时|钟头|分钟|星期|月|天|年|周|秒|岁|元|米"
+
+
+def _zh_count_word(m: re.Match[str], group: int = 1) -> str:
+    value = int(m.group(group))
+    text = m.group()
+    start, end = m.span(group)
+    word = _ZH_SMALL_NUMERALS[value] if value <= 10 else m.group(group)
+    return text[: start - m.start()] + word + text[end - m.start() :]
+
+
+def _restated_counts(text: str) -> str:
+    # after a demonstrative: 这两个数, 这个三位数, 那三天 (not 这1个: the article)
+    text = re.sub(r"(?:这|那|该|此)个?\s*([2-9]|10)(?![\d.%])", _zh_count_word, text)
+
+    # the names listed right before: AB2个仓库, A、B、C3人, A和B2人
+    def names(m: re.Match[str]) -> str:
+        listed = len(re.findall(r"[A-H]", m.group(1)))
+        return _zh_count_word(m, 2) if listed == int(m.group(2)) else m.group()
+
+    text = re.sub(
+        rf"((?<![A-Za-z])[A-H](?:\s*[、,和与及跟]?\s*[A-H])+)(?![A-Za-z])\s*(\d+)(?=\s*[{_ZH_COUNT_WORDS}])",
+        names,
+        text,
+    )
+
+    # the numbers listed right before: 用1、2、3、4四个数字
+    def listed(m: re.Match[str]) -> str:
+        items = len(re.findall(r"\d+(?:\.\d+)?", m.group(1)))
+        return _zh_count_word(m, 2) if items == int(m.group(2)) else m.group()
+
+    text = re.sub(
+        r"((?<![\d.])\d+(?:\.\d+)?(?:\s*[、,和与及]\s*\d+(?:\.\d+)?)+)\s+([2-9]|10)(?=\s*个)",
+        listed,
+        text,
+    )
+    # 2 before a reciprocal word ("the two of them", "both"), with a measure word and a short noun
+    # between at most: 两车相遇, 两个都是红球, 两根水管一起开, 两个球颜色相同
+    text = re.sub(
+        rf"(?<![\d.])(2)\s*(?=(?:[{_ZH_COUNT_WORDS}](?!{_ZH_NOT_A_NOUN})[{_CJK}]{{0,3}}?)?(?:{_ZH_RECIPROCAL}))",
+        _zh_count_word,
+        text,
+    )
+    text = re.sub(r"(我们|他们|你们|她们)\s*(2)\s*个", lambda m: _zh_count_word(m, 2), text)
+    # the digits of an N-digit number: 一个三位数 … 三个数字的和 counts the same three digits
+    for n in set(re.findall(r"(?<![\d.])([2-9])位数", text)):
+        text = re.sub(rf"(?<![\d.])({n})\s*个数字", _zh_count_word, text)
     return text
 
 
@@ -573,6 +663,46 @@ def _digit_forms(text: str) -> str:
     return text
 
 
+_AGE_CONTEXT_RE = re.compile(r"\bhow old\b|\bages?\b|\byears? old\b|\b(?:older|younger)\b|\baged\b")
+
+
+def _ages(text: str) -> str:
+    """An age carries its unit in English as 12岁 does in Chinese: in a question about ages, "Tom is
+    12", "aged 12" and "will be 15" say "12 years old"."""
+    if not _AGE_CONTEXT_RE.search(text):
+        return text
+    text = re.sub(r"\baged (\d+(?:\.\d+)?)(?! years?\b)", r"\1 years old", text)
+    text = re.sub(r"\b(\d+(?:\.\d+)?)-years?-old\b", r"\1 years old", text)
+    return re.sub(
+        r"((?:\b(?:is|was|are|were|be|turns?|turned|turning|adds? up to|total(?:s|led)?|equals?)|=)\s*)(\d+(?:\.\d+)?)"
+        r"(?=\s*(?:[,.;:?!]|$|and\b|but\b|when\b|now\b|today\b|then\b|this year\b|next\b|in\b|while\b))",
+        r"\1\2 years old",
+        text,
+    )
+
+
+def _paid(m: re.Match[str], zh: bool = False) -> str:
+    off = Fraction(m.group("off"))
+    if off > 100:
+        return m.group()
+    paid = _format_fraction(100 - off)
+    return f"打{paid}%" if zh else f"{paid}% price"
+
+
+def _discounts(text: str) -> str:
+    """A discount read as the share of the price that is paid, as 打八折 is (80%): "20% off", "a 20%
+    discount", "a discount of 20%", 享受20%的折扣 and 半价 all say the same given as 打八折 / 打五折."""
+    text = re.sub(
+        r"(?<![\d.])(?P<off>\d+(?:\.\d+)?)\s*%\s*(?:off|discount(?:ed)?|reduction)\b", _paid, text
+    )
+    text = re.sub(r"\bdiscount of (?P<off>\d+(?:\.\d+)?)\s*%", _paid, text)
+    zh = lambda m: _paid(m, zh=True)  # noqa: E731
+    text = re.sub(r"打?(?<![\d.])(?P<off>\d+(?:\.\d+)?)\s*%\s*的?(?:折扣|优惠)", zh, text)
+    text = re.sub(r"(?:优惠|折扣)(?P<off>\d+(?:\.\d+)?)\s*%", zh, text)
+    text = re.sub(r"\bhalf[- ]price\b|\b(?:1/2|0\.5)[- ]price\b|\bhalf off\b", "50% price", text)
+    return re.sub(r"0\.5价|半价", "打50%", text)
+
+
 # --------------------------------------------------------------------------------------------------
 # Spacing
 # --------------------------------------------------------------------------------------------------
@@ -683,6 +813,10 @@ def normalize(text: str) -> str:
     text = _zh_numbers(text)
     text = _en_numbers(text)
     text = _digit_forms(text)
+    # "these 3 numbers", "those 2 days" restate a count, as 这三个数 does (see _restated_counts)
+    text = re.sub(r"\b(these|those) (?:[2-9]|10) (?=[a-z])", r"\1 ", text)
+    text = _discounts(text)
+    text = _ages(text)
     text = _unit_symbols(text)
     text = _tidy_spacing(text)
     text = re.sub(r"^(?:[\s,.:;!?]|-(?!\d))+", "", text)
@@ -916,6 +1050,23 @@ SOFT_TERMS = frozenset(
     }
 )  # fmt: skip
 
+# Programming languages, as they are written in either language's text (C++ and C# are spelled out
+# as cpp and csharp by the synonyms, since "C" alone is a name).
+_PROGRAMMING_LANGUAGES = {
+    "python": r"python|py",
+    "javascript": r"javascript|js|node\.?js",
+    "typescript": r"typescript",
+    "java": r"java",
+    "cpp": r"cpp",
+    "csharp": r"csharp",
+    "golang": r"golang",
+    "rust": r"rust(?= (?:code|program|function))|(?<=in )rust|(?<=用)rust",
+    "kotlin": r"kotlin",
+    "php": r"php",
+    "matlab": r"matlab",
+}
+_LANGUAGE_RE = "|".join(_PROGRAMMING_LANGUAGES.values())
+
 # (ids, English regex or "", Chinese regex or ""). Order matters: earlier entries mask their text, so
 # compounds come before their parts (最大公因数 before 最大, 铅笔 before 笔, 小红 before 红).
 _LEXICON: list[tuple[tuple[str, ...], str, str]] = [
@@ -1004,7 +1155,12 @@ _LEXICON: list[tuple[tuple[str, ...], str, str]] = [
         r"(?:different |distinct )?ways|(?:different |distinct )?arrangements",
         r"(?:多少种|几种)(?:不同的)?(?:选法|排法|站法|方法|取法|走法|结果)?|不同的(?:选法|排法|站法|方法|取法|走法)|选法|排法|站法|方法",
     ),
-    (("different",), r"different|distinct|differ", r"不同|不一样|互不相同"),
+    # "not the same kind" is "different kinds": 不是同一类人 and "different types" say one condition
+    (
+        ("different",),
+        r"different|distinct|differ|not (?:of )?the same",
+        r"不同|不一样|互不相同|不是同[1一]|不是1类|不属于同[1一]|不在同[1一]",
+    ),
     (
         ("not", "repeat"),
         r"no repeated|without repeat(?:ed|ing|s)?|non-?repeating",
@@ -1021,23 +1177,25 @@ _LEXICON: list[tuple[tuple[str, ...], str, str]] = [
     (("or",), r"or|either", r"或者|或|还是|要么"),
     (
         ("more",),
-        r"more|greater|larger|bigger|higher|taller|older|longer|heavier|faster|exceeds?|exceeding|above",
-        r"多于|大于|超过|高于|较大|较多|比[^,.?!;]{0,12}?(?:多|大|高|长|重|快|贵|老)",
+        r"(?<!% )(?:more|greater|larger|bigger|higher|taller|older|longer|heavier|faster)|exceeds?|exceeding|above",
+        r"多于|大于|超过|高于|较大|较多|比[^,.?!;]{0,12}?(?:多|大|高|长|重|快|贵|老)(?![^\d,.;?!]{0,3}\d+(?:\.\d+)?%)",
     ),
     (
         ("less",),
-        r"fewer|less|smaller|lower|shorter|younger|lighter|slower|cheaper|below|under",
-        r"少于|小于|低于|较小|较少|比[^,.?!;]{0,12}?(?:少|小|低|短|轻|慢|便宜)",
+        r"(?<!% )(?:fewer|less|smaller|lower|shorter|younger|lighter|slower|cheaper)|below|under",
+        r"少于|小于|低于|较小|较少|比[^,.?!;]{0,12}?(?:少|小|低|短|轻|慢|便宜)(?![^\d,.;?!]{0,3}\d+(?:\.\d+)?%)",
     ),
     (
         ("increase",),
-        r"increases?|increased|rises?|rose|raised?|goes up|went up|go up|grows?|markup",
-        r"提价|涨价|上涨|增加|提高|增长|涨了|涨",
+        # a change by a percentage is one condition however it is said: "20% more", "up 20%", "rose
+        # by 20%", 多20%, 提高了20%
+        r"increases?|increased|rises?|rose|raised?|raises|goes up|went up|go up|grows?|markup|(?<=% )(?:more|greater|larger|bigger|higher)|up(?= (?:by )?\d+(?:\.\d+)?%)",
+        r"提价|涨价|上涨|增加|提高|增长|涨了|涨|(?<=比)[^,.?!;]{0,12}?(?:多|大|高|贵)(?=[^\d,.;?!]{0,3}\d+(?:\.\d+)?%)|多(?=了?\d+(?:\.\d+)?%)",
     ),
     (
         ("decrease",),
-        r"decreases?|decreased|falls?(?! on)|fell(?! on)|drops?|dropped|goes down|went down|go down|reduced?|discount(?:ed)?|off|cheaper",
-        r"降价|下降|降低|减少|便宜|打折|降了|降",
+        r"decreases?|decreased|falls?(?! on)|fell(?! on)|drops?|dropped|goes down|went down|go down|reduced?|discount(?:ed)?|off|cheaper|(?<=% )(?:less|fewer|lower|smaller)|down(?= (?:by )?\d+(?:\.\d+)?%)",
+        r"降价|下降|降低|减少|便宜|打折|降了|降|(?<=比)[^,.?!;]{0,12}?(?:少|小|低|便宜)(?=[^\d,.;?!]{0,3}\d+(?:\.\d+)?%)|少(?=了?\d+(?:\.\d+)?%)",
     ),
     (
         ("after",),
@@ -1046,8 +1204,8 @@ _LEXICON: list[tuple[tuple[str, ...], str, str]] = [
     ),
     (
         ("before",),
-        r"ago|earlier|before \d+(?:\.\d+)? (?:years?|days?|hours?)",
-        r"(?<=[年天时钟月周期秒岁])(?:以前|之前|前)",
+        r"ago|earlier|before \d+(?:\.\d+)? (?:years?|days?|hours?)|(?:(?<=years )|(?<=days )|(?<=hours )|(?<=months )|(?<=weeks )|(?<=minutes )|(?<=year )|(?<=day )|(?<=week ))before|before (?:today|now|this)",
+        r"(?<=[年天时钟月周期秒岁])(?:以前|之前|前)|往前推|往回推|倒推",
     ),
     (("upstream",), r"upstream|against the current", r"逆流|逆水"),
     (("downstream",), r"downstream|with the current", r"顺流|顺水"),
@@ -1055,7 +1213,7 @@ _LEXICON: list[tuple[tuple[str, ...], str, str]] = [
     (("drain",), r"empties|emptied|emptying|drains?|drained", r"放空|放完|排水|排空|放水"),
     (("same",), r"same|identical|equal", r"同一|相同|一样"),
     (("each",), r"each (?:person|one)|per person|apiece", r"每人|每个人"),
-    (("all",), r"all|every|each|any", r"所有|全部|都|每|任意|任何"),
+    (("all",), r"all|every|each|any|both", r"所有|全部|都|每|任意|任何"),
     # parity and kinds of numbers
     (("odd",), r"odd", r"奇数|单数"),
     (("even",), r"even(?! if)", r"偶数|双数"),
@@ -1170,7 +1328,12 @@ _LEXICON: list[tuple[tuple[str, ...], str, str]] = [
     ),
     (("handshake",), r"handshakes?|shakes? hands", r"握手|握"),
     (("row",), r"(?:in )?a row|in a line|lined up", r"1排|一排|1行|排成|站成"),
-    (("round_table",), r"round table|in a circle|around a table", r"圆桌|围成1圈|1圈"),
+    # people seated or standing in a circle; going once around a field (绕…1圈, 1周) is a lap
+    (
+        ("round_table",),
+        r"round table|in a circle|around a table",
+        r"圆桌|围坐|(?:围|坐|站|排)成1圈|围着(?:1张)?桌",
+    ),
     # days and months
     *[
         ((day,), day, day)
@@ -1232,7 +1395,13 @@ _LEXICON: list[tuple[tuple[str, ...], str, str]] = [
     (("fahrenheit",), r"fahrenheit", r"华氏"),
     (("kelvin",), r"kelvin", r"开尔文"),
     # coding
-    (("python",), r"python", r"python"),
+    (("python",), r"python|py", r"python"),
+    # the other programming languages must agree: a bank of Python answers does not answer "in Java"
+    *[
+        ((lang,), pattern, pattern)
+        for lang, pattern in _PROGRAMMING_LANGUAGES.items()
+        if lang != "python"
+    ],
     (("function",), r"functions?|def|implement", r"函数"),
     (("program",), r"programs?|script", r"程序"),
     (("print",), r"prints?|output|display", r"打印|输出"),
@@ -1296,7 +1465,7 @@ _ASK_RE = re.compile(
     rf"\b(?:{_EN_STRONG_ASK})\b|^\s*(?:{_EN_WEAK_ASK})\b|多少|几|什么|哪|谁|求|吗|是否|是不是|证明|写|输出|打印|判断|换算|转换|化成|等于|如何|怎样|怎么|还是|填|多大|多远|多长|多久|多快|多高"
 )
 _IMPERATIVE_RE = re.compile(
-    r"\bprove\b|^\s*(?:write|implement|print|use python|in python|given a list)\b|^\s*python:|\bwrite (?:an? |the )?(?:python )?(?:function|program|script)|证明|用python|^\s*(?:写|编写|给定)|(?:写|编写)(?:1个|个)?python|python(?:写|函数|程序)"
+    rf"\bprove\b|^\s*(?:write|implement|print|use (?:{_LANGUAGE_RE})|in (?:{_LANGUAGE_RE})|given a list)\b|^\s*(?:{_LANGUAGE_RE}):|\bwrite (?:an? |the )?(?:(?:{_LANGUAGE_RE}) )?(?:function|program|script)|证明|用(?:{_LANGUAGE_RE})|^\s*(?:写|编写|给定)|(?:写|编写)(?:1个|个)?(?:{_LANGUAGE_RE})|(?:{_LANGUAGE_RE})(?:写|函数|程序)"
 )
 _SENTENCE_SPLIT_RE = re.compile(r"(?<=[?!;])|(?<=[.])(?!\d)")
 _CONDITION_RE = re.compile(
@@ -1312,7 +1481,7 @@ _ZH_MEASURE_WORDS = "个只条辆人名支本块张次位头枚颗件根片封�
 _COUNT_ZH_RE = re.compile(
     rf"(?:几|多少)[{_ZH_MEASURE_WORDS}](?!数)|的个数"
     rf"|多少(?![{''.join(sorted({f[0] for f in _ZH_UNIT_FORMS}))}钱岁倍种分之是呢吗啊呀])"
-    r"(?!时间|路程|距离|面积|体积|容积|周长|利润|收入|工资|重量|速度|年龄|水|油)"
+    r"(?!时间|路程|距离|面积|体积|容积|周长|利润|收入|工资|重量|速度|年龄|水|油|零钱)"
     rf"(?=[{_CJK}])"
 )
 # the thing whose price is asked: "一支铅笔多少钱", "求铅笔的单价", "how much does one pen cost"

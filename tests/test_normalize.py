@@ -56,8 +56,8 @@ def numbers(text: str) -> list[str]:
         ("Convert 2 1/2 hours", ["2.5"]),
         ("３５ heads and ９４ legs", ["35", "94"]),
         ("the 21st term", ["21"]),
-        ("25% off", ["25"]),
-        ("twenty-five percent off", ["25"]),
+        ("25% off", ["75"]),  # the share paid, as 打七五折 reads
+        ("twenty-five percent off", ["75"]),
         ("x = -3", ["-3"]),
         ("n^3 - n", ["3"]),
         ("n³ − n", ["3"]),
@@ -176,7 +176,15 @@ def test_it_finds_the_asked_quantity(text: str, expected: set[str]) -> None:
         ("不放回地取两个", "not"),
         ("先提价20%", "increase"),
         ("再降价20%", "decrease"),
-        ("25% off", "decrease"),
+        ("the price dropped by 25%", "decrease"),
+        ("45 days before today", "before"),
+        ("往前推5年", "before"),
+        ("sales went up by 20%", "increase"),
+        # a change by a percentage, said either way
+        ("sales were 20% more than planned", "increase"),
+        ("比计划多了20%", "increase"),
+        ("他俩不是同一类人", "different"),
+        ("they are not of the same kind", "different"),
         ("Pipe B empties it", "drain"),
     ],
 )
@@ -335,3 +343,108 @@ def test_a_quantity_reads_the_unit_it_is_given_in(
 
     found = [(format_number(q.value), q.unit) for q in quantities(normalize(text))]
     assert found == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # 零 is a numeral only inside a number or alone as "zero"
+        ("车间生产了一批零件，共用了6天", ["6"]),
+        ("他用零钱买了3支笔", ["3"]),
+        ("超市的零食和零售价格", []),
+        ("夜里气温是零下八度", ["-8"]),  # 零下 is a sign
+        ("一千零八十", ["1080"]),
+        ("四点零五", ["4.05"]),
+        ("余数是零", ["0"]),
+        ("有零个苹果", ["0"]),
+        # a count that restates how many things are named or listed is not a given
+        ("兄弟俩一共有40本书", ["40"]),
+        ("她们俩同时出发", []),
+        ("甲乙两个车间共生产900个", ["900"]),
+        ("甲、乙、丙三人平分90元", ["90"]),
+        ("两列火车相遇时", []),
+        ("任取两张，两张牌颜色相同的概率", ["2"]),
+        ("用5、6、7三个数字组成", ["5", "6", "7"]),
+        ("有一个四位数，这个四位数的四个数字之和是20", ["4", "20"]),
+        ("这两周他跑了60千米", ["60"]),
+        ("the sum of those 3 numbers is 27", ["27"]),
+        ("连续3天都下雨", ["3"]),  # a duration before 都 is a given
+        ("买了2支笔一共花了10元", ["2", "10"]),
+        # 周 is a week only with time context
+        ("在鱼塘四周栽树，每隔3米栽一棵", ["3"]),
+        ("绕湖跑一周是2千米", ["2"]),
+        ("四周后再来", ["4"]),
+        # discounts are the share of the price that is paid
+        ("a coat is sold at 30% off", ["70"]),
+        ("with a 15% discount", ["85"]),
+        ("a discount of 40% on shoes", ["60"]),
+        ("半价出售", ["50"]),
+        ("half-price tickets", ["50"]),
+    ],
+)
+def test_it_reads_only_given_counts(text: str, expected: list[str]) -> None:
+    assert sorted(numbers(text), key=Fraction) == sorted(expected, key=Fraction)
+
+
+@pytest.mark.parametrize(
+    ("chinese", "english"),
+    [
+        ("外套打七折出售", "the coat is sold at 30% off"),
+        ("A、B两家工厂共有工人500名", "factories A and B have 500 workers in all"),
+        (
+            "小明12岁，爸爸40岁。几年后爸爸的年龄是小明的2倍？",
+            "Xiaoming is 12 and his dad is 40. In how many years will dad be twice Xiaoming's age?",
+        ),
+    ],
+)
+def test_a_translation_reads_the_same_givens(chinese: str, english: str) -> None:
+    zh, en = signature(chinese), signature(english)
+    assert zh.numbers == en.numbers
+    assert set(zh.units) == set(en.units)
+
+
+@pytest.mark.parametrize(
+    ("text", "term", "present"),
+    [
+        ("绕操场走一周是多少米", "round_table", False),  # a lap, not people in a circle
+        ("沿着花坛走一圈", "round_table", False),
+        ("六个人围坐在一张桌子旁", "round_table", True),
+        ("8 people sit at a round table", "round_table", True),
+        ("Write a function in JavaScript that sums a list", "javascript", True),
+        ("用JS写一个求和函数", "javascript", True),
+        ("用C++写一个程序输出1到10", "cpp", True),
+        ("Write a C# program that prints hello", "csharp", True),
+        ("用Java写一个函数", "java", True),
+        ("Both shops sell pens", "all", True),
+    ],
+)
+def test_it_reads_terms_in_their_sense(text: str, term: str, present: bool) -> None:
+    assert (term in signature(text).terms) is present
+
+
+def test_programming_languages_differ_as_hard_terms() -> None:
+    python = signature("Write a function in Python that reverses a string")
+    javascript = signature("Write a function in JavaScript that reverses a string")
+    assert python.hard_terms != javascript.hard_terms
+    assert signature("用JavaScript写一个反转字符串的函数").hard_terms == javascript.hard_terms
+
+
+@pytest.mark.parametrize(
+    ("text", "unit"),
+    [
+        ("Ann is 9 and Ben is 14. How old will Ann be when Ben is 20?", "year"),
+        ("a girl aged 7. how old is her mother?", "year"),
+        ("the sum of their ages is 50", "year"),
+        ("安娜9岁", "year"),
+    ],
+)
+def test_an_age_carries_its_unit_in_both_languages(text: str, unit: str) -> None:
+    from solver.normalize import quantities
+
+    assert all(q.unit == unit for q in quantities(normalize(text)))
+
+
+def test_the_answer_is_not_an_age_outside_an_age_question() -> None:
+    from solver.normalize import quantities
+
+    assert [q.unit for q in quantities(normalize("The answer is 5."))] == [None]
