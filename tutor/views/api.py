@@ -153,7 +153,14 @@ def _question_data(question: Question, user) -> dict:
     holds the steps shown so far and how many there are. And the asker's follow-up questions on its
     problem."""
     data = question.to_dict()
-    served = question.served_solution() if "answer" in data else None
+    served_id = data["answer"]["solution_id"] if "answer" in data else None
+    served = None
+    if served_id is not None:  # the answer to_dict served: the question's own, mostly (no query)
+        served = (
+            question.solution
+            if question.solution_id == served_id
+            else Solution.objects.filter(pk=served_id).first()
+        )
     if served is not None and steps.applies(user=user, question=question, served=served):
         state = steps.state_of(student=user, question=question, served=served)
         data["steps"] = state.to_dict()
@@ -161,11 +168,14 @@ def _question_data(question: Question, user) -> dict:
             data["answer"].update(text=None, final=None, reasoning=None, withheld=True)
             data["reveal"] = f"/api/questions/{question.pk}?reveal=solution"
     if question.problem_id and question.outcome != Question.Outcome.GENERATING:
-        follow_ups = FollowUp.objects.filter(
-            user_id=question.user_id, question__problem_id=question.problem_id
-        )
-        if follow_ups.exists():
-            data["follow_ups"] = [f.to_dict() for f in follow_ups]
+        follow_ups = [
+            f.to_dict()
+            for f in FollowUp.objects.filter(
+                user_id=question.user_id, question__problem_id=question.problem_id
+            )
+        ]
+        if follow_ups:
+            data["follow_ups"] = follow_ups
     return data
 
 
