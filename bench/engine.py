@@ -53,6 +53,15 @@ R1_SHAPE = dict(
 
 
 def peak_mb() -> float:
+    """This process's peak resident memory (VmHWM). Not ru_maxrss: Linux carries that across exec, so
+    a child started by a parent that had grown large (one that prepared a model) reported the parent's
+    peak as its own."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -291,10 +300,22 @@ CHILDREN = {
 }
 
 
-def run_child(kind: str, model_dir: Path, **kwargs) -> dict:
+def run_child(
+    kind: str,
+    model_dir: Path | str,
+    *,
+    script: Path | str = __file__,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    **kwargs,
+) -> dict:
+    """Run `script --child kind` in a fresh process and return the JSON it prints last. A failure
+    stops the benchmark, or with check=False comes back as {"error": the last line of its stderr}."""
+    import os
+
     cmd = [
         sys.executable,
-        __file__,
+        str(script),
         "--child",
         kind,
         "--model-dir",
@@ -302,8 +323,13 @@ def run_child(kind: str, model_dir: Path, **kwargs) -> dict:
         "--child-args",
         json.dumps(kwargs),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, **env} if env else None
+    )
     if proc.returncode != 0:
+        if not check:
+            lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+            return {"error": (lines[-1] if lines else f"exit {proc.returncode}")[:300]}
         raise SystemExit(f"{kind} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -317,30 +343,53 @@ def embedded_model_dir(store: Path) -> Path:
     return ModelStore(store).prepare_embedded(progress=lambda m: print(m, file=sys.stderr)).path
 
 
-def r1_shape_model_dir(store: Path) -> Path:
-    """A random model of the 1.5B distill's shape, exported to INT8 like the real one (~5 minutes once)."""
-    from solver.modelstore import ModelStore
+R1_SHAPE_NAMES = {"int8": "r1-shape-random", "int4": "r1-shape-random-int4"}
 
-    models = ModelStore(store)
-    if (store / "r1-shape-random" / "manifest.json").is_file():
-        return store / "r1-shape-random"
+
+def r1_shape_model_dir(store: Path, weights: str = "int8") -> Path:
+    """A random model of the 1.5B distill's shape, exported like the real one with `weights` "int8" or
+    "int4", each through `python -m solver prepare … --from-dir … --weights W` (~5 minutes once each).
+
+    The Hugging Face folder (~7 GB, float32) is kept under `store` until both weights are built, so the
+    INT4 model has the very weights of the INT8 one."""
+    import shutil
+
+    name = R1_SHAPE_NAMES[weights]
+    if (store / name / "manifest.json").is_file():
+        return store / name
     from tests.conftest import build_tiny_qwen2
 
     hf = store / ".r1-shape-hf"
-    # The real tokenizer cannot be downloaded here; SmolLM2's stands in. The model keeps the real
-    # 151936-row embedding and output layer, so the weight bytes read per token are the real model's.
-    print("building a random 1.5B-shaped Qwen2 ...", file=sys.stderr)
-    build_tiny_qwen2(hf, **R1_SHAPE)
-    prepared = models.prepare(
-        "r1-shape-random",
-        from_dir=hf,
-        family="r1-distill",
-        progress=lambda m: print(m, file=sys.stderr),
+    if not (hf / "config.json").is_file():
+        # The real tokenizer cannot be downloaded here; SmolLM2's stands in. The model keeps the real
+        # 151936-row embedding and output layer, so the weight bytes read per token are the real model's.
+        print("building a random 1.5B-shaped Qwen2 ...", file=sys.stderr)
+        shutil.rmtree(hf, ignore_errors=True)
+        build_tiny_qwen2(hf, **R1_SHAPE)
+    print(f"preparing {name} ({weights}) with `python -m solver prepare` ...", file=sys.stderr)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "solver",
+            "prepare",
+            name,
+            "--from-dir",
+            str(hf),
+            "--family",
+            "r1-distill",
+            "--weights",
+            weights,
+            "--store",
+            str(store),
+        ],
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
-    import shutil
-
-    shutil.rmtree(hf, ignore_errors=True)
-    return prepared.path
+    if all((store / n / "manifest.json").is_file() for n in R1_SHAPE_NAMES.values()):
+        shutil.rmtree(hf, ignore_errors=True)
+    return store / name
 
 
 def main() -> None:
