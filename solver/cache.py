@@ -753,16 +753,16 @@ class _Entry:
     @classmethod
     def from_text(cls, entry_id: str, text: str) -> _Entry:
         canonical = normalize(text)
-        reading = read(canonical)
+        reading = read(canonical, text)
         return cls(entry_id, text, canonical, reading.signature.key(), reading)
 
     @property
     def reading(self) -> Reading:
         reading = self._reading
         if reading is None:
-            # `read` is a pure function of the canonical text and a Reading is immutable: two threads
+            # `read` is a pure function of the entry's text and a Reading is immutable: two threads
             # that race here compute equal readings and either one is kept, so no lock is needed.
-            reading = read(self.canonical)
+            reading = read(self.canonical, self.text)
             self._reading = reading
         return reading
 
@@ -1209,7 +1209,7 @@ class SemanticCache:
                     "the question has no words to match (only numbers, symbols or emoji)"
                 )
                 continue
-            question = read(canonical)
+            question = read(canonical, text)  # type: ignore[arg-type]
             decisions[i] = self._exact_hit(question)
             if decisions[i] is None:
                 pending.append((i, question))

@@ -11,7 +11,11 @@ This module owns the comparison of two problems once the vector search has propo
   units of one dimension is the same value: 0.5 h and 30 min, 2 km and 2000 m, never 2 km and 2 kg or
   元 and dollars, see `solver.lexicon`), an expression that differs, an answer asked in other units
   ("how many centimetres" vs "多少米"), another value of a share asked for, two quantities that
-  swapped roles ("bought for 60, sold for 75" vs the reverse). Then the *features* of what remains
+  swapped roles ("bought for 60, sold for 75" vs the reverse; members of one list, "4, 6 and 10",
+  have no order), a word the problem operates on that differs (the letters of LEVEL / LEVER), the
+  other extremum asked (the largest / the smallest), the two sides of a comparison swapped ("A is
+  taller than B", "角C是角B的2倍"), and, without numbers, a yes-or-no answer against a value. Then
+  the *features* of what remains
   (similarity, alignment, which parts of the signature differ, the wording edit check, claims and
   units said without a number that differ, words one side lacks) for the learned rule; a percentage
   and the same share as a fraction (40% and 2/5) align like a conversion (a suggestion at most); amounts aligned through a conversion are compared in the entry's units, and make a certain hit
@@ -110,10 +114,15 @@ class Reading:
     asked: frozenset[str] = frozenset()  # every unit the question asks in, time and money included
     shares: Shares | None = None  # a share of a whole: which of share, whole and part is unknown
     claims: tuple[tuple[str, frozenset[str]], ...] = ()  # what each speaker's quoted words say
+    data: tuple[str, ...] = ()  # the words the problem operates on: LEVEL, "banana", the letter e
+    extremum: frozenset[str] = frozenset()  # "max" / "min": the largest, 最少, at most how many
+    relations: frozenset[tuple[str, str, str]] = frozenset()  # (who, relation, than whom): A > B
+    answer_kind: str | None = None  # "yes/no" (is it a leap year) or "value" (which year)
 
 
-def read(canonical: str) -> Reading:
-    """Read a canonical text (from `solver.normalize.normalize`)."""
+def read(canonical: str, text: str | None = None) -> Reading:
+    """Read a canonical text (from `solver.normalize.normalize`); `text`, the text as typed, adds
+    the words written in capitals (LEVER), which the canonical text has lower-cased."""
     return Reading(
         canonical,
         signature_of_canonical(canonical),
@@ -126,7 +135,183 @@ def read(canonical: str) -> Reading:
         asked_units(canonical),
         read_shares(canonical),
         read_claims(canonical),
+        read_data(canonical, text),
+        read_extremum(canonical),
+        read_relations(canonical),
+        read_answer_kind(canonical),
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# The kind of answer: yes or no, or a value
+# --------------------------------------------------------------------------------------------------
+#
+# "Write a function that checks whether a year is a leap year" and "... that returns the next leap
+# year" share their words and have no number to tell them apart; one answers yes or no, the other
+# a value. Read only where the text says it plainly; a text that says both, or neither, has no kind.
+
+_YES_NO_RE = re.compile(
+    r"\b(?:check|checks|checking|determine|determines|test|tests|decide|decides|tell|tells|verify|"
+    r"verifies|whether)\b(?: or not)?(?:\s+\w+){0,2}?\s*\b(?:whether|if)\b|\bwhether\b"
+    r"|\breturns? (?:true|false|a boolean|a bool)\b|\bis it (?:true|possible)\b"
+    r"|是否|是不是|能否|可否"
+)
+_VALUE_RE = re.compile(
+    r"\bhow (?:many|much|long|far|old|fast)\b|\bwhat\b|\bwhich\b|\bthe number of\b|\bfind\b"
+    r"|\b(?:return|returns|returning|compute|computes|calculate|calculates|count|counts|print|prints|"
+    r"output|outputs|list|lists|give|gives|generate|generates) (?:the|a|an|all|every|each|how)\b"
+    r"|多少|几|什么|哪|求|计算|输出|返回(?!真|假|true|false)|列出"
+)
+
+
+def read_answer_kind(canonical: str) -> str | None:
+    """The kind of answer, "yes/no" or "value", when the text says it plainly, else None."""
+    yes_no, value = bool(_YES_NO_RE.search(canonical)), bool(_VALUE_RE.search(canonical))
+    if yes_no == value:
+        return None
+    return "yes/no" if yes_no else "value"
+
+
+# --------------------------------------------------------------------------------------------------
+# Data words: the word, string or letter a problem operates on
+# --------------------------------------------------------------------------------------------------
+#
+# "the letters of LEVEL" and "the letters of LEVER" differ as 12 and 13 do: the word is the given.
+# Read from the canonical text: a word after "the letters of", "the word", "the string", a quoted
+# word that is not a speaker's claim, a letter after "the letter", a Latin word beside 单词 / 字符串 in
+# Chinese; and from the text as typed, a word in capitals that is not an acronym the lexicon knows
+# (GCD and HCF are one thing) in text that is not shouted as a whole.
+
+_DATA_RES = (
+    re.compile(
+        r"\b(?:letters|characters|chars) (?:of|in) (?:the (?:word|string|name) )?[\"']?([a-z]{2,})\b"
+    ),
+    re.compile(r"\bthe (?:word|string) [\"']?([a-z]{2,})\b"),
+    re.compile(r"\bthe (?:letter|character|char) [\"']?([a-z])\b"),
+    re.compile(r"(?:单词|字符串|字母|字符)\s*[\"']?([a-z]+)(?![a-z])"),
+    re.compile(r"(?<![a-z])([a-z]{2,})[\"']?\s*(?:这个|这)?(?:单词|字符串)"),
+    re.compile(r"(?<![a-z])[\"']([^\s\"']{1,30})[\"'](?![a-z])"),
+)
+_CAPITAL_WORD_RE = re.compile(r"(?<![A-Za-z])[A-Z]{2,}(?![A-Za-z])")
+
+
+def read_data(canonical: str, text: str | None = None) -> tuple[str, ...]:
+    """The words and letters the problem operates on, lower-cased, sorted (see above)."""
+    claimed = [m.span() for m in _CLAIM_RE.finditer(canonical)]
+    found: set[str] = set()
+    for pattern in _DATA_RES:
+        for m in pattern.finditer(canonical):
+            if not any(a <= m.start() < b for a, b in claimed):
+                found.add(m.group(1))
+    if text:
+        words = re.findall(r"[A-Za-z]{2,}", text)
+        letters = sum(len(w) for w in words)
+        shouted = letters >= 8 and sum(ch.isupper() for w in words for ch in w) / letters > 0.6
+        if not shouted:
+            for m in _CAPITAL_WORD_RE.finditer(text):
+                word = m.group().lower()
+                if not lexicon_ids(word) and not lexicon_ids(m.group()):
+                    found.add(word)
+    return tuple(sorted(found))
+
+
+# --------------------------------------------------------------------------------------------------
+# The asked extremum: the largest or the smallest
+# --------------------------------------------------------------------------------------------------
+
+_EXTREMUM_WORDS = (
+    ("max", r"\b(?:the )?(?:largest|greatest|biggest|highest|maximum|max|longest|oldest|most)\b"
+            r"|\bat most\b|最大|最多|至多|最高|最长|最远|最重|最贵"),
+    ("min", r"\b(?:the )?(?:smallest|least|fewest|lowest|minimum|min|shortest|youngest)\b"
+            r"|\bat least\b|最小|最少|至少|最低|最短|最近|最轻|最便宜"),
+)  # fmt: skip
+# not an asked extremum: gcd and lcm (terms of their own), an order ("from smallest to largest"), a
+# condition on a given number ("at least 3", "至少有3个"), "most of", "at the latest"
+_NOT_EXTREMUM_RE = re.compile(
+    r"greatest common (?:divisor|factor)|highest common factor|(?:least|lowest) common multiple"
+    r"|最大公(?:因数|约数)|最小公倍数|(?:smallest|lowest|largest|highest|least|greatest) to "
+    r"(?:largest|highest|smallest|lowest|greatest|least)|从小到大|从大到小|由小到大|由大到小"
+    r"|(?:\bat (?:most|least)|\bmost|\bleast|最多|最少|至多|至少|最大|最小)\s*(?:有|是|为|要)?\s*\d"
+    r"|\bmost of\b"
+)
+# a condition inside the asking sentence: "... if he buys the cheapest wood", "如果选最便宜的"
+_CONDITION_RE = re.compile(
+    r"\b(?:if|when|whenever|assuming|given|provided|unless)\b[^,?]*|(?:如果|假如|假设|若|当)[^,?，？]*"
+)
+_ASKS_RE = re.compile(
+    r"\b(?:how|what|which|who|find|calculate|compute|determine)\b|多少|几|什么|哪|谁|求|\?"
+)
+
+
+def read_extremum(canonical: str) -> frozenset[str]:
+    """Which extremum ("max", "min") the asking sentence asks for (the last sentence that asks),
+    leaving out its conditions ("if he buys the cheapest wood")."""
+    sentences = [s for s in re.split(r"(?<=[.?!;。？！；])\s*", canonical) if s.strip()]
+    asking = next((s for s in reversed(sentences) if _ASKS_RE.search(s)), "")
+    asking = _CONDITION_RE.sub(" ", _NOT_EXTREMUM_RE.sub(" ", asking))
+    return frozenset(kind for kind, pattern in _EXTREMUM_WORDS if re.search(pattern, asking))
+
+
+# --------------------------------------------------------------------------------------------------
+# Relations between named things: who is taller, which angle is twice which
+# --------------------------------------------------------------------------------------------------
+#
+# "Amy is taller than Ben" and "Ben is taller than Amy" hold the same words and no number to align;
+# "angle C is twice angle B" and "angle B is twice angle C" hold the same numbers. A relation is read
+# as (left, relation, right) with its two sides named, and the same relation with the two sides
+# swapped is another problem. "As tall as" is left out: it holds both ways.
+
+_THING = r"(?:(?:the|a|an|angle|side|point|line|segment|∠)\s+)*([A-Za-z]\w*)"
+_EN_RELATION_RES = (
+    # A is 3 times B / A is 2 times as old as B / A is 3 times B's age
+    re.compile(
+        rf"{_THING}(?:'s \w+)? (?:is|are|was|were|has|had|weighs|runs|costs) (?:\d+(?:\.\d+)? )?"
+        rf"(times) (?:as \w+ as |more than |that of )?{_THING}"
+    ),
+    # A is (3 years) older than B / A has 5 more apples than B / A runs faster than B
+    re.compile(
+        rf"{_THING}(?:'s \w+)? (?:is|are|was|were|has|had|have|weighs|runs|costs|gets|got|scored|earns)"
+        rf"(?: \d+(?:\.\d+)?(?: \w+)?)? (\w+(?:er)|more|less|fewer)(?: \w+)? than {_THING}"
+    ),
+)
+_ZH_NAME = r"(小[\u4e00-\u9fff]|[A-Z]|[\u4e00-\u9fff]{1,2}?)"
+_ZH_RELATION_RES = (
+    # 甲比乙多 / 小明比小红高3厘米 / 角C比角B大
+    re.compile(rf"(?:角|边|点)?{_ZH_NAME}(?:的\w{{0,3}}?)?比(?:角|边|点)?{_ZH_NAME}(?:的\w{{0,3}}?)?"
+               r"(多|少|大|小|高|矮|重|轻|快|慢|长|短|早|晚|贵|便宜)"),
+    # 角C是角B的2倍
+    re.compile(rf"(?:角|边|点)?{_ZH_NAME}(?:的\w{{0,3}}?)?是(?:角|边|点)?{_ZH_NAME}(?:的\w{{0,3}}?)?"
+               r"的\d+(?:\.\d+)?(倍)"),
+)  # fmt: skip
+_NOT_A_SIDE = frozenset("the a an it he she they this that there which who what one".split())
+
+
+def read_relations(canonical: str) -> frozenset[tuple[str, str, str]]:
+    """(left, relation, right) of each comparison between two named sides."""
+    found = set()
+    for pattern in _EN_RELATION_RES:
+        for m in pattern.finditer(canonical):
+            left, relation, right = m.group(1), m.group(2), m.group(3)
+            if left.lower() not in _NOT_A_SIDE and right.lower() not in _NOT_A_SIDE:
+                found.add((left, relation, right))
+    for pattern in _ZH_RELATION_RES:
+        for m in pattern.finditer(canonical):
+            found.add((m.group(1), m.group(3), m.group(2)))
+    return frozenset(found)
+
+
+def relations_swapped(question: Reading, entry: Reading) -> str | None:
+    """A relation whose two sides one problem names the other way round, or None."""
+    for left, relation, right in sorted(question.relations):
+        swapped = (right, relation, left)
+        if (
+            left != right
+            and swapped in entry.relations
+            and swapped not in question.relations
+            and (left, relation, right) not in entry.relations
+        ):
+            return f"{left} and {right}"
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -295,16 +480,63 @@ def _single_roles(shares: Shares) -> dict[Fraction, str]:
 
 
 def _expressions(canonical: str) -> tuple[str, ...]:
-    """Formulas with an operator between two terms ("3^12", "n^2+n"), spaces removed, sorted.
+    """Formulas with an operator between two terms ("3^12", "n^2+n", "3/4-5/6+2/3"), spaces
+    removed, order and operators kept, sorted; and the powers said in words ("2的2025次方",
+    "2025个2相乘", "the 2025th power of 2") written as "2^2025".
 
-    Only runs that hold an exponent or a letter count: "5-3" between two numbers is as often a
-    range or a date as a subtraction, and plain numbers are compared as quantities already."""
-    found = []
+    A run of plain numbers counts only when it holds +, × or ÷, or subtracts fractions written with
+    spaces ("3/4 - 5/6"): "5-3" or "2024-05-06" is as often a range or a date as a subtraction, and
+    "1-1/2" is one and a half. A run next to an ellipsis is the start of a series ("1+2+3+…+100"),
+    which a rewording may start with fewer terms: its numbers are compared as quantities. A sum or
+    a product of plain terms is written in one order (3×4 and 4×3 are one expression)."""
+    found = [_power_text(base, exponent) for base, exponent in _word_powers(canonical)]
     for m in _EXPRESSION_RE.finditer(canonical):
-        text = re.sub(r"\s+", "", m.group()).translate(_OPERATOR_ALIASES)
-        if "^" in text or re.search(r"[a-z]", text):
-            found.append(text)
+        raw = m.group()
+        text = re.sub(r"\s+", "", raw).translate(_OPERATOR_ALIASES)
+        if not ("^" in text or re.search(r"[a-z]", text)):
+            if _SERIES_RE.match(canonical, m.end()) or _SERIES_BEFORE_RE.search(
+                canonical, 0, m.start()
+            ):
+                continue
+            if not (re.search(r"[+*×÷]", raw) or ("/" in raw and re.search(r"\s-\s", raw))):
+                continue
+        found.append(_commuted(text))
     return tuple(sorted(found))
+
+
+# a power in words: 2的2025次方 / 2的2025次幂, 2025个2相乘 (2025 twos multiplied), the 2025th power of
+# 2, "2 ^ the 2025th power" (normalize reads "raised to" as ^)
+_OPERAND = r"\d+(?:\.\d+)?|[a-z]"
+_WORD_POWER_RES = (
+    (re.compile(rf"(?<![\d.])({_OPERAND})\s*的\s*({_OPERAND})\s*次(?:方|幂)"), 1, 2),
+    (re.compile(rf"(?<![\d.])({_OPERAND})\s*个\s*({_OPERAND})\s*(?:相乘|连乘|乘在一起)"), 2, 1),
+    (re.compile(rf"\bthe ({_OPERAND})(?:st|nd|rd|th)? power of ({_OPERAND})\b"), 2, 1),
+    (re.compile(rf"(?<![\d.])({_OPERAND}) \^ the ({_OPERAND})(?:st|nd|rd|th)? power\b"), 1, 2),
+)
+_SERIES_RE = re.compile(r"\s*[+\-*×]?\s*(?:…|\.{3}|⋯)")
+_SERIES_BEFORE_RE = re.compile(r"(?:…|\.{3}|⋯)\s*[+\-*×]?\s*$")
+
+
+def _word_powers(canonical: str) -> list[tuple[str, str]]:
+    """(base, exponent) of each power said in words."""
+    return [
+        (m.group(base), m.group(exponent))
+        for pattern, base, exponent in _WORD_POWER_RES
+        for m in pattern.finditer(canonical)
+    ]
+
+
+def _power_text(base: str, exponent: str) -> str:
+    return f"{base}^{exponent}"
+
+
+def _commuted(text: str) -> str:
+    """A sum of terms or a product of factors, with no other operator, in one order."""
+    for operator in "+*":
+        others = re.sub(r"(?<=\d)/(?=\d)", "", text.replace(operator, ""))
+        if operator in text and not re.search(r"[\^+\-*/]", others):
+            return operator.join(sorted(text.split(operator)))
+    return text
 
 
 def _contexts(canonical: str) -> tuple[tuple[Fraction, frozenset[str]], ...]:
@@ -449,9 +681,14 @@ def role_shift(question: Reading, entry: Reading) -> tuple[float, str | None]:
     q_ctx = _context_by_value(question)
     e_ctx = _context_by_value(entry)
     values = sorted(set(q_ctx) & set(e_ctx))
+    q_lists, e_lists = _lists(question.canonical), _lists(entry.canonical)
     best, certain = 0.0, None
     for i, v in enumerate(values):
         for w in values[i + 1 :]:
+            if any({v, w} <= members for members in q_lists) and any(
+                {v, w} <= members for members in e_lists
+            ):
+                continue  # "divisible by 4, 6 and 10" and "by 10, 6 and 4": a list has no order
             own = _overlap(q_ctx[v], e_ctx[v]) + _overlap(q_ctx[w], e_ctx[w])
             cross = _overlap(q_ctx[v], e_ctx[w]) + _overlap(q_ctx[w], e_ctx[v])
             if _overlap(q_ctx[v], e_ctx[w]) > _overlap(q_ctx[v], e_ctx[v]) and _overlap(
@@ -463,6 +700,39 @@ def role_shift(question: Reading, entry: Reading) -> tuple[float, str | None]:
                 if own == 0 and certain is None:
                     certain = f"{format_number(v)} and {format_number(w)}"
     return best, certain
+
+
+# A list of numbers: "4, 6 and 10", "4、6和10", "3 cm, 4 cm or 5 cm" (each member with the same word
+# or none). "respectively" / 分别 gives the members an order: such a list is left out.
+_LIST_MEMBER = r"\d+(?:\.\d+)?%?(?:\s?[a-z]+|[\u4e00-\u9fff]{1,2}?)?"
+_LIST_RE = re.compile(
+    rf"(?<![\d.])({_LIST_MEMBER}(?:\s*[,、]\s*{_LIST_MEMBER})*,?\s*(?:\band\b|\bor\b|和|与|及|或|、)"
+    rf"\s*{_LIST_MEMBER})(?![\d.])"
+)
+_ORDERED_LIST_RE = re.compile(r"^\s*,?\s*(?:respectively\b|分别)|分别(?:是|为)?\s*$")
+
+
+def _lists(canonical: str) -> list[frozenset[Fraction]]:
+    """The values of each unordered list of numbers in the text."""
+    out = []
+    for m in _LIST_RE.finditer(canonical):
+        if _ORDERED_LIST_RE.search(canonical[m.end() : m.end() + 16]) or _ORDERED_LIST_RE.search(
+            canonical[max(0, m.start() - 6) : m.start()]
+        ):
+            continue
+        pieces = [
+            re.fullmatch(r"(\d+(?:\.\d+)?)%?\s*(.*)", piece)
+            for piece in re.split(r"\s*(?:,|、|\band\b|\bor\b|和|与|及|或)\s*", m.group(1))
+            if piece
+        ]
+        # what each member counts; the last one's Chinese word may be the next verb (10整除)
+        words = {p.group(2) for p in pieces[:-1] if p} | {
+            p.group(2) for p in pieces[-1:] if p and re.fullmatch(r"[a-z]*", p.group(2))
+        }
+        if len(words) > 1 or not all(pieces):
+            continue  # "4 apples and 6 pears": each number counts its own thing
+        out.append(frozenset(Fraction(p.group(1)) for p in pieces if p))
+    return out
 
 
 def _context_by_value(reading: Reading) -> dict[Fraction, frozenset[str]]:
@@ -549,6 +819,40 @@ def compare(
     unknown = shares_differ(question, entry)
     if unknown:
         return Comparison("unknown", unknown, ())
+    if question.data and entry.data and question.data != entry.data:
+        # the word a problem operates on is one of its givens: the letters of LEVEL and of LEVER
+        return Comparison(
+            "data",
+            f"the banked problem works on {', '.join(entry.data)}, yours on {', '.join(question.data)}",
+            (),
+        )
+    if question.extremum and entry.extremum and question.extremum.isdisjoint(entry.extremum):
+        return Comparison(
+            "extremum",
+            f"the banked problem asks for the {_EXTREMUM_TEXT[entry.extremum]}, "
+            f"you ask for the {_EXTREMUM_TEXT[question.extremum]}",
+            (),
+        )
+    if (
+        not question.quantities
+        and not entry.quantities
+        and question.answer_kind
+        and entry.answer_kind
+        and question.answer_kind != entry.answer_kind
+    ):
+        # without a number to align, the kind of answer is the evidence that the asked thing is
+        # another: a yes or no (is it a leap year) against a value (the next leap year)
+        return Comparison(
+            "asked",
+            f"the banked problem asks for {_KIND_TEXT[entry.answer_kind]}, "
+            f"you ask for {_KIND_TEXT[question.answer_kind]}",
+            (),
+        )
+    swapped = relations_swapped(question, entry)
+    if swapped:
+        return Comparison(
+            "roles", f"{swapped} swap places in a comparison between the two problems", ()
+        )
     shift, certain = role_shift(question, entry)
     if certain:
         return Comparison(
@@ -612,6 +916,13 @@ def compare(
         _vector(features),
         aligned=aligned,
     )
+
+
+_KIND_TEXT = {"yes/no": "a yes or no", "value": "a value"}
+_EXTREMUM_TEXT = {
+    frozenset({"max"}): "largest value",
+    frozenset({"min"}): "smallest value",
+}
 
 
 def _implicit_difference(question: Reading, entry: Reading, alignment: Alignment) -> int:
