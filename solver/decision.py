@@ -17,9 +17,10 @@ This module owns the comparison of two problems once the vector search has propo
   taller than B", "角C是角B的2倍"), and, without numbers, a yes-or-no answer against a value. Then
   the *features* of what remains
   (similarity, alignment, which parts of the signature differ, the wording edit check, claims and
-  units said without a number that differ, words one side lacks) for the learned rule; a percentage
-  and the same share as a fraction (40% and 2/5) align like a conversion (a suggestion at most); amounts aligned through a conversion are compared in the entry's units, and make a certain hit
-  possible only when the question asks the same thing in the same units.
+  units said without a number that differ, words one side lacks, `converted_units`) for the learned
+  rule; amounts aligned through a conversion (30 min and half an hour, 40% and 2/5) are compared in
+  the entry's units, and align for a certain hit when the question asks the same thing in the same
+  units (the rule weighs `converted_units`).
 - `DecisionModel`: gradient-boosted trees over those features, fitted on labelled development data by
   `python -m solver calibrate`, with two thresholds chosen on that data: `hit_at` (a hit is served at
   once; chosen so that wrong hits stay under a stated bound) and `suggest_at` (shown as "Is this your
@@ -81,6 +82,7 @@ FEATURES = (
     "question_words_extra",
     "claims_differ",
     "implicit_differ",
+    "converted_units",
 )
 
 
@@ -905,11 +907,14 @@ def compare(
         "question_words_extra": _share_missing(q_tokens, entry.tokens) if same_language else 0.0,
         "claims_differ": float(claims_differ),
         "implicit_differ": float(implicit_differ),
+        # amounts that align only once converted (half an hour and 30 minutes): the learned rule
+        # weighs them, since other people's labelled data sometimes calls such a pair a changed
+        # number (GSM-Plus writes one problem in other units as a perturbation)
+        "converted_units": float(converted),
     }
-    # Amounts equal only once converted (4 h and 240 min) are offered as a suggestion, never a certain
-    # hit: other people's labelled data calls such a pair a changed number (GSM-Plus writes one problem
-    # in other units as a perturbation), so a student confirms it instead of the cache deciding.
-    aligned = alignment.is_exact and not alignment.converted
+    # Amounts equal once converted align like equal numbers when the conversions leave the problem
+    # the same (no rate, the same asked quantity and units): the rule may serve them as a hit.
+    aligned = alignment.is_exact and (not alignment.converted or converted)
     return Comparison(
         None,
         _agreement_reason(question, entry, alignment, aligned),
@@ -1074,14 +1079,29 @@ class DecisionModel:
             raise ModelFileError(f"Cannot read the decision model {path}: {exc}") from exc
         if not isinstance(data, dict) or data.get("format") != 2:
             raise ModelFileError(f"{path} is not a decision model this version can read.")
-        if data.get("features") != list(FEATURES):
+        fitted_on = data.get("features")
+        if (
+            not isinstance(fitted_on, list)
+            or not fitted_on
+            or any(name not in FEATURES for name in fitted_on)
+        ):
+            # a model that needs a feature this version no longer computes cannot be walked
             raise ModelFileError(
                 f"{path} was fitted on other features; refit it with `python -m solver calibrate`."
             )
+        # The trees number features as the model's list does; walk them by this version's numbers.
+        # A feature added since the fit is simply not used by these trees until the next refit.
+        position = [FEATURES.index(name) for name in fitted_on]
         try:
             trees = tuple(
                 tuple(
-                    (int(f), float(t), int(left), int(right), float(v))
+                    (
+                        position[int(f)] if int(f) >= 0 else int(f),
+                        float(t),
+                        int(left),
+                        int(right),
+                        float(v),
+                    )
                     for f, t, left, right, v in nodes
                 )
                 for nodes in data["trees"]
@@ -1094,7 +1114,7 @@ class DecisionModel:
                 suggest_at=float(data["suggest_at"]),
                 notes=dict(data.get("notes") or {}),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ModelFileError(f"{path} is damaged: {exc}") from exc
         for nodes in trees:
             for feature, _, left, right, _ in nodes:

@@ -1125,7 +1125,8 @@ def test_the_shipped_decision_model_loads_and_a_damaged_one_is_refused(tmp_path)
 
     model = load_model_for("use-multilingual")
     assert model is not None and 0 < model.suggest_at <= model.hit_at < 1
-    assert "held_apart_share" in model.notes and model.notes["features"] == list(FEATURES)
+    # fitted on these features (a feature added since is unused by its trees until the next refit)
+    assert "held_apart_share" in model.notes and set(model.notes["features"]) <= set(FEATURES)
     p = model.probability(tuple(0.0 for _ in FEATURES))
     assert 0.0 < p < 1.0
     assert load_model_for("st:/some/folder") is None  # no model: the version 1 gates
@@ -1187,10 +1188,12 @@ _ROAD = "A road is {} long. A tree is planted every 50 m along one side, includi
     ],
 )
 def test_the_same_amount_in_other_units_aligns_as_one_quantity(bank, question):
-    """Paired and compared in the bank's units, but never aligned for a certain hit: a student
-    confirms "Is this your question?" (labelled data calls such pairs changed numbers)."""
+    """Paired and compared in the bank's units, aligned like equal numbers (a certain hit is
+    possible), with the conversion told to the learned rule (labelled data sometimes calls such
+    pairs changed numbers, so the rule weighs `converted_units`)."""
     comparison, features = _compared(bank, question)
-    assert comparison.rule is None and not comparison.aligned, comparison
+    assert comparison.rule is None and comparison.aligned, comparison
+    assert features["converted_units"] == 1.0
     # compared in the bank's units, nothing differs: no unit, no word (the wording check's edit was
     # only the way the amount is written)
     assert features["units_differ"] == 0.0 and features["wording_edit"] == 0.0
@@ -1291,11 +1294,15 @@ def test_the_multilingual_cache_suggests_the_same_amount_in_other_units(
     use_multilingual, bank, question, outcome
 ):
     """Through the real embedder and the shipped decision rule: the same amount in other units is
-    offered as "Is this your question?", a changed amount in other units misses."""
+    served or offered as "Is this your question?" (a hit is possible since the conversion aligns
+    like equal numbers), a changed amount in other units misses."""
     cache = SemanticCache(use_multilingual)
     cache.add("x", bank)
     decision = cache.lookup(question)
     if outcome == "not hit":
         assert not decision.hit, decision.reasons
+    elif outcome == "suggest":
+        assert decision.outcome in ("hit", "suggest"), decision.reasons
+        assert decision.hit or decision.suggestions[0].entry_id == "x"
     else:
         assert decision.outcome == outcome, decision.reasons

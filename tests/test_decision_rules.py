@@ -1,14 +1,16 @@
 """The exact rules of solver.decision that read more than numbers: expressions with fractions and
 powers said in words, the asked extremum, the words a problem operates on, swapped sides of a
-comparison, the kind of answer of a problem without numbers, and unordered lists. Each pair is
-compared without the embedder (a high similarity, as the vector search
+comparison, the kind of answer of a problem without numbers, unordered lists, and equal amounts in
+other units. Each pair is compared without the embedder (a high similarity, as the vector search
 would give such near-copies), so what decides is the rule itself."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from solver.decision import FEATURES, compare, read
+from solver.decision import FEATURES, DecisionModel, compare, load_model_for, read
 from solver.normalize import normalize
 
 
@@ -186,3 +188,67 @@ def test_members_of_one_list_have_no_order_roles(question, entry):
 def test_numbers_that_are_not_one_list_keep_their_roles(question, entry):
     comparison, features = _compare(question, entry)
     assert comparison.rule == "roles" or features["role_shift"] > 0, comparison
+
+
+_WALK = "Mia cycles for {} at 12 km per hour. How far does she ride?"
+
+
+@pytest.mark.parametrize(
+    ("question", "entry"),
+    [
+        (_WALK.format("half an hour"), _WALK.format("30 minutes")),
+        (_WALK.format("2 weeks"), _WALK.format("14 days")),
+        (
+            "A trail is 0.4 km long. How many 50 m posts line it?",
+            "A trail is 400 m long. How many 50 m posts line it?",
+        ),
+    ],
+)
+def test_equal_amounts_in_other_units_may_be_a_certain_hit_and_say_so(question, entry):
+    comparison, features = _compare(question, entry)
+    assert comparison.rule is None and comparison.aligned, comparison
+    assert features["converted_units"] == 1.0
+    assert " = " in comparison.reason  # "0.5 h = 30 min"
+
+
+def test_the_same_units_have_no_conversion():
+    _, features = _compare(_WALK.format("30 minutes"), _WALK.format("30 minutes"))
+    assert features["converted_units"] == 0.0
+
+
+def test_a_model_fitted_before_a_feature_was_added_still_walks_its_trees(tmp_path):
+    """The shipped model names the features it was fitted on: its trees are walked by name, and a
+    feature added since (converted_units) is not used until the next refit."""
+    shipped = load_model_for("use-multilingual")
+    assert shipped is not None
+    data = json.loads(
+        (
+            __import__("solver.decision", fromlist=["model_path"]).model_path("use-multilingual")
+        ).read_text()
+    )
+    assert "converted_units" not in data["features"]
+    # an older feature list, reordered: the same probability for the same named values
+    values = {name: 0.3 + 0.01 * i for i, name in enumerate(FEATURES)}
+    vector = tuple(values[name] for name in FEATURES)
+    reordered = dict(data)
+    order = list(reversed(data["features"]))
+    reordered["features"] = order
+    remap = {data["features"].index(name): i for i, name in enumerate(order)}
+    reordered["trees"] = [
+        [[remap[f] if f >= 0 else f, t, left, right, v] for f, t, left, right, v in nodes]
+        for nodes in data["trees"]
+    ]
+    path = tmp_path / "reordered.json"
+    path.write_text(json.dumps(reordered))
+    assert DecisionModel.load(path).probability(vector) == pytest.approx(
+        shipped.probability(vector)
+    )
+    # converted_units changes nothing for the shipped trees
+    changed = list(vector)
+    changed[FEATURES.index("converted_units")] = 1.0
+    assert shipped.probability(tuple(changed)) == shipped.probability(vector)
+    # a model that needs a feature this version does not compute is refused
+    unknown = dict(data, features=[*data["features"][:-1], "no_such_feature"])
+    path.write_text(json.dumps(unknown))
+    with pytest.raises(Exception, match="other features"):
+        DecisionModel.load(path)
