@@ -87,7 +87,10 @@ def register(subparsers) -> None:
     c.add_argument("--backend", choices=("torch", "openvino"), default="torch")
     c.add_argument("--holdout", type=float, default=0.3, help="share of problems kept apart")
     c.add_argument(
-        "--max-wrong", type=float, default=0.002, help="wrong-hit bound on the tune part"
+        "--max-wrong",
+        type=float,
+        default=0.005,
+        help="wrong-hit bound on the tune part (the target: 0.5%%)",
     )
     c.add_argument(
         "--find", type=float, default=0.96, help="share of rewordings served or suggested"
