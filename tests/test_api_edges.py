@@ -86,7 +86,7 @@ def test_a_40_digit_number_in_the_run_form_is_a_form_error(site, cast):
     client.force_login(cast.admin)
     response = client.post("/runs", {"which": "all", "ids": "1," + "9" * 40, "samples": "1"})
     assert response.status_code == 400
-    assert "no problem has a number that large" in response.content.decode()
+    assert "No problem has a number that large" in response.content.decode()
 
 
 @pytest.mark.django_db
