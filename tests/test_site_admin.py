@@ -11,6 +11,7 @@ from django.test import Client
 from tests.site_fixtures import *  # noqa: F403
 from tutor.models import (
     Classroom,
+    FollowUp,
     LiveGeneration,
     MatchBlock,
     ModelManifest,
@@ -39,6 +40,7 @@ MODELS = (
     "livegeneration",
     "modelmanifest",
     "classroom",
+    "followup",
 )
 CHICKENS = "鸡兔同笼，共有35个头，94只脚，问兔有多少只？"
 
@@ -79,6 +81,9 @@ def one_of_each(cast, make_problem):
         ),
         "modelmanifest": ModelManifest.objects.create(manifest_id="m1", name="tiny", data={}),
         "classroom": classroom,
+        "followup": FollowUp.objects.create(
+            question=question, user=cast.alice, text="Why <b>12</b>?", reply="Because 94 - 70 = 24."
+        ),
         "topic": Topic.objects.get(),
         "problem": problem,
         "solution": problem.solutions.get(),

@@ -24,6 +24,7 @@ from tutor.models import (
     ApiToken,
     Assignment,
     Classroom,
+    FollowUp,
     LiveGeneration,
     MatchBlock,
     Membership,
@@ -442,6 +443,36 @@ class RunItemAdmin(ReadOnlyAdmin):
         return super().has_delete_permission(request, obj)
 
 
+@admin.register(FollowUp)
+class FollowUpAdmin(ReadOnlyAdmin):
+    """Students' follow-up questions on an answer and the model's replies: kept apart from the bank."""
+
+    list_display = ("id", "user", "short_text", "question", "outcome", "finish_reason", "created")
+    list_filter = ("outcome", "created")
+    search_fields = ("text", "user__username")
+    list_select_related = ("user", "question")
+    fields = (
+        "question",
+        "user",
+        "text",
+        "solution",
+        "steps_shown",
+        "outcome",
+        "reply",
+        "error",
+        "model_name",
+        "finish_reason",
+        "new_tokens",
+        "created",
+        "finished",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="follow-up")
+    def short_text(self, obj: FollowUp) -> str:
+        return short(obj.text)
+
+
 @admin.register(LiveGeneration)
 class LiveGenerationAdmin(ReadOnlyAdmin):
     """Live answers, running and finished. The prompt and the generated text can be long: shown cut."""
@@ -530,11 +561,11 @@ class AssignmentInline(admin.TabularInline):
 
 @admin.register(Classroom)
 class ClassroomAdmin(ReadOnlyAdmin):
-    list_display = ("name", "teacher", "student_count", "homework_count", "created")
-    list_filter = ("created",)
+    list_display = ("name", "teacher", "student_count", "homework_count", "created", "archived_at")
+    list_filter = ("created", "archived_at")
     search_fields = ("name", "teacher__username", "memberships__student__username")
     list_select_related = ("teacher",)
-    fields = ("name", "teacher", "created")
+    fields = ("name", "teacher", "created", "archived_at")
     readonly_fields = fields
     inlines = (MembershipInline, AssignmentInline)
 
