@@ -226,7 +226,6 @@ def test_a_model_fitted_before_a_feature_was_added_still_walks_its_trees(tmp_pat
             __import__("solver.decision", fromlist=["model_path"]).model_path("use-multilingual")
         ).read_text()
     )
-    assert "converted_units" not in data["features"]
     # an older feature list, reordered: the same probability for the same named values
     values = {name: 0.3 + 0.01 * i for i, name in enumerate(FEATURES)}
     vector = tuple(values[name] for name in FEATURES)
@@ -243,10 +242,26 @@ def test_a_model_fitted_before_a_feature_was_added_still_walks_its_trees(tmp_pat
     assert DecisionModel.load(path).probability(vector) == pytest.approx(
         shipped.probability(vector)
     )
-    # converted_units changes nothing for the shipped trees
+    # a model fitted before converted_units existed (its feature list lacks it; the shipped one was
+    # refitted with it) loads, and converted_units changes nothing for its trees
+    older = [name for name in data["features"] if name != "converted_units"]
+    kept = {i for i, name in enumerate(data["features"]) if name != "converted_units"}
+    old_trees = [nodes for nodes in data["trees"] if all(f < 0 or f in kept for f, *_ in nodes)]
+    assert old_trees, "every shipped tree splits on converted_units"
+    remap_old = {data["features"].index(name): i for i, name in enumerate(older)}
+    old_model = dict(
+        data,
+        features=older,
+        trees=[
+            [[remap_old[f] if f >= 0 else f, t, left, right, v] for f, t, left, right, v in nodes]
+            for nodes in old_trees
+        ],
+    )
+    path.write_text(json.dumps(old_model))
+    loaded_old = DecisionModel.load(path)
     changed = list(vector)
     changed[FEATURES.index("converted_units")] = 1.0
-    assert shipped.probability(tuple(changed)) == shipped.probability(vector)
+    assert loaded_old.probability(tuple(changed)) == loaded_old.probability(vector)
     # a model that needs a feature this version does not compute is refused
     unknown = dict(data, features=[*data["features"][:-1], "no_such_feature"])
     path.write_text(json.dumps(unknown))

@@ -358,11 +358,23 @@ def test_a_deleted_or_edited_problem_stops_hitting_in_the_other_process(real_sit
 def test_aliases_and_blocks_cross_processes(real_site, other_process, cast):
     cage = bank.create_problem(text=CHICKENS, lang="zh", reference_answer="12")
     bank.create_problem(text=RECTANGLE, lang="zh", reference_answer="60")
-    wording = "我家笼子里的小动物们一共有三十五个脑袋九十四条腿，其中兔子是几只呀"
     other = other_process()
     other.call("start")
-    before = other.call("lookup", text=wording)
-    assert not (before["hit"] and before["entry_id"] == str(cage.pk))
+    # A wording of the cage problem that the cache does not serve by itself (which ones it serves moves
+    # with each refit of the decision rule: the first of these became a hit in stop 17's refit).
+    candidates = (
+        "我家笼子里的小动物们一共有三十五个脑袋九十四条腿，其中兔子是几只呀",
+        "35个头94只脚那道题，长耳朵的有几只",
+        "老师，笼子那题：三十五、九十四，问蹦蹦跳跳的那种有几只",
+    )
+    lookups = {text: other.call("lookup", text=text) for text in candidates}
+    unserved = [
+        text
+        for text, before in lookups.items()
+        if not (before["hit"] and before["entry_id"] == str(cage.pk))
+    ]
+    assert unserved, lookups
+    wording = unserved[0]
     alias = bank.accept_alias(text=wording, problem=cage, user=cast.teacher)
     assert other.call("until", text=wording, hit=str(cage.pk), within=WITHIN_S)["ok"]
     bank.dismiss_alias(alias=alias)
